@@ -1,0 +1,39 @@
+# Everything a fresh clone needs lives here: `make run` and `make test` create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MODEL_DIR ?= .cache/tiny-sd
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: install run test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	# The CPU build first: any other torch request would pull a multi-GB CUDA build.
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e '.[test,bench]'
+	touch $(STAMP)
+
+$(MODEL_DIR)/model_index.json: | $(STAMP)
+	$(PY) -m serve_app.tiny_model $(MODEL_DIR)
+
+run: $(STAMP) $(MODEL_DIR)/model_index.json
+	@echo "Serving on http://127.0.0.1:8000  (try: curl -o cat.png 'http://127.0.0.1:8000/imagine?prompt=a+cat')"
+	$(VENV)/bin/serve run deployments/local.yaml
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP) $(MODEL_DIR)/model_index.json
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .cache

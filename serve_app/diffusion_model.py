@@ -1,0 +1,234 @@
+"""The batched model deployment: one diffusers pipeline per replica, batches shared across callers.
+
+Request flow inside a replica::
+
+    generate(job) / generate_stream(job)     one image, from any caller (HTTP, Discord, jobs)
+        -> _render_batch([job, ...])         @serve.batch collects jobs for batch_wait_timeout_s
+            -> group_indices(...)            one group per (size, steps, guidance, scheduler)
+                -> _run_group in a thread    the blocking pipeline call, off the event loop
+
+The pipeline call runs in a worker thread so the replica keeps answering health checks, metrics
+and new requests (which queue up for the next batch) while the GPU or CPU is busy. Only one
+pipeline call runs at a time: diffusers schedulers keep per-call state and are not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray import serve
+
+from serve_app.batching import group_indices
+from serve_app.generation import ImageJob, ImageResult, ProgressEvent, ProgressSink
+from serve_app.pipeline_loading import SchedulerCache, load_pipeline, plan_runtime
+from serve_app.settings import AppSettings, BatchingSettings
+
+logger = logging.getLogger("ray.serve")
+
+BATCH_LOG_LENGTH = 1000
+
+
+def torch_thread_count(configured: int | None) -> int:
+    """Threads for torch: the configured count, else the CPUs Ray assigned to this replica.
+
+    Ray workers inherit OMP_NUM_THREADS from whatever worker process they reuse, so the count torch
+    starts with is not reliable; set it explicitly from what the replica was given.
+    """
+    if configured:
+        return configured
+    import ray
+
+    assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    return max(1, round(assigned))
+
+
+def _raise_if_failed(result: ImageResult | BaseException) -> ImageResult:
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 1, "num_gpus": 0},
+    # Enough in flight for a full batch to wait while the previous one renders.
+    max_ongoing_requests=16,
+    # Bounded: past this, callers get BackPressureError -> HTTP 503 with Retry-After.
+    max_queued_requests=64,
+    autoscaling_config={
+        "min_replicas": 1,
+        "max_replicas": 2,
+        "target_ongoing_requests": 8,
+    },
+    health_check_period_s=10,
+    health_check_timeout_s=60,
+)
+class DiffusionModel:
+    def __init__(self, settings: AppSettings) -> None:
+        import torch
+
+        torch.set_num_threads(torch_thread_count(settings.torch_threads))
+        self._settings = settings
+        self._plan = plan_runtime(settings)
+        started = time.perf_counter()
+        self._pipe = load_pipeline(settings, self._plan)
+        self._load_s = time.perf_counter() - started
+        self._schedulers = SchedulerCache(self._pipe)
+        self._call_lock = threading.Lock()
+        self._batch_log: deque[dict[str, Any]] = deque(maxlen=BATCH_LOG_LENGTH)
+        self._images_rendered = 0
+        self._batching = settings.batching
+        self._apply_batching(settings.batching)
+        logger.info(
+            "model ready in %.1fs: %s, %d torch threads",
+            self._load_s,
+            self._plan,
+            torch.get_num_threads(),
+        )
+
+    # --- Serve hooks -------------------------------------------------------------------------
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Retune batching live: `serve deploy` with a new user_config needs no replica restart."""
+        self._apply_batching(BatchingSettings.model_validate(user_config or {}))
+
+    def check_health(self) -> None:
+        if self._pipe is None:
+            raise RuntimeError("pipeline not loaded")
+
+    # --- public methods, called through DeploymentHandle ------------------------------------
+
+    async def generate(self, job: ImageJob) -> ImageResult:
+        return _raise_if_failed(await self._render_batch(job, None))
+
+    async def generate_stream(self, job: ImageJob) -> AsyncIterator[ProgressEvent | ImageResult]:
+        """Progress events while the job waits and renders, then the ImageResult last.
+
+        Call with ``handle.options(stream=True)``. Used by callers that show progress to people.
+        """
+        sink = ProgressSink(loop=asyncio.get_running_loop())
+        render = asyncio.ensure_future(self._render_batch(job, sink))
+        yield ProgressEvent(state="queued", total=job.steps)
+        try:
+            while not render.done():
+                next_event = asyncio.ensure_future(sink.queue.get())
+                await asyncio.wait({render, next_event}, return_when=asyncio.FIRST_COMPLETED)
+                if next_event.done():
+                    yield next_event.result()
+                else:
+                    next_event.cancel()
+            yield _raise_if_failed(render.result())
+        finally:
+            if not render.done():
+                render.cancel()
+
+    def describe(self) -> dict[str, Any]:
+        """What /v1/models reports: the model, where it runs and how it batches."""
+        import torch
+
+        return {
+            "model": self._settings.served_model_name,
+            "source": self._settings.model,
+            **self._plan.as_dict(),
+            "torch_threads": torch.get_num_threads(),
+            "load_seconds": round(self._load_s, 3),
+            "max_batch_size": self._batching.max_batch_size,
+            "batch_wait_timeout_s": self._batching.batch_wait_timeout_s,
+            "images_rendered": self._images_rendered,
+        }
+
+    def batch_log(self) -> list[dict[str, Any]]:
+        """Recent batches as run: sizes and groups. Tests and benchmarks read batching from here."""
+        return list(self._batch_log)
+
+    # --- batching ----------------------------------------------------------------------------
+
+    def _apply_batching(self, batching: BatchingSettings) -> None:
+        self._batching = batching
+        self._render_batch.set_max_batch_size(batching.max_batch_size)
+        self._render_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.1)
+    async def _render_batch(
+        self, jobs: list[ImageJob], sinks: list[ProgressSink | None]
+    ) -> list[ImageResult | BaseException]:
+        """Render a batch group by group; a failing group fails only its own callers."""
+        batch_started = time.perf_counter()
+        groups = group_indices(jobs)
+        self._batch_log.append(
+            {
+                "at": time.time(),
+                "size": len(jobs),
+                "groups": [len(group) for group in groups],
+                "max_batch_size": self._batching.max_batch_size,
+            }
+        )
+        results: list[ImageResult | BaseException] = []
+        results.extend(RuntimeError("not rendered") for _ in jobs)
+        for group in groups:
+            group_jobs = [jobs[i] for i in group]
+            group_sinks = [sinks[i] for i in group]
+            queue_s = time.perf_counter() - batch_started
+            try:
+                rendered = await asyncio.to_thread(self._run_group, group_jobs, group_sinks)
+            except Exception as error:
+                logger.exception("pipeline call failed for %d image(s)", len(group))
+                for index in group:
+                    results[index] = error
+                continue
+            for index, (png, render_s) in zip(group, rendered, strict=True):
+                job = jobs[index]
+                results[index] = ImageResult(
+                    png=png,
+                    seed=job.seed,
+                    width=job.width,
+                    height=job.height,
+                    steps=job.steps,
+                    queue_s=queue_s,
+                    render_s=render_s,
+                    batch_size=len(group),
+                )
+        self._images_rendered += sum(isinstance(r, ImageResult) for r in results)
+        return results
+
+    def _run_group(self, jobs: list[ImageJob], sinks: list[ProgressSink | None]) -> list[tuple[bytes, float]]:
+        """One blocking pipeline call for jobs that share size, steps, guidance and scheduler."""
+        import torch
+
+        first = jobs[0]
+        generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
+        live_sinks = [sink for sink in sinks if sink is not None]
+
+        def on_step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict:
+            for sink in live_sinks:
+                sink.report(ProgressEvent(state="rendering", step=step + 1, total=first.steps))
+            return kwargs
+
+        with self._call_lock:
+            started = time.perf_counter()
+            self._schedulers.use(first.scheduler)
+            negative = [job.negative_prompt for job in jobs]
+            output = self._pipe(
+                prompt=[job.prompt for job in jobs],
+                negative_prompt=negative if any(negative) else None,
+                width=first.width,
+                height=first.height,
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance_scale,
+                generator=generators,
+                output_type="pil",
+                callback_on_step_end=on_step_end if live_sinks else None,
+            )
+            render_s = time.perf_counter() - started
+        encoded = []
+        for image in output.images:
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            encoded.append((buffer.getvalue(), render_s))
+        return encoded

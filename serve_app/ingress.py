@@ -1,0 +1,33 @@
+"""The HTTP ingress deployment: the FastAPI app from ``http_api``, hosted by Serve.
+
+It does no heavy work (validation, base64, waiting on the model), so it reserves no CPU and accepts
+many requests at once; its queue is bounded so a flood turns into 503 + Retry-After at the proxy
+instead of unbounded memory.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.config import BackpressureConfig
+from ray.serve.handle import DeploymentHandle
+
+from serve_app.http_api import create_http_app
+from serve_app.model_client import ModelClient
+from serve_app.settings import AppSettings
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0},
+    max_ongoing_requests=200,
+    max_queued_requests=1000,
+    backpressure_config=BackpressureConfig(status_code=503, retry_after_s=5),
+)
+@serve.ingress()
+class Ingress:
+    def __init__(self, model: DeploymentHandle, settings: AppSettings) -> None:
+        self._settings = settings
+        self._client = ModelClient(model, settings.request_timeout_s, settings.retry_after_s)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_http_app(self._client, self._settings)

@@ -1,0 +1,68 @@
+"""The ingress's view of the model deployment: send jobs, get images, get errors as types.
+
+Every caller (OpenAI route, PNG route, the Discord bot) goes through here so overload, timeouts and
+replica failures turn into the same errors everywhere: ``OverloadedError`` (503 + Retry-After) when
+the model's bounded queue is full, ``GenerationTimeoutError`` (504) past the request deadline,
+``GenerationFailedError`` when an accepted job dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
+
+from serve_app.errors import GenerationFailedError, GenerationTimeoutError, OverloadedError
+from serve_app.generation import ImageJob, ImageResult, ProgressEvent
+
+logger = logging.getLogger("ray.serve")
+
+
+class ModelClient:
+    def __init__(self, handle: DeploymentHandle, timeout_s: float, retry_after_s: int) -> None:
+        self._handle = handle
+        self._timeout_s = timeout_s
+        self._retry_after_s = retry_after_s
+
+    async def generate(self, jobs: list[ImageJob]) -> list[ImageResult]:
+        """All images or an error: on any failure the other jobs of the request are cancelled."""
+        responses: list[DeploymentResponse] = [self._handle.generate.remote(job) for job in jobs]
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return list(await asyncio.gather(*(_awaitable(r) for r in responses)))
+        except BaseException as error:
+            for response in responses:
+                response.cancel()
+            raise self._translate(error) from error
+
+    async def generate_stream(self, job: ImageJob) -> AsyncIterator[ProgressEvent | ImageResult]:
+        """Progress events, then the ImageResult; errors translated like ``generate``'s."""
+        stream = self._handle.options(stream=True).generate_stream.remote(job)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                async for event in stream:
+                    yield event
+        except BaseException as error:
+            stream.cancel()
+            raise self._translate(error) from error
+
+    async def describe(self) -> dict[str, Any]:
+        return await self._handle.describe.remote()
+
+    def _translate(self, error: BaseException) -> BaseException:
+        if isinstance(error, BackPressureError):
+            return OverloadedError(self._retry_after_s)
+        if isinstance(error, TimeoutError):
+            return GenerationTimeoutError(f"The image was not ready within {self._timeout_s:g} seconds.")
+        if isinstance(error, asyncio.CancelledError | GeneratorExit | KeyboardInterrupt):
+            return error
+        logger.error("generation failed: %r", error)
+        return GenerationFailedError(f"Image generation failed: {type(error).__name__}.")
+
+
+async def _awaitable(response: DeploymentResponse) -> ImageResult:
+    return await response

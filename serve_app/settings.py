@@ -1,0 +1,125 @@
+"""Application settings: the typed ``args:`` of a Serve config file, with environment fallbacks.
+
+Serve passes a config file's ``args:`` to ``build_app``; they are validated here, once, before any
+replica starts, so a typo in ``deployments/aws.yaml`` fails ``serve deploy`` instead of a GPU node
+minutes later. Any field not given in ``args`` falls back to an environment variable
+``RAYDIFFUSION_<FIELD>`` (e.g. ``RAYDIFFUSION_API_KEYS=key1,key2``), then to the default here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SIZE_PATTERN = re.compile(r"^\s*(\d{1,5})\s*[xX\u00d7]\s*(\d{1,5})\s*$")
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """Parse OpenAI's ``"WxH"`` size string; raises ValueError with a readable reason."""
+    match = SIZE_PATTERN.match(size)
+    if not match:
+        raise ValueError(f"size must look like '512x512' (WIDTHxHEIGHT), got {size!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+class BatchingSettings(BaseModel):
+    """Dynamic batching knobs; both can be retuned live through the deployment's ``user_config``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(default=8, ge=1, le=256)
+    batch_wait_timeout_s: float = Field(default=0.1, ge=0.0, le=10.0)
+
+
+class AppSettings(BaseSettings):
+    """Everything ``build_app`` accepts; see ``deployments/*.yaml`` for annotated examples."""
+
+    model_config = SettingsConfigDict(env_prefix="RAYDIFFUSION_", extra="forbid", populate_by_name=True)
+
+    # --- the model -------------------------------------------------------------------------
+    model: str = Field(
+        default=".cache/tiny-sd",
+        description="Hugging Face model id or a local diffusers folder.",
+    )
+    model_name: str | None = Field(
+        default=None, description="Name reported by /v1/models; defaults to `model`."
+    )
+    revision: str | None = None
+    variant: str | None = Field(
+        default=None, description="Weights variant, e.g. 'fp16' for hub repos that ship one."
+    )
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    attention: Literal["auto", "xformers", "sdpa"] = "auto"
+    compile: bool = Field(default=False, description="torch.compile the UNet (CUDA only).")
+    torch_threads: int | None = Field(
+        default=None, ge=1, le=256, description="CPU threads for torch; default: the replica's CPUs."
+    )
+    safety_checker: bool = Field(
+        default=True, description="Keep the model's safety checker when it ships one."
+    )
+
+    # --- request defaults and bounds -------------------------------------------------------
+    default_size: str = "512x512"
+    min_size: int = Field(default=64, ge=8)
+    max_size: int = Field(default=1024, ge=8, le=4096)
+    default_steps: int = Field(default=30, ge=1)
+    max_steps: int = Field(default=100, ge=1, le=1000)
+    default_guidance_scale: float = Field(default=7.5, ge=0.0, le=50.0)
+    default_scheduler: str = "ddim"
+    max_images: int = Field(default=4, ge=1, le=64, description="Upper bound of `n`.")
+    max_prompt_chars: int = Field(default=2000, ge=1, le=100_000)
+
+    # --- serving ---------------------------------------------------------------------------
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
+    request_timeout_s: float = Field(default=300.0, gt=0, description="Past this a request is answered 504.")
+    retry_after_s: int = Field(
+        default=5, ge=1, description="Retry-After sent with 503 when the queue is full."
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="When non-empty, /v1/* and /imagine require 'Authorization: Bearer KEY'.",
+        repr=False,
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("default_scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        from serve_app.schedulers import canonical_scheduler_name
+
+        return canonical_scheduler_name(value)
+
+    @model_validator(mode="after")
+    def _consistent_bounds(self) -> AppSettings:
+        if self.min_size > self.max_size:
+            raise ValueError("min_size must not exceed max_size")
+        if self.min_size % 8 or self.max_size % 8:
+            raise ValueError("min_size and max_size must be multiples of 8")
+        width, height = parse_size(self.default_size)
+        for side in (width, height):
+            if side % 8 or not self.min_size <= side <= self.max_size:
+                raise ValueError(
+                    f"default_size {self.default_size!r} must be multiples of 8 within "
+                    f"[{self.min_size}, {self.max_size}]"
+                )
+        if self.default_steps > self.max_steps:
+            raise ValueError("default_steps must not exceed max_steps")
+        return self
+
+    @property
+    def served_model_name(self) -> str:
+        return self.model_name or self.model
+
+    @property
+    def default_dimensions(self) -> tuple[int, int]:
+        return parse_size(self.default_size)

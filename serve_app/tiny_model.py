@@ -1,0 +1,143 @@
+"""Build a tiny random-weights Stable Diffusion pipeline, fully offline.
+
+Nothing on this project's laptops, CI or tests can download weights from a hub, yet the service must
+load models through the real ``from_pretrained`` code path. This module writes a complete diffusers
+folder (UNet, VAE, CLIP text encoder, CLIP tokenizer, scheduler) that ``from_pretrained`` loads exactly
+like a real Stable Diffusion checkpoint, just small enough (~8 MB) to run on two CPU cores.
+
+Weights come from a fixed seed, so every build of the folder gives the same images for the same seed.
+
+Usage::
+
+    python -m serve_app.tiny_model .cache/tiny-sd
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+TINY_MODEL_SEED = 0
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character table, as CLIP's byte-level BPE uses it."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(code) for code in codes), strict=True))
+
+
+def _byte_level_vocab() -> dict[str, int]:
+    """A CLIP BPE vocabulary with no merges: every byte, its end-of-word form, and the specials.
+
+    Without merges the tokenizer falls back to single byte-level characters, which is all a model
+    with random weights needs; it avoids shipping or fetching the real 49k-entry vocabulary.
+    """
+    chars = list(_bytes_to_unicode().values())
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    return {token: index for index, token in enumerate(tokens)}
+
+
+def build_tiny_pipeline() -> object:
+    """Return an in-memory ``StableDiffusionPipeline`` with small, seeded random weights."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(TINY_MODEL_SEED)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+    )
+    torch.manual_seed(TINY_MODEL_SEED)
+    vae = AutoencoderKL(
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+    )
+    vocab = _byte_level_vocab()
+    torch.manual_seed(TINY_MODEL_SEED)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=vocab["<|endoftext|>"],
+            pad_token_id=vocab["<|endoftext|>"],
+            hidden_size=32,
+            intermediate_size=37,
+            layer_norm_eps=1e-05,
+            num_attention_heads=4,
+            num_hidden_layers=5,
+            vocab_size=len(vocab),
+            max_position_embeddings=77,
+        )
+    )
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def save_tiny_model(directory: str | Path) -> Path:
+    """Write the tiny pipeline to ``directory`` atomically, so a half-built folder is never loaded."""
+    target = Path(directory)
+    if (target / "model_index.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-sd-", dir=target.parent))
+    build_tiny_pipeline().save_pretrained(staging)  # type: ignore[attr-defined]
+    staging.rename(target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directory", help="folder to write the diffusers pipeline into")
+    args = parser.parse_args(argv)
+    path = save_tiny_model(args.directory)
+    print(f"tiny Stable Diffusion pipeline ready in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
