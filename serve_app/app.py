@@ -6,16 +6,25 @@ variables fill what the file leaves out) before any replica starts.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ray.serve import Application
 
 from serve_app.diffusion_model import DiffusionModel
 from serve_app.ingress import Ingress
-from serve_app.settings import AppSettings
+from serve_app.settings import AppSettings, BatchingSettings
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     settings = AppSettings.model_validate(args or {})
-    model = DiffusionModel.options(user_config=settings.batching.model_dump()).bind(settings)
+    if Path(settings.model).expanduser().is_dir():
+        # Replicas may not share the driver's working directory: hand them an absolute path.
+        settings = settings.model_copy(update={"model": str(Path(settings.model).expanduser().resolve())})
+    # Batching travels as the model's user_config, never as constructor args, so retuning it
+    # (here or in a config file's `deployments:` section) reconfigures live replicas instead of
+    # restarting them.
+    batching = settings.batching.model_dump()
+    settings = settings.model_copy(update={"batching": BatchingSettings()})
+    model = DiffusionModel.options(user_config=batching).bind(settings)
     return Ingress.bind(model, settings)

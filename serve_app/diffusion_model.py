@@ -26,7 +26,7 @@ from typing import Any
 from ray import serve
 
 from serve_app.batching import group_indices
-from serve_app.generation import ImageJob, ImageResult, ProgressEvent, ProgressSink
+from serve_app.generation import ImageJob, ImageResult, JobTicket, ProgressEvent
 from serve_app.pipeline_loading import SchedulerCache, load_pipeline, plan_runtime
 from serve_app.settings import AppSettings, BatchingSettings
 
@@ -105,19 +105,24 @@ class DiffusionModel:
     # --- public methods, called through DeploymentHandle ------------------------------------
 
     async def generate(self, job: ImageJob) -> ImageResult:
-        return _raise_if_failed(await self._render_batch(job, None))
+        ticket = JobTicket(loop=asyncio.get_running_loop())
+        try:
+            return _raise_if_failed(await self._render_batch(job, ticket))
+        except asyncio.CancelledError:
+            ticket.cancelled = True
+            raise
 
     async def generate_stream(self, job: ImageJob) -> AsyncIterator[ProgressEvent | ImageResult]:
         """Progress events while the job waits and renders, then the ImageResult last.
 
         Call with ``handle.options(stream=True)``. Used by callers that show progress to people.
         """
-        sink = ProgressSink(loop=asyncio.get_running_loop())
-        render = asyncio.ensure_future(self._render_batch(job, sink))
+        ticket = JobTicket(loop=asyncio.get_running_loop(), wants_progress=True)
+        render = asyncio.ensure_future(self._render_batch(job, ticket))
         yield ProgressEvent(state="queued", total=job.steps)
         try:
             while not render.done():
-                next_event = asyncio.ensure_future(sink.queue.get())
+                next_event = asyncio.ensure_future(ticket.queue.get())
                 await asyncio.wait({render, next_event}, return_when=asyncio.FIRST_COMPLETED)
                 if next_event.done():
                     yield next_event.result()
@@ -126,6 +131,7 @@ class DiffusionModel:
             yield _raise_if_failed(render.result())
         finally:
             if not render.done():
+                ticket.cancelled = True
                 render.cancel()
 
     def describe(self) -> dict[str, Any]:
@@ -156,10 +162,9 @@ class DiffusionModel:
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.1)
     async def _render_batch(
-        self, jobs: list[ImageJob], sinks: list[ProgressSink | None]
+        self, jobs: list[ImageJob], tickets: list[JobTicket]
     ) -> list[ImageResult | BaseException]:
         """Render a batch group by group; a failing group fails only its own callers."""
-        batch_started = time.perf_counter()
         groups = group_indices(jobs)
         self._batch_log.append(
             {
@@ -173,10 +178,12 @@ class DiffusionModel:
         results.extend(RuntimeError("not rendered") for _ in jobs)
         for group in groups:
             group_jobs = [jobs[i] for i in group]
-            group_sinks = [sinks[i] for i in group]
-            queue_s = time.perf_counter() - batch_started
+            group_tickets = [tickets[i] for i in group]
+            if all(ticket.cancelled for ticket in group_tickets):
+                continue
+            render_started = time.perf_counter()
             try:
-                rendered = await asyncio.to_thread(self._run_group, group_jobs, group_sinks)
+                rendered = await asyncio.to_thread(self._run_group, group_jobs, group_tickets)
             except Exception as error:
                 logger.exception("pipeline call failed for %d image(s)", len(group))
                 for index in group:
@@ -190,24 +197,25 @@ class DiffusionModel:
                     width=job.width,
                     height=job.height,
                     steps=job.steps,
-                    queue_s=queue_s,
+                    queue_s=render_started - tickets[index].accepted_at,
                     render_s=render_s,
                     batch_size=len(group),
                 )
         self._images_rendered += sum(isinstance(r, ImageResult) for r in results)
         return results
 
-    def _run_group(self, jobs: list[ImageJob], sinks: list[ProgressSink | None]) -> list[tuple[bytes, float]]:
+    def _run_group(self, jobs: list[ImageJob], tickets: list[JobTicket]) -> list[tuple[bytes, float]]:
         """One blocking pipeline call for jobs that share size, steps, guidance and scheduler."""
         import torch
 
         first = jobs[0]
         generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
-        live_sinks = [sink for sink in sinks if sink is not None]
 
         def on_step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict:
-            for sink in live_sinks:
-                sink.report(ProgressEvent(state="rendering", step=step + 1, total=first.steps))
+            if all(ticket.cancelled for ticket in tickets):
+                pipe._interrupt = True  # diffusers' documented way to stop between steps
+            for ticket in tickets:
+                ticket.report(ProgressEvent(state="rendering", step=step + 1, total=first.steps))
             return kwargs
 
         with self._call_lock:
@@ -223,7 +231,7 @@ class DiffusionModel:
                 guidance_scale=first.guidance_scale,
                 generator=generators,
                 output_type="pil",
-                callback_on_step_end=on_step_end if live_sinks else None,
+                callback_on_step_end=on_step_end,
             )
             render_s = time.perf_counter() - started
         encoded = []

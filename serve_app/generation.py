@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -59,11 +60,19 @@ class ProgressEvent:
 
 
 @dataclass
-class ProgressSink:
-    """Carries step callbacks from the pipeline's worker thread back onto the replica's loop."""
+class JobTicket:
+    """A job's link between its caller and the pipeline's worker thread.
+
+    Carries step progress back onto the replica's event loop (when the caller streams it), and the
+    caller's cancellation forward, so a render nobody waits for any more stops between steps.
+    """
 
     loop: asyncio.AbstractEventLoop
+    wants_progress: bool = False
+    cancelled: bool = False
+    accepted_at: float = field(default_factory=time.perf_counter)
     queue: asyncio.Queue[ProgressEvent] = field(default_factory=asyncio.Queue)
 
     def report(self, event: ProgressEvent) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+        if self.wants_progress:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
