@@ -1,0 +1,45 @@
+"""Small helpers the integration tests share: decoding images, polling with a deadline."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+from PIL import Image
+
+T = TypeVar("T")
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "PNG"
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def max_pixel_difference(a: np.ndarray, b: np.ndarray) -> int:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return int(np.abs(a - b).max())
+
+
+def wait_for(check: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.25) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last value: {last!r}")
+
+
+def assert_error_shape(body: dict, param: str | None = None) -> None:
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["message"], str) and error["message"], error
+    if param is not None:
+        assert error["param"] == param, error
