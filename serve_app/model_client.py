@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ray.serve.exceptions import BackPressureError
-from ray.serve.handle import DeploymentHandle, DeploymentResponse
+from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
 from serve_app.errors import GenerationFailedError, GenerationTimeoutError, OverloadedError
 from serve_app.generation import ImageJob, ImageResult, ProgressEvent
@@ -30,24 +30,28 @@ class ModelClient:
 
     async def generate(self, jobs: list[ImageJob]) -> list[ImageResult]:
         """All images or an error: on any failure the other jobs of the request are cancelled."""
-        responses: list[DeploymentResponse] = [self._handle.generate.remote(job) for job in jobs]
+        responses: list[DeploymentResponse] = []
         try:
             async with asyncio.timeout(self._timeout_s):
+                # remote() itself raises BackPressureError when the model's queue is full.
+                responses.extend(self._handle.generate.remote(job) for job in jobs)
                 return list(await asyncio.gather(*(_awaitable(r) for r in responses)))
         except BaseException as error:
             for response in responses:
-                response.cancel()
+                _cancel_quietly(response)
             raise self._translate(error) from error
 
     async def generate_stream(self, job: ImageJob) -> AsyncIterator[ProgressEvent | ImageResult]:
         """Progress events, then the ImageResult; errors translated like ``generate``'s."""
-        stream = self._handle.options(stream=True).generate_stream.remote(job)
+        stream = None
         try:
             async with asyncio.timeout(self._timeout_s):
+                stream = self._handle.options(stream=True).generate_stream.remote(job)
                 async for event in stream:
                     yield event
         except BaseException as error:
-            stream.cancel()
+            if stream is not None:
+                _cancel_quietly(stream)
             raise self._translate(error) from error
 
     async def describe(self) -> dict[str, Any]:
@@ -66,3 +70,11 @@ class ModelClient:
 
 async def _awaitable(response: DeploymentResponse) -> ImageResult:
     return await response
+
+
+def _cancel_quietly(response: DeploymentResponse | DeploymentResponseGenerator) -> None:
+    """Cancel a response that may already have failed: cancel() re-raises its stored error."""
+    try:
+        response.cancel()
+    except Exception:  # the error that made us cancel is already being reported
+        logger.debug("cancel of a failed response raised", exc_info=True)

@@ -20,7 +20,8 @@ class SchedulerSpec:
 
 SCHEDULERS: dict[str, SchedulerSpec] = {
     "ddim": SchedulerSpec("DDIMScheduler"),
-    "pndm": SchedulerSpec("PNDMScheduler"),
+    # Stable Diffusion runs PNDM as PLMS (skip_prk_steps); the PRK warm-up fails below 3 steps.
+    "pndm": SchedulerSpec("PNDMScheduler", {"skip_prk_steps": True}),
     "euler": SchedulerSpec("EulerDiscreteScheduler"),
     "euler_a": SchedulerSpec("EulerAncestralDiscreteScheduler"),
     "dpmpp_2m": SchedulerSpec("DPMSolverMultistepScheduler"),

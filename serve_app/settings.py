@@ -67,7 +67,8 @@ class AppSettings(BaseSettings):
     min_size: int = Field(default=64, ge=8)
     max_size: int = Field(default=1024, ge=8, le=4096)
     default_steps: int = Field(default=30, ge=1)
-    max_steps: int = Field(default=100, ge=1, le=1000)
+    # Schedulers train on 1000 timesteps; past ~500 some (DDIM with an offset) index out of range.
+    max_steps: int = Field(default=100, ge=1, le=500)
     default_guidance_scale: float = Field(default=7.5, ge=0.0, le=50.0)
     default_scheduler: str = "ddim"
     max_images: int = Field(default=4, ge=1, le=64, description="Upper bound of `n`.")
