@@ -1,0 +1,1 @@
+"""Everything Discord: request verification, interaction routing, the webhook client, commands."""

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from bot_gateway.router import create_discord_router
 from serve_app.errors import AuthenticationError, InvalidRequestError, install_error_handlers
 from serve_app.model_client import ModelClient
 from serve_app.schemas import (
@@ -121,4 +122,6 @@ def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
         )
 
     app.include_router(protected)
+    # Discord authenticates with its own signatures, not API keys.
+    app.include_router(create_discord_router(settings, client))
     return app

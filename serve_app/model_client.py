@@ -18,6 +18,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentRes
 
 from serve_app.errors import GenerationFailedError, GenerationTimeoutError, OverloadedError
 from serve_app.generation import ImageJob, ImageResult, ProgressEvent
+from serve_app.load_tracking import LoadTracker
 
 logger = logging.getLogger("ray.serve")
 
@@ -27,32 +28,50 @@ class ModelClient:
         self._handle = handle
         self._timeout_s = timeout_s
         self._retry_after_s = retry_after_s
+        self.load = LoadTracker()
 
     async def generate(self, jobs: list[ImageJob]) -> list[ImageResult]:
         """All images or an error: on any failure the other jobs of the request are cancelled."""
         responses: list[DeploymentResponse] = []
+        self.load.started(len(jobs))
         try:
             async with asyncio.timeout(self._timeout_s):
                 # remote() itself raises BackPressureError when the model's queue is full.
                 responses.extend(self._handle.generate.remote(job) for job in jobs)
-                return list(await asyncio.gather(*(_awaitable(r) for r in responses)))
+                results = list(await asyncio.gather(*(_awaitable(r) for r in responses)))
         except BaseException as error:
             for response in responses:
                 _cancel_quietly(response)
-            raise self._translate(error) from error
+            translated = self._translate(error)
+            if translated is error:
+                raise
+            raise translated from error
+        finally:
+            self.load.finished(len(jobs))
+        for result in results:
+            self.load.observe(result.render_s, result.batch_size)
+        return results
 
     async def generate_stream(self, job: ImageJob) -> AsyncIterator[ProgressEvent | ImageResult]:
         """Progress events, then the ImageResult; errors translated like ``generate``'s."""
         stream = None
+        self.load.started()
         try:
             async with asyncio.timeout(self._timeout_s):
                 stream = self._handle.options(stream=True).generate_stream.remote(job)
                 async for event in stream:
+                    if isinstance(event, ImageResult):
+                        self.load.observe(event.render_s, event.batch_size)
                     yield event
         except BaseException as error:
             if stream is not None:
                 _cancel_quietly(stream)
-            raise self._translate(error) from error
+            translated = self._translate(error)
+            if translated is error:
+                raise
+            raise translated from error
+        finally:
+            self.load.finished()
 
     async def describe(self) -> dict[str, Any]:
         return await self._handle.describe.remote()

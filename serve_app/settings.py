@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SIZE_PATTERN = re.compile(r"^\s*(\d{1,5})\s*[xX\u00d7]\s*(\d{1,5})\s*$")
@@ -86,7 +86,39 @@ class AppSettings(BaseSettings):
         repr=False,
     )
 
-    @field_validator("api_keys", mode="before")
+    # --- Discord (see bot_gateway/) ----------------------------------------------------------
+    # Standard variable names without our prefix, as Discord's docs and other bots use them.
+    discord_public_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("discord_public_key", "DISCORD_PUBLIC_KEY")
+    )
+    discord_application_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("discord_application_id", "DISCORD_APPLICATION_ID"),
+    )
+    discord_api_base_url: str = Field(
+        default="https://discord.com/api/v10",
+        validation_alias=AliasChoices("discord_api_base_url", "DISCORD_API_BASE_URL"),
+    )
+    discord_max_jobs_per_user: int = Field(default=2, ge=1, le=100)
+    discord_allowed_guilds: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="When non-empty, only these guild ids may use the bot."
+    )
+    discord_banned_words: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Prompts containing any of these words are refused."
+    )
+    discord_progress_interval_s: float = Field(
+        default=2.0, ge=0.05, description="Least time between two progress edits of a message."
+    )
+    discord_max_wait_s: float = Field(
+        default=780.0,
+        gt=0,
+        description="Refuse a job expected to take longer: the interaction token dies at 15 min.",
+    )
+    discord_retry_initial_s: float = Field(
+        default=1.0, gt=0, description="First back-off after a Discord 5xx or timeout; doubles."
+    )
+
+    @field_validator("api_keys", "discord_allowed_guilds", "discord_banned_words", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -116,6 +148,10 @@ class AppSettings(BaseSettings):
         if self.default_steps > self.max_steps:
             raise ValueError("default_steps must not exceed max_steps")
         return self
+
+    @property
+    def discord_configured(self) -> bool:
+        return bool(self.discord_public_key and self.discord_application_id)
 
     @property
     def served_model_name(self) -> str:

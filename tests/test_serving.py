@@ -351,3 +351,10 @@ def test_reconfigure_changes_batch_size_live(base: str, tiny_model_dir: Path) ->
         assert sum(sizes) == 8 and max(sizes) == 2, sizes
     finally:
         serve.run(build_app(app_args(tiny_model_dir)), name=APP, route_prefix="/")
+
+
+def test_discord_route_without_configuration_is_503_saying_what_to_set(client: httpx.Client) -> None:
+    response = client.post("/discord/interactions", content=b"{}")
+    assert response.status_code == 503
+    assert_error_shape(response.json())
+    assert "DISCORD_PUBLIC_KEY" in response.json()["error"]["message"]

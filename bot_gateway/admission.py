@@ -1,0 +1,46 @@
+"""Who may start a render, before Discord gets its deferred answer.
+
+Refusals are cheap, immediate and ephemeral (only the invoking user sees them): a guild that is not
+on the allow-list, a banned word, a user who already has the maximum number of renders running,
+or a queue so long the image could not arrive within the interaction token's 15 minutes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+
+class JobsPerUser:
+    """Concurrent renders per Discord user, on this ingress replica."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._running: Counter[str] = Counter()
+
+    def try_acquire(self, user_id: str) -> bool:
+        if self._running[user_id] >= self._limit:
+            return False
+        self._running[user_id] += 1
+        return True
+
+    def release(self, user_id: str) -> None:
+        self._running[user_id] -= 1
+        if self._running[user_id] <= 0:
+            del self._running[user_id]
+
+    def running(self, user_id: str) -> int:
+        return self._running[user_id]
+
+
+def banned_word_in(texts: list[str], banned_words: list[str]) -> str | None:
+    """The first banned word found as a whole word (case-insensitive), or None."""
+    for word in banned_words:
+        pattern = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", re.IGNORECASE)
+        if any(pattern.search(text) for text in texts):
+            return word
+    return None
+
+
+def guild_allowed(guild_id: str | None, allowed_guilds: list[str]) -> bool:
+    return not allowed_guilds or (guild_id is not None and guild_id in allowed_guilds)

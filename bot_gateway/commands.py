@@ -1,0 +1,104 @@
+"""The ``/imagine`` slash command: its definition for registration, and its options parsed back.
+
+The definition bounds what Discord's client lets people type; the server still validates every
+value through the same ``build_jobs`` as the HTTP API, since the definition registered and the
+server's settings can drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot_gateway.protocol import CommandOption, OptionType
+from serve_app.generation import MAX_SEED
+from serve_app.schemas import GenerationParams
+
+IMAGINE = "imagine"
+MAX_PROMPT_LENGTH = 1000  # the prompt is echoed in the embed description (4096 characters max)
+MAX_NEGATIVE_PROMPT_LENGTH = 500
+DEFAULT_SIZE_CHOICES = ("512x512", "768x768", "1024x1024", "512x768", "768x512")
+
+
+def imagine_command(
+    size_choices: tuple[str, ...] = DEFAULT_SIZE_CHOICES, max_steps: int = 100
+) -> dict[str, Any]:
+    return {
+        "name": IMAGINE,
+        "type": 1,
+        "description": "Generate an image from a text prompt",
+        "options": [
+            {
+                "type": OptionType.STRING,
+                "name": "prompt",
+                "description": "What to draw",
+                "required": True,
+                "min_length": 1,
+                "max_length": MAX_PROMPT_LENGTH,
+            },
+            {
+                "type": OptionType.STRING,
+                "name": "negative_prompt",
+                "description": "What to keep out of the image",
+                "max_length": MAX_NEGATIVE_PROMPT_LENGTH,
+            },
+            {
+                "type": OptionType.INTEGER,
+                "name": "seed",
+                "description": "Seed for a reproducible image (random when omitted)",
+                "min_value": 0,
+                "max_value": MAX_SEED,
+            },
+            {
+                "type": OptionType.INTEGER,
+                "name": "steps",
+                "description": "Denoising steps: more is slower and finer",
+                "min_value": 1,
+                "max_value": max_steps,
+            },
+            {
+                "type": OptionType.STRING,
+                "name": "size",
+                "description": "Image size",
+                "choices": [{"name": size, "value": size} for size in size_choices],
+            },
+            {
+                "type": OptionType.NUMBER,
+                "name": "guidance",
+                "description": "How closely to follow the prompt (CFG scale)",
+                "min_value": 0,
+                "max_value": 30,
+            },
+        ],
+    }
+
+
+class CommandOptionError(ValueError):
+    """An option of the wrong type or an unknown one: the payload is not what we registered."""
+
+
+_FIELDS = {
+    "prompt": ("prompt", str),
+    "negative_prompt": ("negative_prompt", str),
+    "seed": ("seed", int),
+    "steps": ("steps", int),
+    "size": ("size", str),
+    "guidance": ("guidance_scale", float),
+}
+
+
+def params_from_options(options: list[CommandOption]) -> GenerationParams:
+    """Turn ``/imagine`` options into GenerationParams; raises CommandOptionError or ValueError."""
+    values: dict[str, Any] = {}
+    for option in options:
+        if option.name not in _FIELDS:
+            raise CommandOptionError(f"unknown option '{option.name}'")
+        field, kind = _FIELDS[option.name]
+        value = option.value
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CommandOptionError(f"option '{option.name}' must be a {kind.__name__}")
+        values[field] = value
+    if "prompt" not in values:
+        raise CommandOptionError("option 'prompt' is required")
+    return GenerationParams(**values)

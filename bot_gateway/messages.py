@@ -1,0 +1,100 @@
+"""What the bot shows in Discord, and how a button click recovers the parameters it was shown with.
+
+Buttons are stateless: the finished message's embed carries every parameter needed to render the
+image again, so a Re-roll works on any replica and after any restart, with nothing stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot_gateway.protocol import Embed
+from serve_app.generation import ImageJob
+from serve_app.schemas import GenerationParams
+
+REROLL_ID = "imagine:reroll"
+RETRY_ID = "imagine:retry"
+ACCENT = 0x5865F2
+ERROR_RED = 0xED4245
+
+
+def progress_text(state: str, step: int = 0, total: int = 0) -> str:
+    if state == "rendering" and total:
+        return f"🎨 Rendering step {step}/{total}…"
+    return "⏳ Queued…"
+
+
+def _parameter_fields(job: ImageJob) -> list[dict[str, Any]]:
+    fields = [
+        {"name": "Seed", "value": str(job.seed), "inline": True},
+        {"name": "Steps", "value": str(job.steps), "inline": True},
+        {"name": "Size", "value": f"{job.width}x{job.height}", "inline": True},
+        {"name": "Guidance", "value": f"{job.guidance_scale:g}", "inline": True},
+        {"name": "Scheduler", "value": job.scheduler, "inline": True},
+    ]
+    if job.negative_prompt:
+        fields.append({"name": "Negative prompt", "value": job.negative_prompt, "inline": False})
+    return fields
+
+
+def _button(label: str, custom_id: str, style: int = 1) -> dict[str, Any]:
+    return {"type": 2, "style": style, "label": label, "custom_id": custom_id}
+
+
+def finished_message(job: ImageJob, filename: str, render_s: float, note: str = "") -> dict[str, Any]:
+    fields = _parameter_fields(job)
+    fields.append({"name": "Render time", "value": f"{render_s:.1f} s", "inline": True})
+    return {
+        "content": note,
+        "embeds": [
+            {
+                "title": "/imagine",
+                "description": job.prompt,
+                "color": ACCENT,
+                "fields": fields,
+                "image": {"url": f"attachment://{filename}"},
+            }
+        ],
+        "components": [{"type": 1, "components": [_button("🎲 Re-roll", REROLL_ID)]}],
+        "attachments": [{"id": 0, "filename": filename}],
+    }
+
+
+def failed_message(job: ImageJob, reason: str) -> dict[str, Any]:
+    return {
+        "content": f"❌ {reason}",
+        "embeds": [
+            {
+                "title": "/imagine failed",
+                "description": job.prompt,
+                "color": ERROR_RED,
+                "fields": _parameter_fields(job),
+            }
+        ],
+        "components": [{"type": 1, "components": [_button("🔁 Retry", RETRY_ID, style=2)]}],
+        "attachments": [],
+    }
+
+
+class UnreadableMessageError(ValueError):
+    """The clicked message does not carry the parameters a button needs."""
+
+
+def params_from_embed(embeds: list[Embed], keep_seed: bool) -> GenerationParams:
+    """Recover a message's parameters; ``keep_seed=False`` draws a new seed (Re-roll)."""
+    if not embeds or not embeds[0].description:
+        raise UnreadableMessageError("the message has no /imagine embed")
+    embed = embeds[0]
+    fields = {field.name: field.value for field in embed.fields}
+    try:
+        return GenerationParams(
+            prompt=embed.description,
+            negative_prompt=fields.get("Negative prompt", ""),
+            seed=int(fields["Seed"]) if keep_seed else None,
+            steps=int(fields["Steps"]),
+            size=fields["Size"],
+            guidance_scale=float(fields["Guidance"]),
+            scheduler=fields["Scheduler"],
+        )
+    except (KeyError, ValueError) as error:
+        raise UnreadableMessageError(f"the /imagine embed is incomplete: {error}") from None

@@ -1,0 +1,109 @@
+"""Discord's interaction protocol: numeric types, and pydantic models of the parts we read.
+
+Only what the bot reads is modelled; unknown fields are ignored (Discord adds fields freely), while
+missing or mistyped ones we rely on turn into a 400 rather than a crash.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class InteractionType(IntEnum):
+    PING = 1
+    APPLICATION_COMMAND = 2
+    MESSAGE_COMPONENT = 3
+    APPLICATION_COMMAND_AUTOCOMPLETE = 4
+    MODAL_SUBMIT = 5
+
+
+class ResponseType(IntEnum):
+    PONG = 1
+    CHANNEL_MESSAGE_WITH_SOURCE = 4
+    DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE = 5
+    DEFERRED_UPDATE_MESSAGE = 6
+    UPDATE_MESSAGE = 7
+    APPLICATION_COMMAND_AUTOCOMPLETE_RESULT = 8
+
+
+class OptionType(IntEnum):
+    STRING = 3
+    INTEGER = 4
+    BOOLEAN = 5
+    NUMBER = 10
+
+
+EPHEMERAL = 64
+DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class User(_Lenient):
+    id: str
+    username: str | None = None
+
+
+class Member(_Lenient):
+    user: User
+
+
+class CommandOption(_Lenient):
+    name: str
+    type: int
+    value: Any = None
+
+
+class InteractionData(_Lenient):
+    name: str | None = None
+    custom_id: str | None = None
+    options: list[CommandOption] = Field(default_factory=list)
+
+
+class EmbedField(_Lenient):
+    name: str
+    value: str
+
+
+class Embed(_Lenient):
+    title: str | None = None
+    description: str | None = None
+    fields: list[EmbedField] = Field(default_factory=list)
+
+
+class Message(_Lenient):
+    id: str | None = None
+    embeds: list[Embed] = Field(default_factory=list)
+
+
+class Interaction(_Lenient):
+    id: str
+    application_id: str
+    type: int
+    token: str
+    data: InteractionData | None = None
+    guild_id: str | None = None
+    member: Member | None = None
+    user: User | None = None
+    message: Message | None = None
+    attachment_size_limit: int = DEFAULT_ATTACHMENT_LIMIT
+
+    @property
+    def user_id(self) -> str | None:
+        """In a guild the invoker is ``member.user``; in a DM it is ``user``."""
+        if self.member is not None:
+            return self.member.user.id
+        return self.user.id if self.user is not None else None
+
+
+def ephemeral(content: str) -> dict[str, Any]:
+    """A message only the invoking user sees: refusals are nobody else's business."""
+    return {
+        "type": ResponseType.CHANNEL_MESSAGE_WITH_SOURCE,
+        "data": {"content": content, "flags": EPHEMERAL},
+    }

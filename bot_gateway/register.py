@@ -1,0 +1,81 @@
+"""Register the slash commands with Discord.
+
+    python -m bot_gateway.register              # global commands (can take up to an hour to show)
+    python -m bot_gateway.register --guild ID   # one server, instantly: best while testing
+
+Reads DISCORD_APPLICATION_ID and DISCORD_BOT_TOKEN (and DISCORD_API_BASE_URL, default Discord's
+v10 API). The bot token is needed only here, never by the running service. PUT replaces the whole
+command list, so running it twice is harmless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import httpx
+
+from bot_gateway.commands import DEFAULT_SIZE_CHOICES, imagine_command
+from bot_gateway.webhook_client import USER_AGENT
+
+DEFAULT_API = "https://discord.com/api/v10"
+
+
+def commands_url(api_base: str, application_id: str, guild_id: str | None) -> str:
+    base = f"{api_base.rstrip('/')}/applications/{application_id}"
+    return f"{base}/guilds/{guild_id}/commands" if guild_id else f"{base}/commands"
+
+
+def register(
+    application_id: str,
+    bot_token: str,
+    guild_id: str | None = None,
+    api_base: str = DEFAULT_API,
+    sizes: tuple[str, ...] = DEFAULT_SIZE_CHOICES,
+    max_steps: int = 100,
+) -> list[dict]:
+    response = httpx.put(
+        commands_url(api_base, application_id, guild_id),
+        json=[imagine_command(sizes, max_steps)],
+        headers={"Authorization": f"Bot {bot_token}", "User-Agent": USER_AGENT},
+        timeout=30,
+    )
+    if response.status_code >= 300:
+        raise SystemExit(f"Discord refused the commands ({response.status_code}): {response.text}")
+    return response.json()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Register raydiffusion's slash commands.")
+    parser.add_argument("--guild", help="register in this guild only (instant) instead of globally")
+    parser.add_argument(
+        "--sizes",
+        default=",".join(DEFAULT_SIZE_CHOICES),
+        help="comma-separated size choices offered by /imagine (default: %(default)s)",
+    )
+    parser.add_argument("--max-steps", type=int, default=100, help="upper bound of the steps option")
+    args = parser.parse_args(argv)
+    missing = [name for name in ("DISCORD_APPLICATION_ID", "DISCORD_BOT_TOKEN") if not os.environ.get(name)]
+    if missing:
+        print(f"set {' and '.join(missing)} first", file=sys.stderr)
+        return 2
+    registered = register(
+        os.environ["DISCORD_APPLICATION_ID"],
+        os.environ["DISCORD_BOT_TOKEN"],
+        args.guild,
+        os.environ.get("DISCORD_API_BASE_URL", DEFAULT_API),
+        tuple(size.strip() for size in args.sizes.split(",") if size.strip()),
+        args.max_steps,
+    )
+    where = f"guild {args.guild}" if args.guild else "all guilds (global)"
+    for command in registered:
+        options = ", ".join(option["name"] for option in command.get("options", []))
+        print(f"registered /{command['name']} ({options}) for {where}")
+    print(json.dumps(registered, indent=2) if os.environ.get("VERBOSE") else "", end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

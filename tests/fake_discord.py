@@ -1,0 +1,169 @@
+"""A local stand-in for Discord's HTTP API (real HTTP on loopback), and a Discord-style signer.
+
+The server records every call (JSON or multipart, parsed), answers like Discord does, and can be
+scripted to answer 429 or 5xx for the next calls to a path, to exercise the bot's retries.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from nacl.signing import SigningKey
+
+
+@dataclass
+class RecordedCall:
+    method: str
+    path: str
+    headers: dict[str, str]
+    at: float
+    status: int
+    json: Any = None
+    files: dict[str, tuple[str, str, bytes]] = field(default_factory=dict)  # part -> (name, type, data)
+
+    @property
+    def payload(self) -> Any:
+        return self.json
+
+
+@dataclass
+class ScriptedAnswer:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class FakeDiscord:
+    def __init__(self) -> None:
+        self.calls: list[RecordedCall] = []
+        self._script: dict[str, list[ScriptedAnswer]] = {}
+        self._lock = threading.Lock()
+        self._condition = threading.Condition(self._lock)
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length)
+                fake._record(self, body)
+
+            do_PATCH = do_POST = do_PUT = do_GET = do_DELETE = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/api/v10"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def fail_next(self, path_part: str, *answers: ScriptedAnswer) -> None:
+        with self._lock:
+            self._script.setdefault(path_part, []).extend(answers)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self._script.clear()
+
+    def calls_to(self, path_part: str) -> list[RecordedCall]:
+        with self._lock:
+            return [call for call in self.calls if path_part in call.path]
+
+    def wait_for(self, predicate: Any, timeout_s: float, what: str) -> list[RecordedCall]:
+        """Wait until ``predicate(calls)`` is truthy; returns the calls then."""
+        deadline = time.monotonic() + timeout_s
+        with self._condition:
+            while not predicate(list(self.calls)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"timed out waiting for {what}; calls: {self.summary()}")
+                self._condition.wait(remaining)
+            return list(self.calls)
+
+    def summary(self) -> list[tuple[str, str, int]]:
+        return [(c.method, c.path.split("/")[-1], c.status) for c in self.calls]
+
+    def _record(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        content_type = handler.headers.get("content-type", "")
+        call = RecordedCall(
+            method=handler.command,
+            path=handler.path,
+            headers={k.lower(): v for k, v in handler.headers.items()},
+            at=time.monotonic(),
+            status=200,
+        )
+        if content_type.startswith("multipart/form-data"):
+            message = BytesParser(policy=default_policy).parsebytes(
+                b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
+            )
+            for part in message.iter_parts():
+                name = part.get_param("name", header="content-disposition")
+                data = part.get_payload(decode=True)
+                if name == "payload_json":
+                    call.json = json.loads(data)
+                else:
+                    call.files[name] = (part.get_filename(), part.get_content_type(), data)
+        elif body:
+            call.json = json.loads(body)
+        with self._condition:
+            answer = None
+            for path_part, queue in self._script.items():
+                if path_part in handler.path and queue:
+                    answer = queue.pop(0)
+                    break
+            if answer is None:
+                answer = ScriptedAnswer(200, self._default_body(call))
+            call.status = answer.status
+            self.calls.append(call)
+            self._condition.notify_all()
+        data = json.dumps(answer.body).encode()
+        handler.send_response(answer.status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        for key, value in answer.headers.items():
+            handler.send_header(key, value)
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    @staticmethod
+    def _default_body(call: RecordedCall) -> Any:
+        if call.method == "PUT" and call.path.endswith("/commands"):
+            return [{"id": str(1000 + i), **command} for i, command in enumerate(call.json or [])]
+        return {"id": "1", **(call.json or {})}
+
+
+class DiscordSigner:
+    """Signs interactions exactly as Discord does: Ed25519 over timestamp + raw body."""
+
+    def __init__(self) -> None:
+        self._key = SigningKey.generate()
+
+    @property
+    def public_key_hex(self) -> str:
+        return self._key.verify_key.encode().hex()
+
+    def headers(self, body: bytes, timestamp: str | None = None) -> dict[str, str]:
+        timestamp = timestamp or str(int(time.time()))
+        signature = self._key.sign(timestamp.encode() + body).signature.hex()
+        return {
+            "X-Signature-Ed25519": signature,
+            "X-Signature-Timestamp": timestamp,
+            "Content-Type": "application/json",
+        }

@@ -1,0 +1,543 @@
+"""The Discord bot end to end: signed interactions in, webhook edits out to a local fake Discord.
+
+A real local Ray Serve runs the app; a real HTTP server on loopback stands in for Discord's API;
+interactions are signed with a test Ed25519 key exactly as Discord signs them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fake_discord import DiscordSigner, FakeDiscord, RecordedCall, ScriptedAnswer
+from ray import serve
+from support import decode_png, wait_for
+
+from serve_app.app import build_app
+from serve_app.diffusion_model import DiffusionModel
+from serve_app.ingress import Ingress
+from serve_app.settings import AppSettings
+
+APP_ID = "app123"
+GUILD = "g1"
+PROGRESS_INTERVAL_S = 0.3
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeDiscord]:
+    server = FakeDiscord()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def signer() -> DiscordSigner:
+    return DiscordSigner()
+
+
+def discord_args(fake: FakeDiscord, signer: DiscordSigner) -> dict:
+    return {
+        "discord_public_key": signer.public_key_hex,
+        "discord_application_id": APP_ID,
+        "discord_api_base_url": fake.url,
+        "discord_progress_interval_s": PROGRESS_INTERVAL_S,
+        "discord_retry_initial_s": 0.05,
+        "discord_max_jobs_per_user": 2,
+        "discord_banned_words": ["forbidden"],
+        "discord_allowed_guilds": [GUILD, "g2"],
+    }
+
+
+@pytest.fixture(scope="module")
+def bot(serve_url: str, tiny_model_dir: Path, fake: FakeDiscord, signer: DiscordSigner) -> str:
+    args = {
+        "model": str(tiny_model_dir),
+        "default_size": "64x64",
+        "default_steps": 4,
+        "max_steps": 100,
+        **discord_args(fake, signer),
+    }
+    serve.run(build_app(args), name="bot", route_prefix="/")
+    return serve_url
+
+
+@pytest.fixture(autouse=True)
+def clean_fake(fake: FakeDiscord) -> None:
+    fake.reset()
+
+
+def command(prompt: str = "a cat", user: str = "u1", guild: str | None = GUILD, **options: object) -> dict:
+    types = {"negative_prompt": 3, "seed": 4, "steps": 4, "size": 3, "guidance": 10}
+    interaction = {
+        "id": str(uuid.uuid4().int)[:18],
+        "application_id": APP_ID,
+        "type": 2,
+        "token": f"tok-{uuid.uuid4().hex}",
+        "data": {
+            "id": "cmd1",
+            "name": "imagine",
+            "type": 1,
+            "options": [{"name": "prompt", "type": 3, "value": prompt}]
+            + [{"name": k, "type": types.get(k, 3), "value": v} for k, v in options.items()],
+        },
+        "attachment_size_limit": 10 * 1024 * 1024,
+    }
+    if guild is None:
+        interaction["user"] = {"id": user, "username": user}
+    else:
+        interaction["guild_id"] = guild
+        interaction["member"] = {"user": {"id": user, "username": user}}
+    return interaction
+
+
+def click(message_payload: dict, custom_id: str, user: str = "u1") -> dict:
+    return {
+        "id": str(uuid.uuid4().int)[:18],
+        "application_id": APP_ID,
+        "type": 3,
+        "token": f"tok-{uuid.uuid4().hex}",
+        "guild_id": GUILD,
+        "member": {"user": {"id": user}},
+        "data": {"custom_id": custom_id, "component_type": 2},
+        "message": {"id": "m1", "embeds": message_payload["embeds"]},
+    }
+
+
+def post(base: str, signer: DiscordSigner, interaction: dict | bytes, prefix: str = "") -> httpx.Response:
+    body = interaction if isinstance(interaction, bytes) else json.dumps(interaction).encode()
+    return httpx.post(
+        f"{base}{prefix}/discord/interactions", content=body, headers=signer.headers(body), timeout=30
+    )
+
+
+def final_edit(fake: FakeDiscord, token: str, timeout_s: float = 90) -> RecordedCall:
+    """The edit that ends an interaction: the image (multipart) or a failure message."""
+
+    def done(calls: list[RecordedCall]) -> bool:
+        return any(
+            token in c.path
+            and c.status < 300
+            and (c.files or str(c.json.get("content", "")).startswith("❌"))
+            for c in calls
+        )
+
+    fake.wait_for(done, timeout_s, f"final edit of {token}")
+    return [c for c in fake.calls_to(token) if c.status < 300][-1]
+
+
+# --- endpoint and verification ---------------------------------------------------------------
+
+
+def test_ping_is_answered_with_pong(bot: str, signer: DiscordSigner) -> None:
+    response = post(bot, signer, {"id": "1", "application_id": APP_ID, "type": 1, "token": "t"})
+    assert response.status_code == 200
+    assert response.json() == {"type": 1}
+
+
+def _tampered(signer: DiscordSigner, body: bytes) -> dict[str, dict[str, str] | tuple]:
+    now = str(int(time.time()))
+    good = signer.headers(body, now)
+    return {
+        "wrong-key": DiscordSigner().headers(body, now),
+        "tampered-body": (good, body.replace(b"imagine", b"imagino")),
+        "tampered-timestamp": {**good, "X-Signature-Timestamp": str(int(now) + 1)},
+        "stale-timestamp": signer.headers(body, str(int(time.time()) - 400)),
+        "future-timestamp": signer.headers(body, str(int(time.time()) + 400)),
+        "missing-signature": {k: v for k, v in good.items() if k != "X-Signature-Ed25519"},
+        "missing-timestamp": {k: v for k, v in good.items() if k != "X-Signature-Timestamp"},
+        "non-hex-signature": {**good, "X-Signature-Ed25519": "zz" * 64},
+        "short-signature": {**good, "X-Signature-Ed25519": good["X-Signature-Ed25519"][:64]},
+        "non-numeric-timestamp": {**good, "X-Signature-Timestamp": "yesterday"},
+        "empty-body": (good, b""),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "wrong-key",
+        "tampered-body",
+        "tampered-timestamp",
+        "stale-timestamp",
+        "future-timestamp",
+        "missing-signature",
+        "missing-timestamp",
+        "non-hex-signature",
+        "short-signature",
+        "non-numeric-timestamp",
+        "empty-body",
+    ],
+)
+def test_bad_signatures_are_401_and_nothing_runs(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord, case: str
+) -> None:
+    interaction = command("should never render")
+    body = json.dumps(interaction).encode()
+    headers = _tampered(signer, body)[case]
+    if isinstance(headers, tuple):
+        headers, body = headers
+    response = httpx.post(f"{bot}/discord/interactions", content=body, headers=headers, timeout=30)
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["type"] == "authentication_error"
+    assert fake.calls_to(interaction["token"]) == []
+
+
+def test_malformed_payloads_are_4xx(bot: str, signer: DiscordSigner) -> None:
+    assert post(bot, signer, b"{not json").status_code == 400
+    assert post(bot, signer, b"[]").status_code == 400
+    assert (
+        post(bot, signer, {"id": "1", "application_id": APP_ID, "type": 99, "token": "t"}).status_code == 400
+    )
+    assert post(bot, signer, {"type": 2}).status_code == 400
+    huge = json.dumps({"type": 1, "pad": "x" * (1024 * 1024 + 10)}).encode()
+    assert post(bot, signer, huge).status_code == 413
+
+
+# --- /imagine ------------------------------------------------------------------------------------
+
+
+def test_imagine_defers_then_edits_original_with_png(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord
+) -> None:
+    interaction = command("a red fox", seed=77, steps=6, size="64x96")
+    started = time.monotonic()
+    response = post(bot, signer, interaction)
+    ack_s = time.monotonic() - started
+    assert response.status_code == 200
+    assert response.json() == {"type": 5}
+    assert ack_s < 3.0
+
+    final = final_edit(fake, interaction["token"])
+    assert final.method == "PATCH"
+    assert final.path == f"/api/v10/webhooks/{APP_ID}/{interaction['token']}/messages/@original"
+    assert "authorization" not in final.headers
+    assert final.headers["user-agent"].startswith("DiscordBot (")
+    filename, content_type, data = final.files["files[0]"]
+    assert (filename, content_type) == ("imagine-77.png", "image/png")
+    assert decode_png(data).shape == (96, 64, 3)
+    payload = final.json
+    assert payload["attachments"] == [{"id": 0, "filename": "imagine-77.png"}]
+    (embed,) = payload["embeds"]
+    assert embed["description"] == "a red fox"
+    assert embed["image"]["url"] == "attachment://imagine-77.png"
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields["Seed"] == "77" and fields["Steps"] == "6" and fields["Size"] == "64x96"
+    assert fields["Render time"].endswith(" s")
+    buttons = payload["components"][0]["components"]
+    assert [b["custom_id"] for b in buttons] == ["imagine:reroll"]
+    # The message said "Queued" before the image replaced it.
+    first = fake.calls_to(interaction["token"])[0]
+    assert first.json["content"].startswith("⏳ Queued")
+
+
+def test_progress_edits_are_throttled_and_precede_the_image(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord
+) -> None:
+    interaction = command("slow painting", steps=60)
+    assert post(bot, signer, interaction).json() == {"type": 5}
+    final = final_edit(fake, interaction["token"])
+    edits = [c for c in fake.calls_to(interaction["token"]) if c.status < 300]
+    progress = [c for c in edits if not c.files]
+    assert edits[-1] is final and final.files
+    rendering = [c.json["content"] for c in progress if "Rendering step" in c.json["content"]]
+    assert rendering, [c.json for c in progress]
+    assert rendering[-1].endswith("/60…")
+    # Never two edits closer than the configured interval (minus scheduling jitter).
+    gaps = [b.at - a.at for a, b in itertools.pairwise(progress)]
+    assert all(gap >= PROGRESS_INTERVAL_S * 0.8 for gap in gaps), gaps
+
+
+def test_reroll_uses_the_message_parameters_and_a_new_seed(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord
+) -> None:
+    original = command("a lighthouse", seed=5, steps=5, size="96x64", guidance=3.5)
+    post(bot, signer, original)
+    shown = final_edit(fake, original["token"]).json
+
+    reroll = click(shown, "imagine:reroll")
+    assert post(bot, signer, reroll).json() == {"type": 5}
+    rerolled = final_edit(fake, reroll["token"])
+    fields = {f["name"]: f["value"] for f in rerolled.json["embeds"][0]["fields"]}
+    assert rerolled.json["embeds"][0]["description"] == "a lighthouse"
+    assert (fields["Steps"], fields["Size"], fields["Guidance"]) == ("5", "96x64", "3.5")
+    assert fields["Seed"] != "5"
+    assert decode_png(rerolled.files["files[0]"][2]).shape == (64, 96, 3)
+
+
+def test_unreadable_button_message_is_an_ephemeral_refusal(bot: str, signer: DiscordSigner) -> None:
+    response = post(bot, signer, click({"embeds": [{"title": "something else"}]}, "imagine:reroll"))
+    assert response.json()["type"] == 4
+    assert response.json()["data"]["flags"] == 64
+
+
+def test_rate_limit_429_is_waited_out_and_retried(bot: str, signer: DiscordSigner, fake: FakeDiscord) -> None:
+    interaction = command("patience")
+    fake.fail_next(
+        interaction["token"],
+        ScriptedAnswer(429, {"message": "You are being rate limited.", "retry_after": 0.4, "global": False}),
+    )
+    post(bot, signer, interaction)
+    final = final_edit(fake, interaction["token"])
+    calls = fake.calls_to(interaction["token"])
+    assert calls[0].status == 429
+    assert calls[1].json == calls[0].json  # the same edit, retried
+    assert calls[1].at - calls[0].at >= 0.4
+    assert final.files
+
+
+def test_discord_5xx_is_retried_with_backoff(bot: str, signer: DiscordSigner, fake: FakeDiscord) -> None:
+    interaction = command("resilience")
+    fake.fail_next(
+        interaction["token"],
+        ScriptedAnswer(500, {"message": "oops"}),
+        ScriptedAnswer(502, {"message": "bad gateway"}),
+    )
+    post(bot, signer, interaction)
+    final = final_edit(fake, interaction["token"])
+    statuses = [c.status for c in fake.calls_to(interaction["token"])]
+    assert statuses[:3] == [500, 502, 200], statuses
+    assert final.files
+
+
+def test_image_over_the_upload_limit_is_reencoded_to_fit(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord
+) -> None:
+    interaction = command("detailed", seed=3, size="128x128")
+    interaction["attachment_size_limit"] = 6000
+    post(bot, signer, interaction)
+    final = final_edit(fake, interaction["token"])
+    filename, content_type, data = final.files["files[0]"]
+    assert len(data) <= 6000
+    assert content_type in {"image/webp", "image/jpeg"}
+    assert filename.rsplit(".", 1)[1] in {"webp", "jpg"}
+    assert final.json["attachments"][0]["filename"] == filename
+    assert "upload limit" in final.json["content"]
+
+
+def test_per_user_limit_refuses_a_third_concurrent_job(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord
+) -> None:
+    jobs = [command(f"job {i}", user="eager", steps=40) for i in range(3)]
+    answers = [post(bot, signer, job).json() for job in jobs]
+    assert answers[0] == {"type": 5} and answers[1] == {"type": 5}
+    assert answers[2]["type"] == 4 and answers[2]["data"]["flags"] == 64
+    assert "already have 2" in answers[2]["data"]["content"]
+    assert post(bot, signer, command("someone else", user="patient")).json() == {"type": 5}
+    for job in jobs[:2]:
+        final_edit(fake, job["token"])
+    # Slots are released when a job ends.
+    later = command("again", user="eager")
+    assert post(bot, signer, later).json() == {"type": 5}
+    final_edit(fake, later["token"])
+
+
+@pytest.mark.parametrize(
+    ("interaction", "expected"),
+    [
+        (command("a forbidden thing"), "not allowed"),
+        (command("a cat", negative_prompt="FORBIDDEN"), "not allowed"),
+        (command("a cat", guild="other-guild"), "not enabled here"),
+        (command("a cat", guild=None), "not enabled here"),
+        (command("a cat", size="100x100"), "size"),
+        (command("a cat", steps=500), "steps"),
+        (command("a cat", seed="not a number"), "seed"),
+    ],
+    ids=["banned", "banned-negative", "guild", "dm", "size", "steps", "seed-type"],
+)
+def test_refusals_are_ephemeral_and_start_nothing(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord, interaction: dict, expected: str
+) -> None:
+    response = post(bot, signer, interaction)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["type"] == 4 and body["data"]["flags"] == 64
+    assert expected in body["data"]["content"]
+    assert fake.calls_to(interaction["token"]) == []
+
+
+def test_ack_stays_fast_while_the_model_is_saturated(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord
+) -> None:
+    load_done = threading.Event()
+    statuses: list[int] = []
+
+    def load() -> None:
+        with httpx.Client(base_url=bot, timeout=300) as http:
+            threads = [
+                threading.Thread(
+                    target=lambda i=i: statuses.append(
+                        http.get("/imagine", params={"prompt": f"load {i}", "steps": 40}).status_code
+                    )
+                )
+                for i in range(16)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        load_done.set()
+
+    load_started = time.time()
+    threading.Thread(target=load, daemon=True).start()
+    handle = serve.get_deployment_handle("DiffusionModel", app_name="bot")
+    # Saturated: the model is rendering a full batch of the load requests.
+    wait_for(
+        lambda: any(b["at"] >= load_started and b["size"] > 1 for b in handle.batch_log.remote().result()),
+        timeout_s=60,
+        what="the model to start a batch of the load",
+    )
+    assert not load_done.is_set(), "the load finished before the ACK could be measured"
+    interaction = command("while busy", user="busy-user")
+    started = time.monotonic()
+    response = post(bot, signer, interaction)
+    ack_s = time.monotonic() - started
+    assert response.json() == {"type": 5}
+    assert ack_s < 3.0, ack_s
+    assert load_done.wait(300)
+    assert set(statuses) == {200}
+    assert final_edit(fake, interaction["token"], timeout_s=180).files
+
+
+# --- failures after the deferral always end in an edited message -----------------------------
+
+
+@pytest.fixture(scope="module")
+def failing_bot(bot: str, tiny_model_dir: Path, fake: FakeDiscord, signer: DiscordSigner) -> str:
+    """A bot whose model takes one job at a time, queues one, and gives up after 3 seconds."""
+    settings = AppSettings(
+        model=str(tiny_model_dir),
+        default_size="64x64",
+        default_steps=4,
+        max_steps=500,
+        request_timeout_s=3,
+        discord_max_wait_s=0.001,
+        **discord_args(fake, signer),
+    )
+    model = DiffusionModel.options(
+        max_ongoing_requests=1,
+        max_queued_requests=1,
+        autoscaling_config={"min_replicas": 1, "max_replicas": 1},
+        user_config={"max_batch_size": 1, "batch_wait_timeout_s": 0},
+    ).bind(settings)
+    serve.run(Ingress.bind(model, settings), name="failing", route_prefix="/failing")
+    return bot
+
+
+def test_timeout_after_deferral_edits_the_message_with_the_error(
+    failing_bot: str, signer: DiscordSigner, fake: FakeDiscord
+) -> None:
+    interaction = command("never finishes", steps=500, seed=9)
+    assert post(failing_bot, signer, interaction, prefix="/failing").json() == {"type": 5}
+    final = final_edit(fake, interaction["token"])
+    assert not final.files
+    assert final.json["content"].startswith("❌")
+    assert "not ready within 3 seconds" in final.json["content"]
+    fields = {f["name"]: f["value"] for f in final.json["embeds"][0]["fields"]}
+    assert fields["Seed"] == "9"
+    assert final.json["components"][0]["components"][0]["custom_id"] == "imagine:retry"
+
+
+def test_full_model_queue_edits_the_message_with_a_busy_error(
+    failing_bot: str, signer: DiscordSigner, fake: FakeDiscord
+) -> None:
+    jobs = [command(f"crowd {i}", user=f"user{i}", steps=300) for i in range(4)]
+    for job in jobs:
+        assert post(failing_bot, signer, job, prefix="/failing").json() == {"type": 5}
+    finals = [final_edit(fake, job["token"]) for job in jobs]
+    contents = [f.json.get("content", "") for f in finals]
+    assert any("at capacity" in c for c in contents), contents
+    assert all(f.files or c.startswith("❌") for f, c in zip(finals, contents, strict=True))
+
+
+def test_retry_button_keeps_the_seed(failing_bot: str, signer: DiscordSigner, fake: FakeDiscord) -> None:
+    failed = {
+        "embeds": [
+            {
+                "description": "again",
+                "fields": [
+                    {"name": "Seed", "value": "123"},
+                    {"name": "Steps", "value": "2"},
+                    {"name": "Size", "value": "64x64"},
+                    {"name": "Guidance", "value": "7.5"},
+                    {"name": "Scheduler", "value": "ddim"},
+                ],
+            }
+        ]
+    }
+    retry = click(failed, "imagine:retry")
+    assert post(failing_bot, signer, retry, prefix="/failing").json() == {"type": 5}
+    final = final_edit(fake, retry["token"])
+    fields = {f["name"]: f["value"] for f in final.json["embeds"][0]["fields"]}
+    assert fields["Seed"] == "123"
+    assert final.files
+
+
+def test_job_that_cannot_finish_in_the_token_window_is_refused_up_front(
+    failing_bot: str, signer: DiscordSigner, fake: FakeDiscord
+) -> None:
+    # This app refuses any job expected to wait longer than 1 ms, once it has measured a render.
+    first = command("measure me", steps=2)
+    if post(failing_bot, signer, first, prefix="/failing").json() == {"type": 5}:
+        assert final_edit(fake, first["token"]).files
+    refused = command("too late", steps=2)
+    body = post(failing_bot, signer, refused, prefix="/failing").json()
+    assert body["type"] == 4 and body["data"]["flags"] == 64
+    assert "queue is too long" in body["data"]["content"]
+    assert fake.calls_to(refused["token"]) == []
+
+
+# --- registration ----------------------------------------------------------------------------
+
+
+def test_register_puts_the_command_definitions(fake: FakeDiscord) -> None:
+    env = {
+        **os.environ,
+        "DISCORD_APPLICATION_ID": APP_ID,
+        "DISCORD_BOT_TOKEN": "bot-token-xyz",
+        "DISCORD_API_BASE_URL": fake.url,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "bot_gateway.register", "--guild", "4242"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "registered /imagine" in result.stdout and "guild 4242" in result.stdout
+    (call,) = fake.calls_to("/commands")
+    assert call.method == "PUT"
+    assert call.path == f"/api/v10/applications/{APP_ID}/guilds/4242/commands"
+    assert call.headers["authorization"] == "Bot bot-token-xyz"
+    (imagine,) = call.json
+    assert imagine["name"] == "imagine"
+    options = {o["name"]: o for o in imagine["options"]}
+    assert options["prompt"]["required"] is True and options["prompt"]["type"] == 3
+    assert set(options) == {"prompt", "negative_prompt", "seed", "steps", "size", "guidance"}
+    assert options["steps"]["type"] == 4 and options["guidance"]["type"] == 10
+    assert {c["value"] for c in options["size"]["choices"]} >= {"512x512"}
+
+
+def test_register_without_credentials_says_what_to_set() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCORD_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bot_gateway.register"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "DISCORD_APPLICATION_ID" in result.stderr and "DISCORD_BOT_TOKEN" in result.stderr
