@@ -1,0 +1,250 @@
+"""Discord pieces on their own: signatures, options, embeds, admission, attachments, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import numpy as np
+import pytest
+from fake_discord import DiscordSigner, FakeDiscord, ScriptedAnswer
+from PIL import Image
+
+from bot_gateway.admission import JobsPerUser, banned_word_in, guild_allowed
+from bot_gateway.attachments import AttachmentTooLargeError, fit_attachment
+from bot_gateway.commands import CommandOptionError, imagine_command, params_from_options
+from bot_gateway.messages import (
+    UnreadableMessageError,
+    failed_message,
+    finished_message,
+    params_from_embed,
+    progress_text,
+)
+from bot_gateway.protocol import CommandOption, Embed, Interaction
+from bot_gateway.verification import InvalidSignatureError, verify_interaction
+from bot_gateway.webhook_client import DiscordAPIError, DiscordWebhookClient, TokenExpiredError
+from serve_app.generation import ImageJob
+from serve_app.load_tracking import LoadTracker
+
+# --- verification --------------------------------------------------------------------------------
+
+
+def test_valid_signature_passes_and_any_change_fails() -> None:
+    signer = DiscordSigner()
+    body = b'{"type":1}'
+    headers = signer.headers(body)
+    sig, ts = headers["X-Signature-Ed25519"], headers["X-Signature-Timestamp"]
+    verify_interaction(body, sig, ts, signer.public_key_hex)
+    with pytest.raises(InvalidSignatureError):
+        verify_interaction(body + b" ", sig, ts, signer.public_key_hex)
+    with pytest.raises(InvalidSignatureError):
+        verify_interaction(body, sig, ts, DiscordSigner().public_key_hex)
+    with pytest.raises(InvalidSignatureError, match="too far"):
+        verify_interaction(body, sig, ts, signer.public_key_hex, now=int(ts) + 301)
+    verify_interaction(body, sig, ts, signer.public_key_hex, now=int(ts) + 299)
+
+
+# --- command options -----------------------------------------------------------------------------
+
+
+def test_options_become_generation_params() -> None:
+    params = params_from_options(
+        [
+            CommandOption(name="prompt", type=3, value="a cat"),
+            CommandOption(name="seed", type=4, value=5),
+            CommandOption(name="guidance", type=10, value=4),
+            CommandOption(name="size", type=3, value="512x768"),
+        ]
+    )
+    assert (params.prompt, params.seed, params.guidance_scale, params.size) == ("a cat", 5, 4.0, "512x768")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        [CommandOption(name="seed", type=4, value=1)],
+        [CommandOption(name="prompt", type=3, value="x"), CommandOption(name="steps", type=4, value="10")],
+        [CommandOption(name="prompt", type=3, value="x"), CommandOption(name="seed", type=4, value=True)],
+        [CommandOption(name="prompt", type=3, value="x"), CommandOption(name="colour", type=3, value="red")],
+    ],
+    ids=["no-prompt", "steps-as-string", "bool-seed", "unknown"],
+)
+def test_bad_options_are_rejected(options: list[CommandOption]) -> None:
+    with pytest.raises(CommandOptionError):
+        params_from_options(options)
+
+
+def test_command_definition_bounds_match_the_options_we_parse() -> None:
+    definition = imagine_command(("64x64",), max_steps=50)
+    names = {option["name"] for option in definition["options"]}
+    assert names == {"prompt", "negative_prompt", "seed", "steps", "size", "guidance"}
+    steps = next(o for o in definition["options"] if o["name"] == "steps")
+    assert steps["max_value"] == 50
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+JOB = ImageJob("a castle", 512, 768, 25, 6.5, "euler_a", seed=99, negative_prompt="fog")
+
+
+def test_finished_message_round_trips_through_its_embed() -> None:
+    message = finished_message(JOB, "imagine-99.png", 3.21)
+    embeds = [Embed.model_validate(e) for e in message["embeds"]]
+    same = params_from_embed(embeds, keep_seed=True)
+    assert (same.prompt, same.seed, same.steps, same.size, same.guidance_scale, same.scheduler) == (
+        "a castle",
+        99,
+        25,
+        "512x768",
+        6.5,
+        "euler_a",
+    )
+    assert same.negative_prompt == "fog"
+    assert params_from_embed(embeds, keep_seed=False).seed is None
+
+
+def test_failed_message_keeps_parameters_for_retry() -> None:
+    embeds = [Embed.model_validate(e) for e in failed_message(JOB, "boom")["embeds"]]
+    assert params_from_embed(embeds, keep_seed=True).seed == 99
+
+
+def test_unreadable_embeds_raise() -> None:
+    with pytest.raises(UnreadableMessageError):
+        params_from_embed([], keep_seed=False)
+    with pytest.raises(UnreadableMessageError):
+        params_from_embed([Embed(description="x", fields=[])], keep_seed=False)
+
+
+def test_progress_text() -> None:
+    assert progress_text("queued") == "⏳ Queued…"
+    assert progress_text("rendering", 12, 30) == "🎨 Rendering step 12/30…"
+
+
+def test_user_id_from_member_or_dm() -> None:
+    base = {"id": "1", "application_id": "a", "type": 2, "token": "t"}
+    assert Interaction.model_validate({**base, "member": {"user": {"id": "g"}}}).user_id == "g"
+    assert Interaction.model_validate({**base, "user": {"id": "d"}}).user_id == "d"
+    assert Interaction.model_validate(base).user_id is None
+
+
+# --- admission -------------------------------------------------------------------------------------
+
+
+def test_jobs_per_user() -> None:
+    limits = JobsPerUser(2)
+    assert limits.try_acquire("a") and limits.try_acquire("a")
+    assert not limits.try_acquire("a")
+    assert limits.try_acquire("b")
+    limits.release("a")
+    assert limits.running("a") == 1 and limits.try_acquire("a")
+
+
+def test_banned_words_match_whole_words_case_insensitively() -> None:
+    assert banned_word_in(["A Gory scene"], ["gory"]) == "gory"
+    assert banned_word_in(["allegory"], ["gory"]) is None
+    assert banned_word_in(["fine", "also fine"], ["gory"]) is None
+    assert banned_word_in(["x"], []) is None
+
+
+def test_guild_allow_list() -> None:
+    assert guild_allowed(None, [])
+    assert guild_allowed("1", ["1"])
+    assert not guild_allowed("2", ["1"])
+    assert not guild_allowed(None, ["1"])
+
+
+def test_wait_estimate_grows_with_work_in_flight() -> None:
+    tracker = LoadTracker()
+    assert tracker.expected_wait_s() == 0.0
+    tracker.observe(render_s=8.0, batch_size=4)  # 2 s per image
+    assert tracker.expected_wait_s() == pytest.approx(2.0)
+    tracker.started(9)
+    assert tracker.expected_wait_s() == pytest.approx(20.0)
+    tracker.finished(9)
+    tracker.finished(1)
+    assert tracker.in_flight == 0
+
+
+# --- attachments -----------------------------------------------------------------------------------
+
+
+def _noise_png(size: int) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_small_png_is_sent_as_is() -> None:
+    png = _noise_png(32)
+    attachment, note = fit_attachment(png, len(png), "x")
+    assert attachment.content == png and attachment.filename == "x.png" and note == ""
+
+
+def test_large_png_is_reencoded_under_the_limit() -> None:
+    png = _noise_png(256)
+    for limit in (len(png) // 3, 4000, 600):
+        attachment, note = fit_attachment(png, limit, "x")
+        assert len(attachment.content) <= limit
+        assert Image.open(io.BytesIO(attachment.content)).format in {"WEBP", "JPEG"}
+        assert "upload limit" in note
+    with pytest.raises(AttachmentTooLargeError):
+        fit_attachment(png, 10, "x")
+
+
+# --- webhook client retries (against the local fake Discord) ---------------------------------------
+
+
+@pytest.fixture
+def fake() -> FakeDiscord:
+    server = FakeDiscord()
+    yield server
+    server.close()
+
+
+def test_client_retries_429_then_5xx_then_succeeds(fake: FakeDiscord) -> None:
+    fake.fail_next(
+        "tok",
+        ScriptedAnswer(429, {"retry_after": 0.2}),
+        ScriptedAnswer(503, {}),
+        ScriptedAnswer(500, {}),
+    )
+
+    async def edit() -> None:
+        client = DiscordWebhookClient(fake.url, "app", retry_initial_s=0.05)
+        await client.edit_original("tok", {"content": "hi"})
+        await client.aclose()
+
+    asyncio.run(edit())
+    assert [c.status for c in fake.calls] == [429, 503, 500, 200]
+    assert all(c.json == {"content": "hi"} for c in fake.calls)
+    assert fake.calls[1].at - fake.calls[0].at >= 0.2
+
+
+def test_client_gives_up_at_the_token_deadline_and_does_not_retry_4xx(fake: FakeDiscord) -> None:
+    fake.fail_next("tok1", *[ScriptedAnswer(500, {}) for _ in range(100)])
+    fake.fail_next("tok2", ScriptedAnswer(404, {"message": "Unknown Webhook"}))
+
+    async def edits() -> None:
+        client = DiscordWebhookClient(fake.url, "app", retry_initial_s=0.05)
+        with pytest.raises(TokenExpiredError):
+            await client.edit_original("tok1", {"content": "x"}, deadline=time.monotonic() + 0.5)
+        with pytest.raises(DiscordAPIError) as raised:
+            await client.edit_original("tok2", {"content": "x"})
+        assert raised.value.status_code == 404
+        await client.aclose()
+
+    asyncio.run(edits())
+    assert 2 <= len(fake.calls_to("tok1")) <= 6
+    assert len(fake.calls_to("tok2")) == 1
+
+
+def test_client_retries_when_discord_is_unreachable() -> None:
+    async def edit() -> None:
+        client = DiscordWebhookClient("http://127.0.0.1:9/api", "app", retry_initial_s=0.05)
+        with pytest.raises(TokenExpiredError, match="ConnectError"):
+            await client.edit_original("t", {"content": "x"}, deadline=time.monotonic() + 0.3)
+        await client.aclose()
+
+    asyncio.run(edit())
