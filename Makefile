@@ -22,7 +22,7 @@ $(MODEL_DIR)/model_index.json: | $(STAMP)
 	$(PY) -m serve_app.tiny_model $(MODEL_DIR)
 
 run: $(STAMP) $(MODEL_DIR)/model_index.json
-	@echo "Starting raydiffusion on http://127.0.0.1:8000 (ready when 'Deployed app' is logged)."
+	@echo "Starting raydiffusion on http://127.0.0.1:8000 (requests wait until the model has loaded)."
 	@echo "  curl -o cat.png 'http://127.0.0.1:8000/imagine?prompt=a+cat'"
 	@echo "  OpenAI SDK base_url: http://127.0.0.1:8000/v1    docs: http://127.0.0.1:8000/docs"
 	$(VENV)/bin/serve run deployments/local.yaml

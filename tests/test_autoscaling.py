@@ -1,0 +1,253 @@
+"""GPU autoscaling 0 -> 1 -> 2 -> 0 on a simulated multi-node cluster, deployed like production.
+
+Ray's real autoscaler launches "GPU" worker nodes (local processes declaring GPU: 1) on demand,
+from tests/cluster/fake_multinode.yaml. The app is deployed with `serve deploy` from
+deployments/aws.yaml itself, with only the model (tiny), sizes, CPU counts and autoscaling delays
+shortened. Timings are written to a JSON file as a by-product (bench/ reads it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from conftest import free_port
+from support import decode_png, wait_for
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMINGS_FILE = Path(
+    os.environ.get("RAYDIFFUSION_AUTOSCALING_TIMINGS", ROOT / ".cache" / "autoscaling-sim.json")
+)
+APP = "raydiffusion"
+MODEL = "DiffusionModel"
+
+
+def ray_bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+@pytest.fixture(scope="module")
+def sim_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    import ray._private.services as services
+
+    gcs_port, dashboard_port = free_port(), free_port()
+    ip = services.get_node_ip_address()
+    config = yaml.safe_load((ROOT / "tests" / "cluster" / "fake_multinode.yaml").read_text())
+    # Worker nodes join the head at this address (the provider defaults to port 6379).
+    config["provider"]["gcs_address"] = f"{ip}:{gcs_port}"
+    config_path = tmp_path_factory.mktemp("cluster") / "fake_multinode.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run(
+        [
+            ray_bin("ray"),
+            "start",
+            "--head",
+            f"--port={gcs_port}",
+            f"--autoscaling-config={config_path}",
+            "--num-cpus=2",
+            "--num-gpus=0",
+            '--resources={"raydiffusion_head": 100}',
+            "--include-dashboard=true",
+            f"--dashboard-port={dashboard_port}",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    previous_auth = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    try:
+        yield {"address": f"{ip}:{gcs_port}", "dashboard": f"http://127.0.0.1:{dashboard_port}", "env": env}
+    finally:
+        subprocess.run([ray_bin("ray"), "stop", "--force"], env=env, capture_output=True, check=False)
+        if previous_auth is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = previous_auth
+
+
+def simulated_config(model_dir: Path, port: int) -> dict:
+    """deployments/aws.yaml with the tiny model and delays short enough for a test."""
+    config = yaml.safe_load((ROOT / "deployments" / "aws.yaml").read_text())
+    config["http_options"].update(host="127.0.0.1", port=port, request_timeout_s=300)
+    (app,) = config["applications"]
+    app["args"].update(
+        model=str(model_dir),
+        model_name="tiny-sd",
+        variant=None,
+        default_size="64x64",
+        min_size=64,
+        default_steps=10,
+        default_scheduler="ddim",
+        request_timeout_s=240,
+    )
+    model = next(d for d in app["deployments"] if d["name"] == MODEL)
+    assert model["ray_actor_options"]["num_gpus"] == 1
+    assert model["autoscaling_config"]["min_replicas"] == 0
+    model["ray_actor_options"]["num_cpus"] = 1  # the simulated GPU nodes have one CPU
+    model["user_config"] = {"max_batch_size": 2, "batch_wait_timeout_s": 0.05}
+    model["max_ongoing_requests"] = 4
+    model["graceful_shutdown_timeout_s"] = 5
+    model["autoscaling_config"].update(
+        max_replicas=2,
+        target_ongoing_requests=2,
+        upscale_delay_s=2,
+        downscale_delay_s=10,
+        downscale_to_zero_delay_s=10,
+        look_back_period_s=12,
+    )
+    return config
+
+
+class ClusterWatch:
+    """Samples replicas and GPU nodes once a second into a timeline."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.timeline: list[dict[str, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def gpu_nodes() -> int:
+        import ray
+
+        return sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU", 0) > 0)
+
+    @staticmethod
+    def replicas() -> int:
+        from ray import serve
+
+        app = serve.status().applications.get(APP)
+        if app is None or MODEL not in app.deployments:
+            return 0
+        return app.deployments[MODEL].replica_states.get("RUNNING", 0)
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.started, 2)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.timeline.append(
+                    {"t": self.elapsed(), "replicas": self.replicas(), "gpu_nodes": self.gpu_nodes()}
+                )
+            except Exception:  # a sample lost while a node comes or goes is fine
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def replica_nodes() -> set[str]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    return {a.node_id for a in actors if a.class_name.endswith(f":{APP}:{MODEL}")}
+
+
+def test_gpu_replicas_scale_from_zero_to_two_nodes_and_back(
+    sim_cluster: dict, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import ray
+
+    port = free_port()
+    config_path = tmp_path / "serve.yaml"
+    config_path.write_text(yaml.safe_dump(simulated_config(tiny_model_dir, port)))
+    ray.init(address=sim_cluster["address"], log_to_driver=False)
+    try:
+        deploy = subprocess.run(
+            [ray_bin("serve"), "deploy", str(config_path), "--address", sim_cluster["dashboard"]],
+            env=sim_cluster["env"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert deploy.returncode == 0, deploy.stderr
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _healthy(base), 120, "the ingress on the head to answer")
+        watch = ClusterWatch()
+        assert watch.replicas() == 0 and watch.gpu_nodes() == 0, "min_replicas 0 must start with no GPU"
+
+        # (a) The first request scales from zero: a GPU node is launched and the request succeeds.
+        t0 = time.monotonic()
+        first = httpx.get(f"{base}/imagine", params={"prompt": "cold start", "seed": 1}, timeout=300)
+        first_response_s = time.monotonic() - t0
+        assert first.status_code == 200, first.text
+        assert decode_png(first.content).shape == (64, 64, 3)
+        assert watch.gpu_nodes() >= 1
+
+        # (b) Sustained concurrent load adds a second replica on a second GPU node.
+        stop_load = threading.Event()
+        statuses: list[int] = []
+
+        def client(index: int) -> None:
+            with httpx.Client(base_url=base, timeout=300) as http:
+                while not stop_load.is_set():
+                    statuses.append(
+                        http.get("/imagine", params={"prompt": f"load {index}", "steps": 20}).status_code
+                    )
+
+        t1 = time.monotonic()
+        clients = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(6)]
+        for thread in clients:
+            thread.start()
+        wait_for(
+            lambda: watch.replicas() == 2 and watch.gpu_nodes() == 2,
+            240,
+            "2 running replicas on 2 GPU nodes",
+            interval_s=1.0,
+        )
+        scale_up_s = time.monotonic() - t1
+        assert len(replica_nodes()) == 2, "the two replicas must run on two different nodes"
+        stop_load.set()
+        for thread in clients:
+            thread.join(timeout=300)
+        assert statuses and set(statuses) == {200}, sorted(set(statuses))
+
+        # (c) When load stops, replicas and GPU nodes go back to zero.
+        t2 = time.monotonic()
+        wait_for(lambda: watch.replicas() == 0, 180, "replicas to scale to zero", interval_s=1.0)
+        replicas_zero_s = time.monotonic() - t2
+        wait_for(lambda: watch.gpu_nodes() == 0, 240, "GPU nodes to be removed", interval_s=1.0)
+        nodes_zero_s = time.monotonic() - t2
+        watch.stop()
+
+        TIMINGS_FILE.parent.mkdir(parents=True, exist_ok=True)
+        TIMINGS_FILE.write_text(
+            json.dumps(
+                {
+                    "first_response_from_zero_s": round(first_response_s, 2),
+                    "scale_up_to_2_replicas_s": round(scale_up_s, 2),
+                    "scale_down_replicas_to_zero_s": round(replicas_zero_s, 2),
+                    "scale_down_nodes_to_zero_s": round(nodes_zero_s, 2),
+                    "load_requests": len(statuses),
+                    "timeline": watch.timeline,
+                },
+                indent=2,
+            )
+        )
+        assert max(sample["replicas"] for sample in watch.timeline) == 2
+    finally:
+        ray.shutdown()
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
