@@ -18,7 +18,7 @@ from serve_app.settings import AppSettings, BatchingSettings
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     settings = AppSettings.model_validate(args or {})
-    if Path(settings.model).expanduser().is_dir():
+    if not settings.model.startswith("s3://") and Path(settings.model).expanduser().is_dir():
         # Replicas may not share the driver's working directory: hand them an absolute path.
         settings = settings.model_copy(update={"model": str(Path(settings.model).expanduser().resolve())})
     # Batching travels as the model's user_config, never as constructor args, so retuning it

@@ -88,8 +88,17 @@ def plan_runtime(settings: AppSettings) -> RuntimePlan:
     )
 
 
-def resolve_model_source(model: str) -> tuple[str, bool]:
-    """Return (path or hub id, is_local). Local folders load with ``local_files_only``."""
+def resolve_model_source(model: str, settings: AppSettings | None = None) -> tuple[str, bool]:
+    """Return (path or hub id, is_local). Local folders load with ``local_files_only``.
+
+    ``s3://`` models are synced to the node's cache folder first and then load like local ones.
+    """
+    if model.startswith("s3://"):
+        from serve_app.s3_model_sync import sync_s3_model
+
+        settings = settings or AppSettings()
+        report = sync_s3_model(model, settings.model_cache_dir, settings.s3_endpoint_url)
+        return str(report.path), True
     expanded = Path(os.path.expanduser(model))
     if expanded.is_dir():
         return str(expanded.resolve()), True
@@ -106,7 +115,7 @@ def load_pipeline(settings: AppSettings, plan: RuntimePlan) -> Any:
     import torch
     from diffusers import AutoPipelineForText2Image
 
-    source, is_local = resolve_model_source(settings.model)
+    source, is_local = resolve_model_source(settings.model, settings)
     kwargs: dict[str, Any] = {"dtype": getattr(torch, plan.dtype)}
     if is_local:
         kwargs["local_files_only"] = True

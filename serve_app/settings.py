@@ -44,6 +44,13 @@ class AppSettings(BaseSettings):
         default=".cache/tiny-sd",
         description="Hugging Face model id or a local diffusers folder.",
     )
+    model_cache_dir: str = Field(
+        default="~/.cache/raydiffusion/models",
+        description="Where s3:// models are synced on each node before loading.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (default: AWS for the node's region)."
+    )
     model_name: str | None = Field(
         default=None, description="Name reported by /v1/models; defaults to `model`."
     )
