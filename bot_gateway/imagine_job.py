@@ -16,9 +16,8 @@ from bot_gateway.attachments import AttachmentTooLargeError, fit_attachment
 from bot_gateway.messages import failed_message, finished_message, progress_text
 from bot_gateway.protocol import Interaction
 from bot_gateway.webhook_client import TOKEN_LIFETIME_S, DiscordWebhookClient
-from serve_app.errors import APIError, OverloadedError
-from serve_app.generation import ImageJob, ImageResult, ProgressEvent
-from serve_app.model_client import ModelClient
+from serve_app.generation import ImageJob, ProgressEvent
+from serve_app.predictions import PredictionRecord, PredictionService
 
 logger = logging.getLogger("ray.serve")
 
@@ -64,56 +63,59 @@ class ProgressPublisher:
                 pass
 
 
-def failure_reason(error: BaseException) -> str:
-    if isinstance(error, OverloadedError):
-        return "The image service is at capacity right now. Try again in a minute."
-    if isinstance(error, AttachmentTooLargeError):
-        return "The image is too large to upload to this server."
-    if isinstance(error, APIError):
-        return error.message
-    return "Something went wrong while rendering. Try again."
-
-
 async def run_imagine(
     interaction: Interaction,
-    job: ImageJob,
-    client: ModelClient,
+    record: PredictionRecord,
+    predictions: PredictionService,
     webhook: DiscordWebhookClient,
     progress_interval_s: float,
     received_at: float,
 ) -> None:
+    """Render through the shared job mechanism (stored, retried), then edit the Discord message."""
     deadline = received_at + TOKEN_LIFETIME_S - DEADLINE_MARGIN_S
     token = interaction.token
+    job = ImageJob(**record.jobs[0])
 
     async def show(text: str) -> None:
         await webhook.edit_original(token, {"content": text}, deadline=deadline)
 
     publisher = ProgressPublisher(show, progress_interval_s)
     try:
-        result: ImageResult | None = None
-        async for event in client.generate_stream(job):
-            if isinstance(event, ProgressEvent):
-                publisher.update(event)
-            else:
-                result = event
-        if result is None:
-            raise RuntimeError("the model stream ended without an image")
-        attachment, note = fit_attachment(
-            result.png, interaction.attachment_size_limit, f"imagine-{result.seed}"
-        )
+        final = await predictions.execute(record, observer=publisher)
         await publisher.stop()
+        if final.status != "succeeded":
+            raise RenderFailedError(final.error or "The render was canceled.")
+        store = predictions.store
+        png = await asyncio.to_thread(store.get_image, final.image_ids[0])
+        if png is None:
+            raise RenderFailedError("The image was rendered but could not be read back from storage.")
+        attachment, note = fit_attachment(png, interaction.attachment_size_limit, f"imagine-{job.seed}")
+        link = (
+            store.image_url(final.image_ids[0], record.base_url)
+            if record.base_url or store.kind == "s3"
+            else None
+        )
         await webhook.edit_original(
             token,
-            finished_message(job, attachment.filename, result.render_s, note),
+            finished_message(job, attachment.filename, final.predict_time_s or 0.0, note, link),
             attachment,
             deadline=deadline,
         )
     except Exception as error:
         logger.warning("imagine %s failed: %r", interaction.id, error)
         await publisher.stop()
+        reason = (
+            str(error)
+            if isinstance(error, RenderFailedError | AttachmentTooLargeError)
+            else ("Something went wrong while delivering the image. Try again.")
+        )
         try:
-            await webhook.edit_original(token, failed_message(job, failure_reason(error)), deadline=deadline)
+            await webhook.edit_original(token, failed_message(job, reason), deadline=deadline)
         except Exception:
             logger.exception("could not tell Discord that interaction %s failed", interaction.id)
     finally:
         await publisher.stop()  # idempotent; covers cancellation
+
+
+class RenderFailedError(Exception):
+    """The job ended without an image; the message says why."""

@@ -41,20 +41,23 @@ def _button(label: str, custom_id: str, style: int = 1) -> dict[str, Any]:
     return {"type": 2, "style": style, "label": label, "custom_id": custom_id}
 
 
-def finished_message(job: ImageJob, filename: str, render_s: float, note: str = "") -> dict[str, Any]:
+def finished_message(
+    job: ImageJob, filename: str, render_s: float, note: str = "", link: str | None = None
+) -> dict[str, Any]:
     fields = _parameter_fields(job)
     fields.append({"name": "Render time", "value": f"{render_s:.1f} s", "inline": True})
+    embed: dict[str, Any] = {
+        "title": "/imagine",
+        "description": job.prompt,
+        "color": ACCENT,
+        "fields": fields,
+        "image": {"url": f"attachment://{filename}"},
+    }
+    if link:
+        embed["url"] = link  # the stored original (full-quality PNG) behind the title
     return {
         "content": note,
-        "embeds": [
-            {
-                "title": "/imagine",
-                "description": job.prompt,
-                "color": ACCENT,
-                "fields": fields,
-                "image": {"url": f"attachment://{filename}"},
-            }
-        ],
+        "embeds": [embed],
         "components": [{"type": 1, "components": [_button("🎲 Re-roll", REROLL_ID)]}],
         "attachments": [{"id": 0, "filename": filename}],
     }

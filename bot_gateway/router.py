@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -27,8 +28,9 @@ from bot_gateway.protocol import Interaction, InteractionType, ResponseType, eph
 from bot_gateway.verification import InvalidSignatureError, verify_interaction
 from bot_gateway.webhook_client import DiscordWebhookClient
 from serve_app.errors import InvalidRequestError, ServiceUnavailableError, error_body
-from serve_app.model_client import ModelClient
+from serve_app.predictions import PredictionRecord, PredictionService
 from serve_app.schemas import GenerationParams, build_jobs
+from serve_app.secret_source import CredentialSource
 from serve_app.settings import AppSettings
 
 logger = logging.getLogger("ray.serve")
@@ -36,31 +38,40 @@ logger = logging.getLogger("ray.serve")
 MAX_BODY_BYTES = 1024 * 1024
 
 
+@dataclass(frozen=True)
+class _Context:
+    received_at: float
+    application_id: str
+    base_url: str
+
+
 def _client_error(status: int, message: str, error_type: str) -> JSONResponse:
     return JSONResponse(error_body(message, error_type), status_code=status)
 
 
 class InteractionHandler:
-    def __init__(self, settings: AppSettings, client: ModelClient) -> None:
+    def __init__(
+        self, settings: AppSettings, predictions: PredictionService, credentials: CredentialSource
+    ) -> None:
         self._settings = settings
-        self._client = client
+        self._predictions = predictions
+        self._credentials = credentials
         self._limits = JobsPerUser(settings.discord_max_jobs_per_user)
-        self._webhook: DiscordWebhookClient | None = None
+        self._webhooks: dict[str, DiscordWebhookClient] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps only weak ones
 
-    @property
-    def webhook(self) -> DiscordWebhookClient:
-        if self._webhook is None:
-            self._webhook = DiscordWebhookClient(
+    def webhook(self, application_id: str) -> DiscordWebhookClient:
+        if application_id not in self._webhooks:
+            self._webhooks[application_id] = DiscordWebhookClient(
                 self._settings.discord_api_base_url,
-                str(self._settings.discord_application_id),
+                application_id,
                 retry_initial_s=self._settings.discord_retry_initial_s,
             )
-        return self._webhook
+        return self._webhooks[application_id]
 
     async def handle(self, request: Request) -> JSONResponse:
-        settings = self._settings
-        if not settings.discord_configured:
+        credentials = await self._credentials.current()
+        if not credentials.discord_configured:
             raise ServiceUnavailableError(
                 "Discord is not configured: set DISCORD_PUBLIC_KEY and DISCORD_APPLICATION_ID "
                 "(environment variables or app args) and restart the service."
@@ -73,7 +84,7 @@ class InteractionHandler:
                 body,
                 request.headers.get("x-signature-ed25519"),
                 request.headers.get("x-signature-timestamp"),
-                str(settings.discord_public_key),
+                str(credentials.discord_public_key),
             )
         except InvalidSignatureError as error:
             logger.info("rejected interaction: %s", error)
@@ -82,9 +93,14 @@ class InteractionHandler:
             interaction = Interaction.model_validate(json.loads(body))
         except (ValueError, ValidationError) as error:
             return _client_error(400, f"Malformed interaction: {error}", "invalid_request_error")
-        return JSONResponse(await self._dispatch(interaction, time.monotonic()))
+        context = _Context(
+            received_at=time.monotonic(),
+            application_id=str(credentials.discord_application_id),
+            base_url=(self._settings.public_base_url or str(request.base_url)).rstrip("/"),
+        )
+        return JSONResponse(await self._dispatch(interaction, context))
 
-    async def _dispatch(self, interaction: Interaction, received_at: float) -> dict[str, Any]:
+    async def _dispatch(self, interaction: Interaction, context: _Context) -> dict[str, Any]:
         kind = interaction.type
         if kind == InteractionType.PING:
             return {"type": ResponseType.PONG}
@@ -95,7 +111,7 @@ class InteractionHandler:
                 params = params_from_options(interaction.data.options)
             except (CommandOptionError, ValidationError, ValueError) as error:
                 return ephemeral(f"Invalid options: {_short(error)}")
-            return self._start(interaction, params, received_at)
+            return await self._start(interaction, params, context)
         if kind == InteractionType.MESSAGE_COMPONENT:
             custom_id = interaction.data.custom_id if interaction.data else None
             if custom_id not in (REROLL_ID, RETRY_ID) or interaction.message is None:
@@ -104,13 +120,13 @@ class InteractionHandler:
                 params = params_from_embed(interaction.message.embeds, keep_seed=custom_id == RETRY_ID)
             except (UnreadableMessageError, ValidationError) as error:
                 return ephemeral(f"Cannot repeat this image: {_short(error)}")
-            return self._start(interaction, params, received_at)
+            return await self._start(interaction, params, context)
         if kind == InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE:
             return {"type": ResponseType.APPLICATION_COMMAND_AUTOCOMPLETE_RESULT, "data": {"choices": []}}
         raise InvalidRequestError(f"Unsupported interaction type {kind}.", param="type")
 
-    def _start(
-        self, interaction: Interaction, params: GenerationParams, received_at: float
+    async def _start(
+        self, interaction: Interaction, params: GenerationParams, context: _Context
     ) -> dict[str, Any]:
         settings = self._settings
         user_id = interaction.user_id
@@ -122,10 +138,10 @@ class InteractionHandler:
         if word is not None:
             return ephemeral(f"Your prompt contains a word that is not allowed here ({word!r}).")
         try:
-            (job,) = build_jobs(params, 1, settings)
+            build_jobs(params, 1, settings)  # validate before anything is stored
         except InvalidRequestError as error:
             return ephemeral(f"Invalid options: {error.message}")
-        expected = self._client.load.expected_wait_s()
+        expected = self._predictions.client.load.expected_wait_s()
         if expected > settings.discord_max_wait_s:
             return ephemeral(
                 f"The queue is too long right now (about {expected / 60:.0f} min); "
@@ -136,20 +152,27 @@ class InteractionHandler:
                 f"You already have {settings.discord_max_jobs_per_user} images rendering; "
                 "wait for one to finish."
             )
-        task = asyncio.create_task(self._run(interaction, job, user_id, received_at))
+        try:
+            record = await self._predictions.create(params, 1, None, "discord", context.base_url)
+        except Exception:
+            self._limits.release(user_id)
+            raise
+        task = asyncio.create_task(self._run(interaction, record, user_id, context))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return {"type": ResponseType.DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE}
 
-    async def _run(self, interaction: Interaction, job: Any, user_id: str, received_at: float) -> None:
+    async def _run(
+        self, interaction: Interaction, record: PredictionRecord, user_id: str, context: _Context
+    ) -> None:
         try:
             await run_imagine(
                 interaction,
-                job,
-                self._client,
-                self.webhook,
+                record,
+                self._predictions,
+                self.webhook(context.application_id),
                 self._settings.discord_progress_interval_s,
-                received_at,
+                context.received_at,
             )
         finally:
             self._limits.release(user_id)
@@ -176,9 +199,11 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def create_discord_router(settings: AppSettings, client: ModelClient) -> APIRouter:
+def create_discord_router(
+    settings: AppSettings, predictions: PredictionService, credentials: CredentialSource
+) -> APIRouter:
     router = APIRouter()
-    handler = InteractionHandler(settings, client)
+    handler = InteractionHandler(settings, predictions, credentials)
 
     @router.post("/discord/interactions", include_in_schema=True, summary="Discord interactions endpoint")
     async def discord_interactions(request: Request) -> JSONResponse:

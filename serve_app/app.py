@@ -21,6 +21,10 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     if not settings.model.startswith("s3://") and Path(settings.model).expanduser().is_dir():
         # Replicas may not share the driver's working directory: hand them an absolute path.
         settings = settings.model_copy(update={"model": str(Path(settings.model).expanduser().resolve())})
+    if settings.image_store == "local":
+        settings = settings.model_copy(
+            update={"data_dir": str(Path(settings.data_dir).expanduser().resolve())}
+        )
     # Batching travels as the model's user_config, never as constructor args, so retuning it
     # (here or in a config file's `deployments:` section) reconfigures live replicas instead of
     # restarting them.

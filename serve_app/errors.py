@@ -56,6 +56,12 @@ class AuthenticationError(APIError):
     code = "invalid_api_key"
 
 
+class NotFoundError(APIError):
+    status_code = 404
+    error_type = "not_found_error"
+    code = "not_found"
+
+
 class OverloadedError(APIError):
     """The model's queue is full: retry later; nothing was started for this request."""
 

@@ -1,23 +1,29 @@
-"""The HTTP API: OpenAI-compatible image generation, a plain PNG endpoint, health and models.
+"""The HTTP API: OpenAI-compatible images, a plain PNG endpoint, async predictions, a gallery.
 
 Built as a plain FastAPI app from a ``ModelClient`` and the settings, so it reads top to bottom:
 validate (400 naming the field) -> turn the request into one job per image -> send the jobs to the
-batched model deployment -> encode the answer. The Serve ingress deployment only wraps this app.
+batched model deployment -> store and encode the answer. The Serve ingress only hosts this app.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hmac
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from bot_gateway.router import create_discord_router
-from serve_app.errors import AuthenticationError, InvalidRequestError, install_error_handlers
+from serve_app.errors import AuthenticationError, NotFoundError, install_error_handlers
+from serve_app.image_store import IMAGE_ID, create_store, save_results
 from serve_app.model_client import ModelClient
+from serve_app.predictions import PredictionService, prediction_view
 from serve_app.schemas import (
     GenerationParams,
     ImageData,
@@ -25,14 +31,28 @@ from serve_app.schemas import (
     ImageGenerationResponse,
     build_jobs,
 )
+from serve_app.secret_source import CredentialSource
 from serve_app.settings import AppSettings
 
 
-def api_key_guard(settings: AppSettings) -> Any:
+class PredictionInput(GenerationParams):
+    n: int = Field(default=1, ge=1, le=64)
+
+
+class PredictionRequest(BaseModel):
+    """Replicate's ``POST /v1/predictions`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: PredictionInput
+    webhook: HttpUrl | None = None
+
+
+def api_key_guard(credentials: CredentialSource) -> Any:
     """A dependency that requires ``Authorization: Bearer KEY`` when API keys are configured."""
-    keys = [key.encode() for key in settings.api_keys]
 
     async def require_api_key(request: Request) -> None:
+        keys = (await credentials.current()).api_keys
         if not keys:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -40,7 +60,7 @@ def api_key_guard(settings: AppSettings) -> Any:
         # Compare against every key in constant time: no early exit that leaks which key matched.
         matched = False
         for key in keys:
-            matched |= hmac.compare_digest(presented, key)
+            matched |= hmac.compare_digest(presented, key.encode())
         if scheme.lower() != "bearer" or not matched:
             raise AuthenticationError(
                 "Missing or invalid API key: send 'Authorization: Bearer <key>'.",
@@ -50,14 +70,30 @@ def api_key_guard(settings: AppSettings) -> Any:
     return require_api_key
 
 
+def base_url_of(request: Request, settings: AppSettings) -> str:
+    return (settings.public_base_url or str(request.base_url)).rstrip("/")
+
+
 def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
+    store = create_store(settings)
+    predictions = PredictionService(client, store, settings)
+    credentials = CredentialSource(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Adopt jobs whose ingress died (and keep doing so): nothing accepted is left running forever.
+        sweeper = asyncio.create_task(predictions.sweep_forever())
+        yield
+        sweeper.cancel()
+
     app = FastAPI(
         title="raydiffusion",
-        summary="Stable Diffusion on Ray Serve: OpenAI-compatible images, PNGs and Discord.",
+        summary="Stable Diffusion on Ray Serve: OpenAI-compatible images, PNGs, jobs and Discord.",
         version="0.1.0",
+        lifespan=lifespan,
     )
     install_error_handlers(app)
-    protected = APIRouter(dependencies=[Depends(api_key_guard(settings))])
+    protected = APIRouter(dependencies=[Depends(api_key_guard(credentials))])
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -65,25 +101,26 @@ def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
         return {"status": "ok"}
 
     @protected.post("/v1/images/generations", response_model=ImageGenerationResponse)
-    async def create_images(body: ImageGenerationRequest) -> ImageGenerationResponse:
-        if body.response_format == "url":
-            raise InvalidRequestError(
-                "response_format 'url' needs an image store, which is not configured; use 'b64_json'.",
-                param="response_format",
-            )
+    async def create_images(body: ImageGenerationRequest, request: Request) -> ImageGenerationResponse:
         jobs = build_jobs(body, body.n, settings)
         results = await client.generate(jobs)
-        return ImageGenerationResponse(
-            created=int(time.time()),
-            data=[
+        if body.response_format == "url":
+            image_ids = await asyncio.to_thread(save_results, store, settings, jobs, results, "api")
+            base = base_url_of(request, settings)
+            data = [
+                ImageData(url=store.image_url(image_id, base), revised_prompt=body.prompt, seed=result.seed)
+                for image_id, result in zip(image_ids, results, strict=True)
+            ]
+        else:
+            data = [
                 ImageData(
                     b64_json=base64.b64encode(result.png).decode("ascii"),
                     revised_prompt=body.prompt,
                     seed=result.seed,
                 )
                 for result in results
-            ],
-        )
+            ]
+        return ImageGenerationResponse(created=int(time.time()), data=data)
 
     @protected.get(
         "/imagine",
@@ -102,6 +139,61 @@ def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
                 "X-Batch-Size": str(result.batch_size),
             },
         )
+
+    @app.get(
+        "/images/{image_id}.png",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}},
+    )
+    async def stored_image(image_id: str) -> Response:
+        """Stored images by their unguessable id (like a presigned URL, no API key needed)."""
+        png = await asyncio.to_thread(store.get_image, image_id) if IMAGE_ID.match(image_id) else None
+        if png is None:
+            raise NotFoundError("No such image.", param="image_id")
+        return Response(
+            png, media_type="image/png", headers={"Cache-Control": "public, max-age=31536000, immutable"}
+        )
+
+    @protected.get("/v1/images")
+    async def gallery(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        cursor: Annotated[str | None, Query(max_length=64, pattern=r"^img_[0-9a-f]+$")] = None,
+    ) -> dict[str, Any]:
+        """Recent images, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+        records, next_cursor = await asyncio.to_thread(store.list_images, limit, cursor)
+        base = base_url_of(request, settings)
+        return {
+            "object": "list",
+            "data": [{**record, "url": store.image_url(record["id"], base)} for record in records],
+            "next_cursor": next_cursor,
+            "has_more": next_cursor is not None,
+        }
+
+    @protected.post("/v1/predictions", status_code=201)
+    async def create_prediction(body: PredictionRequest, request: Request) -> JSONResponse:
+        params = GenerationParams.model_validate(body.input.model_dump(exclude={"n"}))
+        base = base_url_of(request, settings)
+        record = await predictions.create(
+            params, body.input.n, str(body.webhook) if body.webhook else None, "api", base
+        )
+        predictions.start(record)
+        view = prediction_view(record, store, base)
+        return JSONResponse(view, status_code=201, headers={"Location": view["urls"]["get"]})
+
+    @protected.get("/v1/predictions/{prediction_id}")
+    async def get_prediction(prediction_id: str, request: Request) -> dict[str, Any]:
+        record = await predictions.load(prediction_id)
+        if record is None:
+            raise _no_such_prediction()
+        return prediction_view(record, store, base_url_of(request, settings))
+
+    @protected.post("/v1/predictions/{prediction_id}/cancel")
+    async def cancel_prediction(prediction_id: str, request: Request) -> dict[str, Any]:
+        record = await predictions.cancel(prediction_id)
+        if record is None:
+            raise _no_such_prediction()
+        return prediction_view(record, store, base_url_of(request, settings))
 
     @protected.get("/v1/models")
     async def list_models() -> JSONResponse:
@@ -123,5 +215,9 @@ def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
 
     app.include_router(protected)
     # Discord authenticates with its own signatures, not API keys.
-    app.include_router(create_discord_router(settings, client))
+    app.include_router(create_discord_router(settings, predictions, credentials))
     return app
+
+
+def _no_such_prediction() -> NotFoundError:
+    return NotFoundError("No such prediction.", param="prediction_id")

@@ -93,6 +93,34 @@ class AppSettings(BaseSettings):
         repr=False,
     )
 
+    # --- storage and async jobs ----------------------------------------------------------------
+    image_store: Literal["local", "s3"] = Field(
+        default="local", description="Where images and prediction records are kept."
+    )
+    data_dir: str = Field(default=".data", description="Folder of the local store.")
+    s3_bucket: str | None = None
+    s3_prefix: str = "raydiffusion"
+    s3_region: str | None = None
+    image_url_expiry_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    public_base_url: str | None = Field(
+        default=None,
+        description="Base of image URLs from the local store (default: the request's own base).",
+    )
+    webhook_max_attempts: int = Field(default=5, ge=1, le=20)
+    webhook_retry_initial_s: float = Field(default=1.0, gt=0)
+    prediction_stale_s: float = Field(
+        default=60.0, gt=0, description="A running job silent this long is adopted and rerun."
+    )
+    prediction_sweep_interval_s: float = Field(default=30.0, gt=0)
+
+    # --- secrets ---------------------------------------------------------------------------------
+    secrets_manager_secret_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("secrets_manager_secret_id", "SECRETS_MANAGER_SECRET_ID"),
+        description="JSON secret holding Discord credentials and API keys (AWS Secrets Manager).",
+    )
+    secrets_ttl_s: float = Field(default=300.0, gt=0)
+
     # --- Discord (see bot_gateway/) ----------------------------------------------------------
     # Standard variable names without our prefix, as Discord's docs and other bots use them.
     discord_public_key: str | None = Field(

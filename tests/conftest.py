@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Keep stored images and job records out of the working tree (settings fall back to this).
+os.environ.setdefault("RAYDIFFUSION_DATA_DIR", tempfile.mkdtemp(prefix="raydiffusion-test-data-"))
 
 
 def free_port() -> int:

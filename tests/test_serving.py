@@ -198,7 +198,6 @@ BAD_BODIES = [
     ({"prompt": "x", "size": "2048x2048"}, "size"),
     ({"prompt": "x", "size": "32x32"}, "size"),
     ({"prompt": "x", "response_format": "gif"}, "response_format"),
-    ({"prompt": "x", "response_format": "url"}, "response_format"),
     ({"prompt": "x", "steps": 0}, "steps"),
     ({"prompt": "x", "steps": 51}, "steps"),
     ({"prompt": "x", "guidance_scale": -1}, "guidance_scale"),
