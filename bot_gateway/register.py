@@ -3,8 +3,8 @@
     python -m bot_gateway.register              # global commands (can take up to an hour to show)
     python -m bot_gateway.register --guild ID   # one server, instantly: best while testing
 
-Reads DISCORD_APPLICATION_ID and DISCORD_BOT_TOKEN (and DISCORD_API_BASE_URL, default Discord's
-v10 API). The bot token is needed only here, never by the running service. PUT replaces the whole
+Reads DISCORD_APPLICATION_ID and DISCORD_BOT_TOKEN from the environment, or from the JSON secret
+named by SECRETS_MANAGER_SECRET_ID (and DISCORD_API_BASE_URL, default Discord's v10 API). The bot token is needed only here, never by the running service. PUT replaces the whole
 command list, so running it twice is harmless.
 """
 
@@ -57,13 +57,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-steps", type=int, default=100, help="upper bound of the steps option")
     args = parser.parse_args(argv)
-    missing = [name for name in ("DISCORD_APPLICATION_ID", "DISCORD_BOT_TOKEN") if not os.environ.get(name)]
+    values = {name: os.environ.get(name) for name in ("DISCORD_APPLICATION_ID", "DISCORD_BOT_TOKEN")}
+    secret_id = os.environ.get("SECRETS_MANAGER_SECRET_ID")
+    if secret_id and not all(values.values()):
+        from serve_app.secret_source import read_secret
+
+        secret = read_secret(secret_id)
+        values = {name: value or secret.get(name) for name, value in values.items()}
+    missing = [name for name, value in values.items() if not value]
     if missing:
-        print(f"set {' and '.join(missing)} first", file=sys.stderr)
+        print(
+            f"set {' and '.join(missing)} first (environment or SECRETS_MANAGER_SECRET_ID)", file=sys.stderr
+        )
         return 2
     registered = register(
-        os.environ["DISCORD_APPLICATION_ID"],
-        os.environ["DISCORD_BOT_TOKEN"],
+        str(values["DISCORD_APPLICATION_ID"]),
+        str(values["DISCORD_BOT_TOKEN"]),
         args.guild,
         os.environ.get("DISCORD_API_BASE_URL", DEFAULT_API),
         tuple(size.strip() for size in args.sizes.split(",") if size.strip()),

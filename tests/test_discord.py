@@ -233,6 +233,9 @@ def test_imagine_defers_then_edits_original_with_png(
     fields = {f["name"]: f["value"] for f in embed["fields"]}
     assert fields["Seed"] == "77" and fields["Steps"] == "6" and fields["Size"] == "64x96"
     assert fields["Render time"].endswith(" s")
+    # The title links to the stored full-quality original.
+    assert embed["url"].startswith(f"{bot}/images/img_")
+    assert decode_png(httpx.get(embed["url"], timeout=30).content).shape == (96, 64, 3)
     buttons = payload["components"][0]["components"]
     assert [b["custom_id"] for b in buttons] == ["imagine:reroll"]
     # The message said "Queued" before the image replaced it.

@@ -1,0 +1,366 @@
+"""Stored images, the gallery, async predictions and secrets, on the local store and on S3.
+
+S3 and Secrets Manager are moto's standalone server over real HTTP; the same tests run against an
+app with the local store and one with the S3 store. Webhooks go to a local recording server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+import ray
+from conftest import free_port
+from fake_discord import FakeDiscord, ScriptedAnswer
+from moto.server import ThreadedMotoServer
+from ray import serve
+from support import decode_png, wait_for
+
+from serve_app.app import build_app
+
+BUCKET = "raydiffusion-images"
+SECRET_ID = "raydiffusion/prod"
+SECRET_KEY = "key-from-secrets-manager"
+TERMINAL = {"succeeded", "failed", "canceled"}
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[str]:
+    """moto on loopback; the AWS variables are set before Ray starts so replicas inherit them."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+    }
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=endpoint,
+    )
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    boto3.client("secretsmanager").create_secret(
+        Name=SECRET_ID, SecretString=json.dumps({"RAYDIFFUSION_API_KEYS": SECRET_KEY})
+    )
+    yield endpoint
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def serve_url(aws: str, serve_url: str) -> str:
+    return serve_url
+
+
+@pytest.fixture(scope="module")
+def hooks() -> Iterator[FakeDiscord]:
+    server = FakeDiscord()  # a plain recording HTTP server serves as the webhook receiver too
+    yield server
+    server.close()
+
+
+def args(model_dir: Path, **extra: object) -> dict:
+    return {
+        "model": str(model_dir),
+        "default_size": "64x64",
+        "default_steps": 4,
+        "max_steps": 300,
+        "webhook_retry_initial_s": 0.1,
+        "prediction_stale_s": 3,
+        "prediction_sweep_interval_s": 1,
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def apps(serve_url: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    local_dir = tmp_path_factory.mktemp("store")
+    serve.run(build_app(args(tiny_model_dir, data_dir=str(local_dir))), name="local", route_prefix="/local")
+    serve.run(
+        build_app(
+            args(
+                tiny_model_dir,
+                image_store="s3",
+                s3_bucket=BUCKET,
+                s3_prefix="prod",
+                api_keys=["env-key"],
+                secrets_manager_secret_id=SECRET_ID,
+            )
+        ),
+        name="s3",
+        route_prefix="/s3",
+    )
+    return {
+        "local": {"base": f"{serve_url}/local", "headers": {}, "dir": local_dir},
+        "s3": {"base": f"{serve_url}/s3", "headers": {"Authorization": f"Bearer {SECRET_KEY}"}},
+    }
+
+
+@pytest.fixture(params=["local", "s3"])
+def app(request: pytest.FixtureRequest, apps: dict[str, dict]) -> dict:
+    return {"kind": request.param, **apps[request.param]}
+
+
+def client_for(app: dict) -> httpx.Client:
+    return httpx.Client(base_url=app["base"], headers=app["headers"], timeout=120)
+
+
+def wait_terminal(http: httpx.Client, prediction_id: str, timeout_s: float = 120) -> dict:
+    return wait_for(
+        lambda: (body := http.get(f"/v1/predictions/{prediction_id}").json())["status"] in TERMINAL and body,
+        timeout_s,
+        f"prediction {prediction_id} to finish",
+    )
+
+
+def stored_record(app: dict, image_id: str) -> dict:
+    if app["kind"] == "local":
+        return json.loads((app["dir"] / "images" / f"{image_id}.json").read_text())
+    body = boto3.client("s3").get_object(Bucket=BUCKET, Key=f"prod/images/{image_id}.json")["Body"].read()
+    return json.loads(body)
+
+
+# --- url responses and records -------------------------------------------------------------------
+
+
+def test_url_response_serves_the_png_and_keeps_a_record(app: dict) -> None:
+    with client_for(app) as http:
+        response = http.post(
+            "/v1/images/generations",
+            json={"prompt": "a harbour", "n": 2, "size": "64x96", "seed": 21, "response_format": "url"},
+        )
+        assert response.status_code == 200, response.text
+        data = response.json()["data"]
+        assert [d["seed"] for d in data] == [21, 22]
+        for item in data:
+            assert item["b64_json"] is None
+            image = httpx.get(item["url"], timeout=30)  # no API key: the URL itself grants access
+            assert image.status_code == 200
+            assert decode_png(image.content).shape == (96, 64, 3)
+            image_id = item["url"].split("/")[-1].split(".png")[0]
+            record = stored_record(app, image_id)
+            assert record["prompt"] == "a harbour" and record["seed"] == item["seed"]
+            assert (record["width"], record["height"], record["steps"]) == (64, 96, 4)
+            assert record["model"] and record["timings"]["render_s"] > 0
+
+
+def test_unknown_image_is_404(apps: dict) -> None:
+    response = httpx.get(f"{apps['local']['base']}/images/img_0000000000000deadbeef00.png")
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "not_found_error"
+
+
+def test_gallery_lists_newest_first_with_a_cursor(app: dict) -> None:
+    with client_for(app) as http:
+        prompts = [f"gallery {app['kind']} {i}" for i in range(5)]
+        for prompt in prompts:
+            response = http.post("/v1/images/generations", json={"prompt": prompt, "response_format": "url"})
+            assert response.status_code == 200
+        seen: list[dict] = []
+        cursor = None
+        while True:
+            page = http.get(
+                "/v1/images", params={"limit": 2, **({"cursor": cursor} if cursor else {})}
+            ).json()
+            assert len(page["data"]) <= 2
+            seen.extend(page["data"])
+            cursor = page["next_cursor"]
+            assert page["has_more"] == (cursor is not None)
+            if cursor is None:
+                break
+        ids = [item["id"] for item in seen]
+        assert len(ids) == len(set(ids)), "no image twice across pages"
+        created = [item["created"] for item in seen]
+        assert created == sorted(created, reverse=True), "newest first"
+        ours = [item["prompt"] for item in seen if item["prompt"] in prompts]
+        assert ours == list(reversed(prompts))
+        assert httpx.get(seen[0]["url"], timeout=30).status_code == 200
+        assert http.get("/v1/images", params={"limit": 0}).status_code == 400
+        assert http.get("/v1/images", params={"cursor": "../etc"}).status_code == 400
+
+
+# --- predictions -----------------------------------------------------------------------------------
+
+
+def test_prediction_lifecycle_to_succeeded(app: dict) -> None:
+    with client_for(app) as http:
+        created = http.post("/v1/predictions", json={"input": {"prompt": "a kite", "n": 2, "seed": 5}})
+        assert created.status_code == 201, created.text
+        body = created.json()
+        assert body["status"] in {"starting", "processing"}
+        assert body["seeds"] == [5, 6]
+        assert created.headers["location"] == body["urls"]["get"]
+        assert body["urls"]["cancel"].endswith(f"/v1/predictions/{body['id']}/cancel")
+        done = wait_terminal(http, body["id"])
+        assert done["status"] == "succeeded", done
+        assert done["progress"] == {"step": 8, "total": 8}
+        assert done["metrics"]["predict_time"] > 0 and done["completed_at"] and done["started_at"]
+        assert len(done["output"]) == 2
+        for url in done["output"]:
+            assert decode_png(httpx.get(url, timeout=30).content).shape == (64, 64, 3)
+
+
+def test_prediction_input_is_validated_like_every_other_request(app: dict) -> None:
+    with client_for(app) as http:
+        for body, param in [
+            ({"input": {"prompt": "x", "steps": 0}}, "input.steps"),
+            ({"input": {"prompt": "x", "size": "7x7"}}, "size"),
+            ({"input": {}}, "input.prompt"),
+            ({"input": {"prompt": "x"}, "webhook": "not a url"}, "webhook"),
+            ({"prompt": "x"}, "input"),
+        ]:
+            response = http.post("/v1/predictions", json=body)
+            assert response.status_code == 400, (body, response.text)
+            assert response.json()["error"]["param"] == param, response.json()
+        assert http.get("/v1/predictions/pred_doesnotexist").status_code == 404
+        assert http.post("/v1/predictions/../../etc/cancel").status_code == 404
+
+
+def test_progress_then_cancel_interrupts_the_render(app: dict) -> None:
+    with client_for(app) as http:
+        body = http.post("/v1/predictions", json={"input": {"prompt": "long", "steps": 300}}).json()
+        running = wait_for(
+            lambda: (
+                (b := http.get(f"/v1/predictions/{body['id']}").json())["progress"]
+                and b["progress"]["step"] > 0
+                and b
+            ),
+            60,
+            "progress to be reported",
+        )
+        assert running["status"] == "processing" and running["progress"]["total"] == 300
+        canceled = http.post(f"/v1/predictions/{body['id']}/cancel")
+        assert canceled.status_code == 200
+        final = wait_terminal(http, body["id"], 30)
+        assert final["status"] == "canceled" and final["output"] is None
+        assert final["progress"]["step"] < 300
+        # The replica is free again: a short job completes promptly.
+        quick = http.post("/v1/predictions", json={"input": {"prompt": "after cancel", "steps": 2}}).json()
+        assert wait_terminal(http, quick["id"], 60)["status"] == "succeeded"
+
+
+def test_webhook_is_delivered_after_receiver_failures(apps: dict, hooks: FakeDiscord) -> None:
+    hooks.fail_next("/hook", ScriptedAnswer(500, {}), ScriptedAnswer(503, {}))
+    with client_for({"base": apps["local"]["base"], "headers": {}}) as http:
+        body = http.post(
+            "/v1/predictions",
+            json={
+                "input": {"prompt": "call me", "seed": 8},
+                "webhook": f"{hooks.url.removesuffix('/api/v10')}/hook",
+            },
+        ).json()
+        calls = hooks.wait_for(lambda calls: any(c.status == 200 for c in calls), 60, "the webhook")
+        assert [c.status for c in calls if "/hook" in c.path] == [500, 503, 200]
+        delivered = calls[-1].json
+        assert delivered["id"] == body["id"] and delivered["status"] == "succeeded"
+        assert delivered["output"] and decode_png(
+            httpx.get(delivered["output"][0], timeout=30).content
+        ).shape == (64, 64, 3)
+
+
+def test_replica_killed_mid_job_is_retried_or_failed_never_stuck(apps: dict) -> None:
+    with client_for({"base": apps["local"]["base"], "headers": {}}) as http:
+        body = http.post(
+            "/v1/predictions", json={"input": {"prompt": "fragile", "steps": 150, "seed": 3}}
+        ).json()
+        wait_for(
+            lambda: (
+                (b := http.get(f"/v1/predictions/{body['id']}").json())["progress"]
+                and b["progress"]["step"] > 0
+            ),
+            60,
+            "the render to start",
+        )
+        (replica,) = [
+            actor
+            for actor in ray.util.list_named_actors(all_namespaces=True)
+            if actor["namespace"] == "serve" and "local#DiffusionModel" in actor["name"]
+        ]
+        ray.kill(ray.get_actor(replica["name"], namespace="serve"), no_restart=True)
+        final = wait_terminal(http, body["id"], 180)
+        if final["status"] == "succeeded":
+            assert final["attempts"] == 2
+            assert decode_png(httpx.get(final["output"][0], timeout=30).content).shape == (64, 64, 3)
+        else:
+            assert final["status"] == "failed" and final["error"], final
+
+
+def test_records_survive_an_ingress_restart_and_stale_jobs_are_adopted(
+    apps: dict, tiny_model_dir: Path
+) -> None:
+    local = apps["local"]
+    with client_for({"base": local["base"], "headers": {}}) as http:
+        done = http.post("/v1/predictions", json={"input": {"prompt": "durable"}}).json()
+        first = wait_terminal(http, done["id"])
+        assert first["status"] == "succeeded"
+        # Restart the ingress (a new replica with new args): the finished job is still there.
+        serve.run(
+            build_app(args(tiny_model_dir, data_dir=str(local["dir"]), retry_after_s=6)),
+            name="local",
+            route_prefix="/local",
+        )
+        again = wait_for(
+            lambda: (r := http.get(f"/v1/predictions/{done['id']}")).status_code == 200 and r.json(),
+            60,
+            "the restarted ingress",
+        )
+        assert again["status"] == "succeeded" and again["output"] == first["output"]
+        # An in-flight job whose ingress died: running, silent for a minute, one attempt used.
+        orphan_id = "pred_orphan0000000000001"
+        orphan = {
+            "id": orphan_id,
+            "status": "processing",
+            "source": "api",
+            "input": {"prompt": "orphan", "n": 1},
+            "jobs": [
+                {
+                    "prompt": "orphan",
+                    "width": 64,
+                    "height": 64,
+                    "steps": 3,
+                    "guidance_scale": 7.5,
+                    "scheduler": "ddim",
+                    "seed": 77,
+                    "negative_prompt": "",
+                }
+            ],
+            "created_at": time.time() - 120,
+            "started_at": time.time() - 110,
+            "heartbeat_at": time.time() - 60,
+            "attempts": 1,
+        }
+        (local["dir"] / "predictions").mkdir(exist_ok=True)
+        (local["dir"] / "predictions" / f"{orphan_id}.json").write_text(json.dumps(orphan))
+        (local["dir"] / "predictions-active").mkdir(exist_ok=True)
+        (local["dir"] / "predictions-active" / f"{orphan_id}.json").write_text(json.dumps({"id": orphan_id}))
+
+        adopted = wait_terminal(http, orphan_id, 120)
+        assert adopted["status"] == "succeeded", adopted
+        assert adopted["attempts"] == 2 and adopted["seeds"] == [77]
+
+
+# --- secrets -----------------------------------------------------------------------------------------
+
+
+def test_api_key_comes_from_secrets_manager_over_the_environment(apps: dict) -> None:
+    base = apps["s3"]["base"]
+    assert httpx.get(f"{base}/v1/images", timeout=30).status_code == 401
+    assert (
+        httpx.get(f"{base}/v1/images", headers={"Authorization": "Bearer env-key"}, timeout=30).status_code
+        == 401
+    )
+    ok = httpx.get(f"{base}/v1/images", headers={"Authorization": f"Bearer {SECRET_KEY}"}, timeout=30)
+    assert ok.status_code == 200
