@@ -4,8 +4,9 @@
     python -m bot_gateway.register --guild ID   # one server, instantly: best while testing
 
 Reads DISCORD_APPLICATION_ID and DISCORD_BOT_TOKEN from the environment, or from the JSON secret
-named by SECRETS_MANAGER_SECRET_ID (and DISCORD_API_BASE_URL, default Discord's v10 API). The bot token is needed only here, never by the running service. PUT replaces the whole
-command list, so running it twice is harmless.
+named by SECRETS_MANAGER_SECRET_ID (and DISCORD_API_BASE_URL, default Discord's v10 API). The bot
+token is needed only here, never by the running service. PUT replaces the whole command list, so
+running it twice is harmless.
 """
 
 from __future__ import annotations
