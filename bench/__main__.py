@@ -115,7 +115,7 @@ def deploy(args: argparse.Namespace, signer_public_key: str, discord_api: str) -
         discord_public_key=signer_public_key,
         discord_application_id="bench",
         discord_api_base_url=discord_api,
-        discord_max_jobs_per_user=1000,
+        discord_max_jobs_per_user=100,
     )
     model = DiffusionModel.options(
         ray_actor_options={"num_cpus": args.threads},

@@ -4,7 +4,7 @@ Kept faithful to that example's pattern: a FastAPI ingress calling a model deplo
 handle, one image per call, a synchronous ``generate`` (so Serve runs up to
 ``max_ongoing_requests`` = 5 pipeline calls at once in threads), no batching, PNG encoded in the
 ingress. Only the model (our tiny one, on CPU), the step count (same as ours) and the torch thread
-count (same as ours) differ, so the comparison is like for like.
+count (same as ours, set in the calling thread) differ, so the comparison is like for like.
 """
 
 from __future__ import annotations
@@ -45,9 +45,15 @@ class StableDiffusionExample:
         self.pipe = StableDiffusionPipeline.from_pretrained(model_dir, local_files_only=True)
         self.pipe.set_progress_bar_config(disable=True)
         self.steps = steps
+        self.threads = threads
 
     def generate(self, prompt: str, img_size: int = 64) -> Any:
+        import torch
+
         assert len(prompt), "prompt parameter cannot be empty"
+        # Like for like: Serve runs this sync method in a pool thread, where OpenMP starts with
+        # Ray's OMP_NUM_THREADS; raydiffusion sets the count in its render thread the same way.
+        torch.set_num_threads(self.threads)
         return self.pipe(prompt, height=img_size, width=img_size, num_inference_steps=self.steps).images[0]
 
 

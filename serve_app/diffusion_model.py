@@ -4,8 +4,9 @@ Request flow inside a replica::
 
     generate(job) / generate_stream(job)     one image, from any caller (HTTP, Discord, jobs)
         -> _render_batch([job, ...])         @serve.batch collects jobs for batch_wait_timeout_s
-            -> group_indices(...)            one group per (size, steps, guidance, scheduler)
-                -> _run_group in a thread    the blocking pipeline call, off the event loop
+            -> _render_forever()             takes all waiting jobs (<= max_batch_size) per call
+                -> group_indices(...)        one group per (size, steps, guidance, scheduler)
+                    -> _run_group in a thread  the blocking pipeline call, off the event loop
 
 The pipeline call runs in a worker thread so the replica keeps answering health checks, metrics
 and new requests (which queue up for the next batch) while the GPU or CPU is busy. Only one
@@ -21,8 +22,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
+import psutil
 from ray import serve
 
 from serve_app.batching import group_indices
@@ -49,6 +52,18 @@ def torch_thread_count(configured: int | None) -> int:
     return max(1, round(assigned))
 
 
+# Batches Serve may hand over while the pipeline is busy; each holds at least one request, so
+# this only needs to exceed max_ongoing_requests.
+MAX_WAITING_BATCHES = 256
+
+
+@dataclass
+class _Waiting:
+    job: ImageJob
+    ticket: JobTicket
+    result: asyncio.Future[ImageResult | BaseException]
+
+
 def _raise_if_failed(result: ImageResult | BaseException) -> ImageResult:
     if isinstance(result, BaseException):
         raise result
@@ -73,7 +88,8 @@ class DiffusionModel:
     def __init__(self, settings: AppSettings) -> None:
         import torch
 
-        torch.set_num_threads(torch_thread_count(settings.torch_threads))
+        self._torch_threads = torch_thread_count(settings.torch_threads)
+        torch.set_num_threads(self._torch_threads)
         self._settings = settings
         self._plan = plan_runtime(settings)
         started = time.perf_counter()
@@ -84,6 +100,9 @@ class DiffusionModel:
         self._batch_log: deque[dict[str, Any]] = deque(maxlen=BATCH_LOG_LENGTH)
         self._images_rendered = 0
         self._batching = settings.batching
+        self._waiting: list[_Waiting] = []
+        self._waiting_changed = asyncio.Event()
+        self._render_loop: asyncio.Task[None] | None = None
         self._apply_batching(settings.batching)
         logger.info(
             "model ready in %.1fs: %s, %d torch threads",
@@ -147,6 +166,7 @@ class DiffusionModel:
             "max_batch_size": self._batching.max_batch_size,
             "batch_wait_timeout_s": self._batching.batch_wait_timeout_s,
             "images_rendered": self._images_rendered,
+            "rss_bytes": psutil.Process().memory_info().rss,
         }
 
     def batch_log(self) -> list[dict[str, Any]]:
@@ -160,11 +180,51 @@ class DiffusionModel:
         self._render_batch.set_max_batch_size(batching.max_batch_size)
         self._render_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.1)
+    # Serve forms batches eagerly: while one pipeline call runs, requests that arrive are cut into
+    # more batches at every wait window, and with one batch at a time those would run one by one
+    # as fragments (seen: batches of 1 at 16 concurrent callers). So Serve's batch is only the
+    # collection window here; every batch it forms is handed to a single render loop that takes
+    # everything waiting (up to max_batch_size) each time the pipeline frees up.
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.1, max_concurrent_batches=MAX_WAITING_BATCHES)
     async def _render_batch(
         self, jobs: list[ImageJob], tickets: list[JobTicket]
     ) -> list[ImageResult | BaseException]:
-        """Render a batch group by group; a failing group fails only its own callers."""
+        loop = asyncio.get_running_loop()
+        waiting = [
+            _Waiting(job, ticket, loop.create_future()) for job, ticket in zip(jobs, tickets, strict=True)
+        ]
+        self._waiting.extend(waiting)
+        self._waiting_changed.set()
+        if self._render_loop is None or self._render_loop.done():
+            self._render_loop = asyncio.create_task(self._render_forever())
+        return list(await asyncio.gather(*(w.result for w in waiting)))
+
+    async def _render_forever(self) -> None:
+        while True:
+            await self._waiting_changed.wait()
+            self._waiting_changed.clear()
+            while self._waiting:
+                size = self._batching.max_batch_size
+                taken, self._waiting = self._waiting[:size], self._waiting[size:]
+                live = [w for w in taken if not w.ticket.cancelled]
+                for w in taken:
+                    if w.ticket.cancelled:
+                        w.result.set_result(asyncio.CancelledError())
+                if not live:
+                    continue
+                try:
+                    results = await self._render_jobs([w.job for w in live], [w.ticket for w in live])
+                except Exception as error:  # never let one batch stop the loop
+                    logger.exception("render loop iteration failed")
+                    results = [error] * len(live)
+                for w, result in zip(live, results, strict=True):
+                    if not w.result.done():
+                        w.result.set_result(result)
+
+    async def _render_jobs(
+        self, jobs: list[ImageJob], tickets: list[JobTicket]
+    ) -> list[ImageResult | BaseException]:
+        """Render one batch group by group; a failing group fails only its own callers."""
         groups = group_indices(jobs)
         self._batch_log.append(
             {
@@ -208,6 +268,9 @@ class DiffusionModel:
         """One blocking pipeline call for jobs that share size, steps, guidance and scheduler."""
         import torch
 
+        # Threads: OpenMP thread counts are per thread, and this pool thread starts with Ray's
+        # OMP_NUM_THREADS (1 for a 1-CPU worker); set it here or the render runs single-threaded.
+        torch.set_num_threads(self._torch_threads)
         first = jobs[0]
         generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
 

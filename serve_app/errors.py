@@ -90,6 +90,14 @@ class GenerationFailedError(APIError):
     code = "generation_failed"
 
 
+class StorageUnavailableError(APIError):
+    """The image store (S3 or the data folder) failed; the service itself is fine."""
+
+    status_code = 503
+    error_type = "storage_unavailable"
+    code = "storage_unavailable"
+
+
 class ServiceUnavailableError(APIError):
     status_code = 503
     error_type = "service_unavailable"
@@ -140,6 +148,26 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
         return validation_error_response(error)
 
+    @app.exception_handler(OSError)
+    async def _storage_os(request: Request, error: OSError) -> JSONResponse:
+        if isinstance(error, TimeoutError):  # an OSError subclass, but not the store's failure
+            return GenerationTimeoutError("The request timed out.").response()
+        return _storage_error(request, error)
+
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        pass
+    else:
+
+        @app.exception_handler(BotoCoreError)
+        async def _storage_boto(request: Request, error: BotoCoreError) -> JSONResponse:
+            return _storage_error(request, error)
+
+        @app.exception_handler(ClientError)
+        async def _storage_client(request: Request, error: ClientError) -> JSONResponse:
+            return _storage_error(request, error)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
@@ -156,3 +184,12 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("Internal server error.", "server_error", None, "internal_error"),
             status_code=500,
         )
+
+
+def _storage_error(request: Request, error: Exception) -> JSONResponse:
+    """Storage failures (S3 unreachable, disk full) are the store's, not the caller's: 503."""
+    logger.error("storage failed on %s %s: %r", request.method, request.url.path, error)
+    return StorageUnavailableError(
+        "Image storage is unavailable right now; retry shortly (b64_json responses still work).",
+        headers={"Retry-After": "10"},
+    ).response()

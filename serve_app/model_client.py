@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
@@ -31,14 +32,29 @@ class ModelClient:
         self.load = LoadTracker()
 
     async def generate(self, jobs: list[ImageJob]) -> list[ImageResult]:
-        """All images or an error: on any failure the other jobs of the request are cancelled."""
+        """All images or an error: on any failure the other jobs of the request are cancelled.
+
+        A replica that dies mid-render (crash, spot reclaim, OOM kill) costs the caller nothing
+        but time: the request is sent once more, to a live replica, within the same deadline.
+        """
         responses: list[DeploymentResponse] = []
         self.load.started(len(jobs))
         try:
             async with asyncio.timeout(self._timeout_s):
-                # remote() itself raises BackPressureError when the model's queue is full.
-                responses.extend(self._handle.generate.remote(job) for job in jobs)
-                results = list(await asyncio.gather(*(_awaitable(r) for r in responses)))
+                for attempt in (1, 2):
+                    # remote() itself raises BackPressureError when the model's queue is full.
+                    responses = [self._handle.generate.remote(job) for job in jobs]
+                    try:
+                        results = list(await asyncio.gather(*(_awaitable(r) for r in responses)))
+                        break
+                    except (RayActorError, ActorUnavailableError) as error:
+                        for response in responses:
+                            _cancel_quietly(response)
+                        if attempt == 2:
+                            raise
+                        logger.warning(
+                            "model replica died mid-request (%s); retrying once", type(error).__name__
+                        )
         except BaseException as error:
             for response in responses:
                 _cancel_quietly(response)
