@@ -22,6 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,9 @@ class DiffusionModel:
         self._load_s = time.perf_counter() - started
         self._schedulers = SchedulerCache(self._pipe)
         self._call_lock = threading.Lock()
+        # One long-lived thread for every pipeline call: OpenMP keeps a thread team (and the thread
+        # count) per calling thread, so a pool of threads would each build and spin their own.
+        self._pipeline_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
         self._batch_log: deque[dict[str, Any]] = deque(maxlen=BATCH_LOG_LENGTH)
         self._images_rendered = 0
         self._batching = settings.batching
@@ -243,7 +247,9 @@ class DiffusionModel:
                 continue
             render_started = time.perf_counter()
             try:
-                rendered = await asyncio.to_thread(self._run_group, group_jobs, group_tickets)
+                rendered = await asyncio.get_running_loop().run_in_executor(
+                    self._pipeline_thread, self._run_group, group_jobs, group_tickets
+                )
             except Exception as error:
                 logger.exception("pipeline call failed for %d image(s)", len(group))
                 for index in group:
@@ -268,7 +274,7 @@ class DiffusionModel:
         """One blocking pipeline call for jobs that share size, steps, guidance and scheduler."""
         import torch
 
-        # Threads: OpenMP thread counts are per thread, and this pool thread starts with Ray's
+        # Threads: OpenMP thread counts are per thread, and this thread starts with Ray's
         # OMP_NUM_THREADS (1 for a 1-CPU worker); set it here or the render runs single-threaded.
         torch.set_num_threads(self._torch_threads)
         first = jobs[0]
