@@ -76,10 +76,12 @@ async def closed_loop(
             except Exception as exc:
                 images, error = 0, type(exc).__name__
             finished = time.monotonic()
-            # Steady-state throughput: completions inside the window, however early they started.
+            # Steady-state throughput: completions inside the window, however early they started;
+            # latency only from requests sent inside it (the first, cold one is warm-up).
             if measure_from <= finished <= stop_at:
                 if error is None and images:
-                    result.latencies_s.append(finished - sent)
+                    if sent >= measure_from:
+                        result.latencies_s.append(finished - sent)
                     result.images += images
                 else:
                     key = error or "no image"

@@ -67,16 +67,17 @@ def performance_section(report: dict[str, Any], stem: str, plots: list[Path]) ->
             ">= 0.9",
             r["served_over_raw_at_saturation"],
             r["served_over_raw_at_saturation"] >= 0.9,
-            f"raw best {raw['best_images_per_s']} images/s at batch {_best_batch(raw)}; "
-            "served pays PNG encoding and HTTP on the same 2 cores",
+            f"raw best {raw['best_images_per_s']} images/s at batch {_best_batch(raw)}; a full batch takes "
+            "longer in the replica than in-process, not yet profiled (proxy, ingress and client share "
+            "the 2 cores)",
         ),
         _row(
             "served / baseline images/s at concurrency 16",
             ">= 1.25",
             r.get("served_over_baseline_c16"),
             (r.get("served_over_baseline_c16") or 0) >= 1.25,
-            "baseline renders one image per call (its threads contend); served batches "
-            f"({report['served_batch_sizes']})",
+            "the same unexplained slowdown of large batches in the replica; batch sizes run "
+            f"(size: count) {report['served_batch_sizes']}",
         ),
         _row(
             "served / baseline at concurrency 1 and 4",
@@ -91,14 +92,15 @@ def performance_section(report: dict[str, Any], stem: str, plots: list[Path]) ->
             f"{r.get('added_latency_c1_ms')} ms",
             r.get("added_latency_c1_ms") is not None
             and r["added_latency_c1_ms"] <= r["added_latency_budget_ms"],
-            "the batch wait window, two actor hops, PNG encoding",
+            "batch wait window, proxy -> ingress -> replica hops and PNG encoding (not yet split by a "
+            "profile); run-to-run variance here is about 10%",
         ),
         _row(
             "Discord ACK p99 while the model is saturated",
             "< 100 ms",
             f"p50 {r.get('discord_ack_p50_ms')} ms, p99 {r.get('discord_ack_p99_ms')} ms",
             r.get("discord_ack_p99_ms") is not None and r["discord_ack_p99_ms"] < 100,
-            "the ingress never waits on the model; it shares 2 cores with a busy replica",
+            "the ingress answers from the request alone and never waits on the model",
         ),
     ]
     if "autoscaling_first_response_from_zero_s" in r:
