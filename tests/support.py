@@ -43,3 +43,30 @@ def assert_error_shape(body: dict, param: str | None = None) -> None:
     assert isinstance(error["message"], str) and error["message"], error
     if param is not None:
         assert error["param"] == param, error
+
+
+def deploy_fixed_capacity_app(
+    settings: object,
+    name: str,
+    route_prefix: str,
+    in_flight: int,
+    queued: int,
+    batch_wait_s: float = 0.0,
+) -> None:
+    """One model replica holding ``in_flight`` requests and queueing ``queued``: easy to overload.
+
+    Built from the same deployments as ``build_app``, only with Serve options a config file's
+    ``deployments:`` section would set.
+    """
+    from ray import serve
+
+    from serve_app.diffusion_model import DiffusionModel
+    from serve_app.ingress import Ingress
+
+    model = DiffusionModel.options(
+        max_ongoing_requests=in_flight,
+        max_queued_requests=queued,
+        autoscaling_config={"min_replicas": 1, "max_replicas": 1},
+        user_config={"max_batch_size": in_flight, "batch_wait_timeout_s": batch_wait_s},
+    ).bind(settings)
+    serve.run(Ingress.bind(model, settings), name=name, route_prefix=route_prefix)

@@ -21,11 +21,9 @@ import httpx
 import pytest
 from fake_discord import DiscordSigner, FakeDiscord, RecordedCall, ScriptedAnswer
 from ray import serve
-from support import decode_png, wait_for
+from support import decode_png, deploy_fixed_capacity_app, wait_for
 
 from serve_app.app import build_app
-from serve_app.diffusion_model import DiffusionModel
-from serve_app.ingress import Ingress
 from serve_app.settings import AppSettings
 
 APP_ID = "app123"
@@ -426,13 +424,7 @@ def failing_bot(bot: str, tiny_model_dir: Path, fake: FakeDiscord, signer: Disco
         discord_max_wait_s=0.001,
         **discord_args(fake, signer),
     )
-    model = DiffusionModel.options(
-        max_ongoing_requests=1,
-        max_queued_requests=1,
-        autoscaling_config={"min_replicas": 1, "max_replicas": 1},
-        user_config={"max_batch_size": 1, "batch_wait_timeout_s": 0},
-    ).bind(settings)
-    serve.run(Ingress.bind(model, settings), name="failing", route_prefix="/failing")
+    deploy_fixed_capacity_app(settings, "failing", "/failing", in_flight=1, queued=1)
     return bot
 
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from moto.server import ThreadedMotoServer
 from ray import serve
 from schemathesis.checks import not_a_server_error
-from support import decode_png, wait_for
+from support import decode_png, deploy_fixed_capacity_app, wait_for
 
 from serve_app.diffusion_model import DiffusionModel
 from serve_app.ingress import Ingress
@@ -70,13 +70,7 @@ def base(serve_url: str, tiny_model_dir: Path, fake_discord: FakeDiscord, signer
         discord_retry_initial_s=0.05,
         discord_max_jobs_per_user=100,
     )
-    model = DiffusionModel.options(
-        max_ongoing_requests=4,
-        max_queued_requests=8,
-        autoscaling_config={"min_replicas": 1, "max_replicas": 1},
-        user_config={"max_batch_size": 4, "batch_wait_timeout_s": 0.02},
-    ).bind(settings)
-    serve.run(Ingress.bind(model, settings), name="rel", route_prefix="/")
+    deploy_fixed_capacity_app(settings, "rel", "/", in_flight=4, queued=8, batch_wait_s=0.02)
     return serve_url
 
 
@@ -95,7 +89,7 @@ json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(-(2**40), 2**40)
-    | st.floats(allow_nan=False)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=30),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)

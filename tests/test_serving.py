@@ -11,11 +11,9 @@ import httpx
 import openai
 import pytest
 from ray import serve
-from support import assert_error_shape, decode_png, max_pixel_difference, wait_for
+from support import assert_error_shape, decode_png, deploy_fixed_capacity_app, max_pixel_difference, wait_for
 
 from serve_app.app import build_app
-from serve_app.diffusion_model import DiffusionModel
-from serve_app.ingress import Ingress
 from serve_app.settings import AppSettings
 
 APP = "sd"
@@ -288,13 +286,7 @@ def tight_app(base: str, tiny_model_dir: Path) -> str:
         request_timeout_s=4,
         retry_after_s=7,
     )
-    model = DiffusionModel.options(
-        max_ongoing_requests=1,
-        max_queued_requests=1,
-        autoscaling_config={"min_replicas": 1, "max_replicas": 1},
-        user_config={"max_batch_size": 1, "batch_wait_timeout_s": 0},
-    ).bind(settings)
-    serve.run(Ingress.bind(model, settings), name="tight", route_prefix="/tight")
+    deploy_fixed_capacity_app(settings, "tight", "/tight", in_flight=1, queued=1)
     return f"{base}/tight"
 
 
