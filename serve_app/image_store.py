@@ -220,10 +220,11 @@ def save_results(
     """Store each image with the JSON record of how it was made; returns the new image ids."""
     image_ids = []
     for job, result in zip(jobs, results, strict=True):
-        image_id = new_image_id()
+        now = time.time()
+        image_id = new_image_id(now)
         record = {
             "id": image_id,
-            "created": time.time(),
+            "created": now,
             "prompt": job.prompt,
             "negative_prompt": job.negative_prompt,
             "width": job.width,
