@@ -156,13 +156,16 @@ def test_settings_reject_inconsistent_bounds() -> None:
 
 
 def test_settings_fall_back_to_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RAYDIFFUSION_API_KEYS", "k1, k2,")
+    # Key values long and distinctive enough that no other field (a random temp dir name, say)
+    # can contain them by chance: the repr check below must only fail if a key really leaks.
+    first, second = "sk-repr-canary-0123456789", "sk-repr-canary-9876543210"
+    monkeypatch.setenv("RAYDIFFUSION_API_KEYS", f"{first}, {second},")
     monkeypatch.setenv("RAYDIFFUSION_DEFAULT_STEPS", "12")
     settings = AppSettings()
-    assert settings.api_keys == ["k1", "k2"]
+    assert settings.api_keys == [first, second]
     assert settings.default_steps == 12
     assert AppSettings(default_steps=5).default_steps == 5  # args win over the environment
-    assert "k1" not in repr(settings)  # keys never end up in logs via repr
+    assert "sk-repr-canary" not in repr(settings)  # keys never end up in logs via repr
 
 
 # --- request resolution ----------------------------------------------------------------------------
