@@ -53,6 +53,34 @@ def torch_thread_count(configured: int | None) -> int:
     return max(1, round(assigned))
 
 
+def prioritise_current_thread(nice: int) -> bool:
+    """Give the calling thread (and the threads it starts later) scheduling niceness ``nice``.
+
+    Why: on CPU, torch's OpenMP threads wait for each other at the end of every operator, so each
+    time the proxy, ingress or Ray's own daemons preempt one of them the others stall too (seen on
+    2 cores: ~570 preemptions/s per render thread, full batches about 20% slower than in-process).
+    Ranking the render thread above that bookkeeping recovers part of it. Linux niceness is per
+    thread and inherited by threads created afterwards, so OpenMP workers started from here share
+    it. Lowering niceness needs CAP_SYS_NICE; without it the render simply runs at normal priority.
+    """
+    import os
+
+    if nice == 0 or not hasattr(os, "setpriority"):
+        return False
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError as error:
+        logger.warning("render thread keeps its priority: niceness %d not allowed (%s)", nice, error)
+        return False
+    return True
+
+
+def current_thread_nice() -> int:
+    import os
+
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
 # Batches Serve may hand over while the pipeline is busy; each holds at least one request, so
 # this only needs to exceed max_ongoing_requests.
 MAX_WAITING_BATCHES = 256
@@ -100,7 +128,13 @@ class DiffusionModel:
         self._call_lock = threading.Lock()
         # One long-lived thread for every pipeline call: OpenMP keeps a thread team (and the thread
         # count) per calling thread, so a pool of threads would each build and spin their own.
-        self._pipeline_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
+        self._pipeline_thread = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="pipeline",
+            initializer=prioritise_current_thread,
+            initargs=(settings.render_thread_nice,),
+        )
+        self._render_nice = self._pipeline_thread.submit(current_thread_nice).result()
         self._batch_log: deque[dict[str, Any]] = deque(maxlen=BATCH_LOG_LENGTH)
         self._images_rendered = 0
         self._batching = settings.batching
@@ -159,13 +193,13 @@ class DiffusionModel:
 
     def describe(self) -> dict[str, Any]:
         """What /v1/models reports: the model, where it runs and how it batches."""
-        import torch
 
         return {
             "model": self._settings.served_model_name,
             "source": self._settings.model,
             **self._plan.as_dict(),
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": self._torch_threads,
+            "render_thread_nice": self._render_nice,
             "load_seconds": round(self._load_s, 3),
             "max_batch_size": self._batching.max_batch_size,
             "batch_wait_timeout_s": self._batching.batch_wait_timeout_s,
