@@ -1,10 +1,14 @@
 """``python -m bench`` (``make bench``): raw pipeline vs raydiffusion vs Ray's example, one run.
 
 All three use the same tiny model, image size, step count and torch thread count on this machine,
-in one process tree, one after the other (never concurrently), so their ratios are comparable:
+in one process tree, one after the other (never concurrently, and only the system being measured
+is deployed), so their ratios are comparable:
 
-1. raw       the diffusers pipeline called in-process at batch sizes 1..max: the hardware's limit;
-2. served    raydiffusion over HTTP (ingress -> batched replica), closed-loop at each concurrency;
+1. raw       the diffusers pipeline called in-process at batch sizes 1..max: the hardware's limit.
+             Measured twice: on the idle machine before Ray starts (the limit the targets use) and
+             again with Ray and the served app up but idle, which prices Ray's own daemons;
+2. served    raydiffusion over HTTP (ingress -> batched replica), closed-loop at each concurrency,
+             with the replica's own render time per batch read from its batch log;
 3. baseline  Ray Serve's Stable Diffusion example pattern (one image per call, no batching).
 
 Then the Discord ACK latency while the served model is saturated, and the autoscaling timeline from
@@ -98,10 +102,9 @@ def measure_raw(args: argparse.Namespace) -> dict[str, Any]:
 # --- served and baseline ------------------------------------------------------------------------
 
 
-def deploy(args: argparse.Namespace, signer_public_key: str, discord_api: str) -> dict[str, str]:
+def deploy_served(args: argparse.Namespace, signer_public_key: str, discord_api: str) -> str:
     from ray import serve
 
-    from bench.baseline import baseline_app
     from serve_app.diffusion_model import DiffusionModel
     from serve_app.ingress import Ingress
     from serve_app.settings import AppSettings
@@ -125,8 +128,16 @@ def deploy(args: argparse.Namespace, signer_public_key: str, discord_api: str) -
         user_config={"max_batch_size": args.max_batch, "batch_wait_timeout_s": args.batch_wait},
     ).bind(settings)
     serve.run(Ingress.bind(model, settings), name="served", route_prefix="/served")
+    return "/served/imagine"
+
+
+def deploy_baseline(args: argparse.Namespace) -> str:
+    from ray import serve
+
+    from bench.baseline import baseline_app
+
     serve.run(baseline_app(args.model, args.steps, args.threads), name="baseline", route_prefix="/baseline")
-    return {"served": "/served/imagine", "baseline": "/baseline/imagine"}
+    return "/baseline/imagine"
 
 
 async def sweep(
@@ -251,15 +262,20 @@ def make_signer() -> tuple[str, Any]:
 # --- main -------------------------------------------------------------------------------------------
 
 
-def batch_sizes_run(since: float) -> dict[str, int]:
+def served_batches(since: float, until: float) -> dict[str, Any]:
+    """What the replica ran between two instants: how many batches of each size, and the median
+    time each size took in the render thread (to compare with the same batch called in-process)."""
     from ray import serve
 
     log = serve.get_deployment_handle("DiffusionModel", app_name="served").batch_log.remote().result()
-    counts: dict[str, int] = {}
+    by_size: dict[int, list[float]] = {}
     for entry in log:
-        if entry["at"] >= since:
-            counts[str(entry["size"])] = counts.get(str(entry["size"]), 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: int(kv[0])))
+        if since <= entry["at"] <= until and entry.get("render_s") is not None:
+            by_size.setdefault(entry["size"], []).append(entry["render_s"])
+    return {
+        str(size): {"count": len(times), "render_s_p50": round(statistics.median(times), 4)}
+        for size, times in sorted(by_size.items())
+    }
 
 
 def main() -> int:
@@ -281,6 +297,7 @@ def main() -> int:
         "threads": f"torch.set_num_threads({args.threads}) in the raw process and in each model replica",
         "batching": {"max_batch_size": args.max_batch, "batch_wait_timeout_s": args.batch_wait},
     }
+    print("raw, idle machine:")
     report["raw"] = measure_raw(args)
 
     import ray
@@ -296,17 +313,22 @@ def main() -> int:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     base = f"http://127.0.0.1:{port}"
     try:
-        paths = deploy(args, public_key, discord_api)
-        served_started = time.time()
-        report["served"] = [
-            r.summary() for r in asyncio.run(sweep(base, paths["served"], "served", levels, args))
-        ]
-        report["served_batch_sizes"] = batch_sizes_run(served_started)
-        report["baseline"] = [
-            r.summary() for r in asyncio.run(sweep(base, paths["baseline"], "baseline", levels, args))
-        ]
+        path = deploy_served(args, public_key, discord_api)
+        report["served"], report["served_batches"] = [], {}
+        for level in levels:
+            since = time.time()
+            (result,) = asyncio.run(sweep(base, path, "served", [level], args))
+            report["served"].append(result.summary())
+            report["served_batches"][f"c{level}"] = served_batches(since, time.time())
+        # Every request of the sweep has returned, so the replica is idle: price Ray's daemons now,
+        # before the Discord probes leave renders behind them.
+        print("raw, with Ray and the served app up and idle:")
+        report["raw_with_ray_idle"] = measure_raw(args)
         report["discord_ack_under_saturation"] = asyncio.run(discord_ack_under_load(base, signer, args))
         print(f"discord ACK while saturated: {report['discord_ack_under_saturation']}")
+        serve.delete("served")
+        path = deploy_baseline(args)
+        report["baseline"] = [r.summary() for r in asyncio.run(sweep(base, path, "baseline", levels, args))]
     finally:
         serve.shutdown()
         ray.shutdown()

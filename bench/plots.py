@@ -18,8 +18,18 @@ def write_plots(report: dict[str, Any], folder: Path, stem: str) -> list[Path]:
         rows = report[name]
         ax.plot([r["concurrency"] for r in rows], [r["images_per_s"] for r in rows], style, label=name)
     ax.axhline(
-        report["raw"]["best_images_per_s"], color="grey", linestyle=":", label="raw pipeline (best batch)"
+        report["raw"]["best_images_per_s"],
+        color="grey",
+        linestyle=":",
+        label="raw, idle machine (best batch)",
     )
+    if report.get("raw_with_ray_idle"):
+        ax.axhline(
+            report["raw_with_ray_idle"]["best_images_per_s"],
+            color="grey",
+            linestyle="-.",
+            label="raw, Ray up and idle",
+        )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent clients")
     ax.set_ylabel("images / s")
@@ -48,6 +58,23 @@ def write_plots(report: dict[str, Any], folder: Path, stem: str) -> list[Path]:
     ax.legend()
     fig.tight_layout()
     paths.append(folder / f"{stem}-latency.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, style in (("served", "-"), ("baseline", "--")):
+        for row in report[name]:
+            latencies = row.get("latencies_s") or []
+            if latencies:
+                share = [(i + 1) / len(latencies) for i in range(len(latencies))]
+                ax.step(latencies, share, style, where="post", label=f"{name} c={row['concurrency']}")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (s)")
+    ax.set_ylabel("share of requests")
+    ax.set_title("Latency CDF")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    paths.append(folder / f"{stem}-latency-cdf.png")
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
 

@@ -13,21 +13,50 @@ def _at(rows: list[dict[str, Any]], concurrency: int) -> dict[str, Any] | None:
     return next((row for row in rows if row["concurrency"] == concurrency), None)
 
 
+def _raw_latency(raw: dict[str, Any], batch: int) -> float | None:
+    return next((b["latency_s"] for b in raw["batches"] if b["batch_size"] == batch), None)
+
+
+def _replica_render(report: dict[str, Any], level: int, size: int) -> float | None:
+    seen = (report.get("served_batches") or {}).get(f"c{level}", {}).get(str(size))
+    return seen["render_s_p50"] if seen else None
+
+
 def ratios(report: dict[str, Any], batch_wait_s: float) -> dict[str, Any]:
     served, baseline, raw = report["served"], report["baseline"], report["raw"]
+    raw_ray = report.get("raw_with_ray_idle")
     out: dict[str, Any] = {}
     best_served = max(row["images_per_s"] for row in served)
     out["served_over_raw_at_saturation"] = round(best_served / raw["best_images_per_s"], 3)
+    if raw_ray:
+        out["served_over_raw_with_ray_idle_at_saturation"] = round(
+            best_served / raw_ray["best_images_per_s"], 3
+        )
+        out["ray_daemons_cost"] = round(1 - raw_ray["best_images_per_s"] / raw["best_images_per_s"], 3)
     for row in served:
         peer = _at(baseline, row["concurrency"])
         if peer and peer["images_per_s"]:
             out[f"served_over_baseline_c{row['concurrency']}"] = round(
                 row["images_per_s"] / peer["images_per_s"], 3
             )
+    top = max(row["concurrency"] for row in served)
+    full = max(b["batch_size"] for b in raw["batches"])
+    replica_full = _replica_render(report, top, full)
+    if replica_full is not None:
+        out["full_batch"] = full
+        out["full_batch_replica_render_s"] = replica_full
+        out["full_batch_raw_s"] = _raw_latency(raw, full)
+        out["full_batch_raw_with_ray_idle_s"] = _raw_latency(raw_ray, full) if raw_ray else None
     single = _at(served, 1)
     if single and single["p50_s"] is not None:
         out["added_latency_c1_ms"] = round((single["p50_s"] - raw["single_latency_s"]) * 1000, 1)
         out["added_latency_budget_ms"] = round(batch_wait_s * 1000 + 30, 1)
+        render_c1 = _replica_render(report, 1, 1)
+        if render_c1 is not None:
+            # Split: the render itself running slower in the replica, and everything around it
+            # (batch wait, proxy -> ingress -> replica hops, PNG encoding, the response).
+            out["c1_render_slowdown_ms"] = round((render_c1 - raw["single_latency_s"]) * 1000, 1)
+            out["c1_outside_render_ms"] = round((single["p50_s"] - render_c1) * 1000, 1)
     ack = report.get("discord_ack_under_saturation") or {}
     if ack:
         out["discord_ack_p50_ms"] = ack["p50_ms"]
@@ -49,16 +78,41 @@ def _row(name: str, target: str, value: Any, met: bool | None, limit: str) -> st
     return f"| {name} | {target} | {value} | {mark} | {limit} |"
 
 
+def _saturation_limit(report: dict[str, Any], r: dict[str, Any]) -> str:
+    raw = report["raw"]
+    parts = [f"raw best {raw['best_images_per_s']} images/s at batch {_best_batch(raw)} on the idle machine"]
+    if "ray_daemons_cost" in r:
+        parts.append(
+            f"{report['raw_with_ray_idle']['best_images_per_s']} in the same process once Ray and the "
+            f"app are up but idle (Ray's daemons cost {r['ray_daemons_cost']:.0%}; served / that = "
+            f"{r['served_over_raw_with_ray_idle_at_saturation']})"
+        )
+    if "full_batch_replica_render_s" in r:
+        parts.append(
+            f"a batch of {r['full_batch']} takes {r['full_batch_replica_render_s']} s in the replica's "
+            f"render thread vs {r['full_batch_raw_s']} s in-process: proxy, ingress and Ray's daemons "
+            "share the 2 cores and each preemption stalls torch's OpenMP threads at their barriers"
+        )
+    return "; ".join(parts)
+
+
+def _batches_seen(report: dict[str, Any], level: int) -> str:
+    seen = (report.get("served_batches") or {}).get(f"c{level}", {})
+    return ", ".join(f"{size}: {row['count']}" for size, row in seen.items()) or "none logged"
+
+
 def performance_section(report: dict[str, Any], stem: str, plots: list[Path]) -> str:
     r = report["ratios"]
-    raw = report["raw"]
     served16 = _at(report["served"], 16) or report["served"][-1]
+    baseline16 = _at(report["baseline"], 16) or report["baseline"][-1]
+    budget = r.get("added_latency_budget_ms")
+    added = r.get("added_latency_c1_ms")
     lines = [
         START,
         f"Measured by `make bench` on {report['date'][:10]} ({report['machine']['cpus']} CPUs, no GPU), "
         f"tiny model, {report['workload']['size']}x{report['workload']['size']}, "
-        f"{report['workload']['steps']} steps; {report['threads']}. "
-        f"Full figures: `bench/results/{stem}.json`.",
+        f"{report['workload']['steps']} steps; {report['threads']}. Throughput is closed-loop callers / mean "
+        f"latency (Little's law). Full figures: `bench/results/{stem}.json`.",
         "",
         "| measure | target | measured | | what limits it |",
         "|---|---|---|---|---|",
@@ -67,33 +121,32 @@ def performance_section(report: dict[str, Any], stem: str, plots: list[Path]) ->
             ">= 0.9",
             r["served_over_raw_at_saturation"],
             r["served_over_raw_at_saturation"] >= 0.9,
-            f"raw best {raw['best_images_per_s']} images/s at batch {_best_batch(raw)}; a full batch takes "
-            "longer in the replica than in-process, not yet profiled (proxy, ingress and client share "
-            "the 2 cores)",
+            _saturation_limit(report, r),
         ),
         _row(
             "served / baseline images/s at concurrency 16",
             ">= 1.25",
             r.get("served_over_baseline_c16"),
             (r.get("served_over_baseline_c16") or 0) >= 1.25,
-            "the same unexplained slowdown of large batches in the replica; batch sizes run "
-            f"(size: count) {report['served_batch_sizes']}",
+            f"served {served16['images_per_s']} vs baseline {baseline16['images_per_s']} images/s; "
+            f"batches run at c16 (size: count) {_batches_seen(report, 16)}; the baseline runs up to 5 "
+            "unbatched pipeline calls at once in threads",
         ),
         _row(
             "served / baseline at concurrency 1 and 4",
             "(reported)",
             f"{r.get('served_over_baseline_c1')} / {r.get('served_over_baseline_c4')}",
             None,
-            "at concurrency 1 there is nothing to batch",
+            f"at concurrency 1 there is nothing to batch; batches at c4: {_batches_seen(report, 4)}",
         ),
         _row(
             "added latency at concurrency 1 (served p50 - raw)",
-            f"<= batch wait + 30 ms = {r.get('added_latency_budget_ms')} ms",
-            f"{r.get('added_latency_c1_ms')} ms",
-            r.get("added_latency_c1_ms") is not None
-            and r["added_latency_c1_ms"] <= r["added_latency_budget_ms"],
-            "batch wait window, proxy -> ingress -> replica hops and PNG encoding (not yet split by a "
-            "profile); run-to-run variance here is about 10%",
+            f"<= batch wait + 30 ms = {budget} ms",
+            f"{added} ms",
+            added is not None and budget is not None and added <= budget,
+            f"render {r.get('c1_render_slowdown_ms')} ms slower in the replica than in-process (shared "
+            f"cores, as above); {r.get('c1_outside_render_ms')} ms outside the render: batch wait, "
+            "proxy -> ingress -> replica hops, PNG encoding",
         ),
         _row(
             "Discord ACK p99 while the model is saturated",
@@ -121,7 +174,8 @@ def performance_section(report: dict[str, Any], stem: str, plots: list[Path]) ->
         "",
         *[f"![{p.stem}](bench/results/{p.name})" for p in plots],
         "",
-        "Reproduce: `make bench` (about 6 minutes on 2 cores; `make test` first for the autoscaling row).",
+        f"Reproduce: `make bench` (this run: {round(report['bench_seconds'] / 60, 1)} minutes; "
+        "`make test` first for the autoscaling row).",
         END,
     ]
     return "\n".join(lines)

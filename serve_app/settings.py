@@ -65,15 +65,6 @@ class AppSettings(BaseSettings):
     torch_threads: int | None = Field(
         default=None, ge=1, le=256, description="CPU threads for torch; default: the replica's CPUs."
     )
-    render_thread_nice: int = Field(
-        default=-10,
-        ge=-20,
-        le=19,
-        description=(
-            "Scheduling niceness of the replica's render thread (and the torch threads it starts); "
-            "negative needs CAP_SYS_NICE and is skipped without it."
-        ),
-    )
     safety_checker: bool = Field(
         default=True, description="Keep the model's safety checker when it ships one."
     )

@@ -226,32 +226,3 @@ def test_every_scheduler_runs_every_allowed_step_count(name: str, steps: int) ->
         model_input = scheduler.scale_model_input(sample, timestep)
         sample = scheduler.step(torch.zeros_like(model_input), timestep, sample).prev_sample
     assert torch.isfinite(sample).all()
-
-
-# --- render thread priority --------------------------------------------------------------------
-
-
-def test_render_thread_priority_applies_to_that_thread_and_the_threads_it_starts() -> None:
-    import os
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from serve_app.diffusion_model import current_thread_nice, prioritise_current_thread
-
-    before = current_thread_nice()
-    target = min(19, before + 3)  # raising niceness needs no privilege, so this runs anywhere
-
-    def child_nice() -> int:
-        box: list[int] = []
-        child = threading.Thread(target=lambda: box.append(current_thread_nice()))
-        child.start()
-        child.join()
-        return box[0]
-
-    with ThreadPoolExecutor(1, initializer=prioritise_current_thread, initargs=(target,)) as pool:
-        assert pool.submit(current_thread_nice).result() == target
-        assert pool.submit(child_nice).result() == target  # OpenMP workers started there inherit it
-    assert current_thread_nice() == before  # only that thread, never the replica's event loop
-    assert prioritise_current_thread(0) is False  # 0 leaves the thread alone
-    if os.geteuid() != 0:
-        assert prioritise_current_thread(-5) is False  # no CAP_SYS_NICE: a warning, not a crash
