@@ -4,9 +4,8 @@ All three use the same tiny model, image size, step count and torch thread count
 in one process tree, one after the other (never concurrently, and only the system being measured
 is deployed), so their ratios are comparable:
 
-1. raw       the diffusers pipeline called in-process at batch sizes 1..max: the hardware's limit.
-             Measured twice: on the idle machine before Ray starts (the limit the targets use) and
-             again with Ray and the served app up but idle, which prices Ray's own daemons;
+1. raw       the diffusers pipeline called in-process at batch sizes 1..max, on the idle machine
+             before Ray starts: the hardware's limit;
 2. served    raydiffusion over HTTP (ingress -> batched replica), closed-loop at each concurrency,
              with the replica's own render time per batch read from its batch log;
 3. baseline  Ray Serve's Stable Diffusion example pattern (one image per call, no batching).
@@ -320,10 +319,6 @@ def main() -> int:
             (result,) = asyncio.run(sweep(base, path, "served", [level], args))
             report["served"].append(result.summary())
             report["served_batches"][f"c{level}"] = served_batches(since, time.time())
-        # Every request of the sweep has returned, so the replica is idle: price Ray's daemons now,
-        # before the Discord probes leave renders behind them.
-        print("raw, with Ray and the served app up and idle:")
-        report["raw_with_ray_idle"] = measure_raw(args)
         report["discord_ack_under_saturation"] = asyncio.run(discord_ack_under_load(base, signer, args))
         print(f"discord ACK while saturated: {report['discord_ack_under_saturation']}")
         serve.delete("served")

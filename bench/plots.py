@@ -21,15 +21,8 @@ def write_plots(report: dict[str, Any], folder: Path, stem: str) -> list[Path]:
         report["raw"]["best_images_per_s"],
         color="grey",
         linestyle=":",
-        label="raw, idle machine (best batch)",
+        label="raw pipeline (best batch)",
     )
-    if report.get("raw_with_ray_idle"):
-        ax.axhline(
-            report["raw_with_ray_idle"]["best_images_per_s"],
-            color="grey",
-            linestyle="-.",
-            label="raw, Ray up and idle",
-        )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent clients")
     ax.set_ylabel("images / s")

@@ -24,15 +24,9 @@ def _replica_render(report: dict[str, Any], level: int, size: int) -> float | No
 
 def ratios(report: dict[str, Any], batch_wait_s: float) -> dict[str, Any]:
     served, baseline, raw = report["served"], report["baseline"], report["raw"]
-    raw_ray = report.get("raw_with_ray_idle")
     out: dict[str, Any] = {}
     best_served = max(row["images_per_s"] for row in served)
     out["served_over_raw_at_saturation"] = round(best_served / raw["best_images_per_s"], 3)
-    if raw_ray:
-        out["served_over_raw_with_ray_idle_at_saturation"] = round(
-            best_served / raw_ray["best_images_per_s"], 3
-        )
-        out["ray_daemons_cost"] = round(1 - raw_ray["best_images_per_s"] / raw["best_images_per_s"], 3)
     for row in served:
         peer = _at(baseline, row["concurrency"])
         if peer and peer["images_per_s"]:
@@ -46,7 +40,6 @@ def ratios(report: dict[str, Any], batch_wait_s: float) -> dict[str, Any]:
         out["full_batch"] = full
         out["full_batch_replica_render_s"] = replica_full
         out["full_batch_raw_s"] = _raw_latency(raw, full)
-        out["full_batch_raw_with_ray_idle_s"] = _raw_latency(raw_ray, full) if raw_ray else None
     single = _at(served, 1)
     if single and single["p50_s"] is not None:
         out["added_latency_c1_ms"] = round((single["p50_s"] - raw["single_latency_s"]) * 1000, 1)
@@ -81,12 +74,6 @@ def _row(name: str, target: str, value: Any, met: bool | None, limit: str) -> st
 def _saturation_limit(report: dict[str, Any], r: dict[str, Any]) -> str:
     raw = report["raw"]
     parts = [f"raw best {raw['best_images_per_s']} images/s at batch {_best_batch(raw)} on the idle machine"]
-    if "ray_daemons_cost" in r:
-        parts.append(
-            f"{report['raw_with_ray_idle']['best_images_per_s']} in the same process once Ray and the "
-            f"app are up but idle (Ray's daemons cost {r['ray_daemons_cost']:.0%}; served / that = "
-            f"{r['served_over_raw_with_ray_idle_at_saturation']})"
-        )
     if "full_batch_replica_render_s" in r:
         parts.append(
             f"a batch of {r['full_batch']} takes {r['full_batch_replica_render_s']} s in the replica's "
