@@ -124,7 +124,9 @@ def performance_section(report: dict[str, Any], stem: str, plots: list[Path]) ->
             "(reported)",
             f"{r.get('served_over_baseline_c1')} / {r.get('served_over_baseline_c4')}",
             None,
-            f"at concurrency 1 there is nothing to batch; batches at c4: {_batches_seen(report, 4)}",
+            "at concurrency 1 there is nothing to batch; at 4, closed-loop callers released together "
+            "come back together, so batches can phase-lock into uneven sizes (run at c4, size: count: "
+            f"{_batches_seen(report, 4)})",
         ),
         _row(
             "added latency at concurrency 1 (served p50 - raw)",
@@ -157,7 +159,9 @@ def performance_section(report: dict[str, Any], stem: str, plots: list[Path]) ->
     lines += [
         "",
         f"Served at concurrency 16: {served16['images_per_s']} images/s, p50 {served16['p50_s']} s, "
-        f"p99 {served16['p99_s']} s.",
+        f"p99 {served16['p99_s']} s. These are one run's figures: this 2-core VM is noisy (the raw "
+        "pipeline's own batch-of-8 time varied between 2.8 and 3.3 s across runs on one day), so "
+        "ratios within about 10% of a target can land on either side of it from run to run.",
         "",
         *[f"![{p.stem}](bench/results/{p.name})" for p in plots],
         "",
