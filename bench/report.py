@@ -159,14 +159,14 @@ def performance_section(report: dict[str, Any], stem: str, plots: list[Path]) ->
     lines += [
         "",
         f"Served at concurrency 16: {served16['images_per_s']} images/s, p50 {served16['p50_s']} s, "
-        f"p99 {served16['p99_s']} s. These are one run's figures: this 2-core VM is noisy (the raw "
-        "pipeline's own batch-of-8 time varied between 2.8 and 3.3 s across runs on one day), so "
-        "ratios within about 10% of a target can land on either side of it from run to run.",
+        f"p99 {served16['p99_s']} s. These are one run's figures: this 2-core VM is noisy, so ratios "
+        "within about 10% of a target can land on either side of it from run to run (runs compared "
+        "below).",
         "",
         *[f"![{p.stem}](bench/results/{p.name})" for p in plots],
         "",
-        f"Reproduce: `make bench` (this run: {round(report['bench_seconds'] / 60, 1)} minutes; "
-        "`make test` first for the autoscaling row).",
+        f"Reproduce: `make bench` ({round(report['bench_seconds'] / 60, 1)} minutes for this run, plus "
+        "about 2 minutes for the simulated-cluster test when no earlier `make test` left its timeline).",
         END,
     ]
     return "\n".join(lines)
