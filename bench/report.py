@@ -17,8 +17,13 @@ def _raw_latency(raw: dict[str, Any], batch: int) -> float | None:
     return next((b["latency_s"] for b in raw["batches"] if b["batch_size"] == batch), None)
 
 
+def _served_batches(report: dict[str, Any], level: int) -> dict[str, Any]:
+    """The replica's batches at one concurrency: ``{size: {count, render_s_p50}}``."""
+    return (report.get("served_batches") or {}).get(f"c{level}", {})
+
+
 def _replica_render(report: dict[str, Any], level: int, size: int) -> float | None:
-    seen = (report.get("served_batches") or {}).get(f"c{level}", {}).get(str(size))
+    seen = _served_batches(report, level).get(str(size))
     return seen["render_s_p50"] if seen else None
 
 
@@ -84,7 +89,7 @@ def _saturation_limit(report: dict[str, Any], r: dict[str, Any]) -> str:
 
 
 def _batches_seen(report: dict[str, Any], level: int) -> str:
-    seen = (report.get("served_batches") or {}).get(f"c{level}", {})
+    seen = _served_batches(report, level)
     return ", ".join(f"{size}: {row['count']}" for size, row in seen.items()) or "none logged"
 
 

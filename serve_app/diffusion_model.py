@@ -159,7 +159,6 @@ class DiffusionModel:
 
     def describe(self) -> dict[str, Any]:
         """What /v1/models reports: the model, where it runs and how it batches."""
-
         return {
             "model": self._settings.served_model_name,
             "source": self._settings.model,
