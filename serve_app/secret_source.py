@@ -2,10 +2,13 @@
 
 In production the Discord public key and the API keys live in one JSON secret, e.g.
 ``{"DISCORD_PUBLIC_KEY": "...", "DISCORD_APPLICATION_ID": "...", "RAYDIFFUSION_API_KEYS": "k1,k2"}``,
-named by ``SECRETS_MANAGER_SECRET_ID``. They are read with boto3 and cached for ``secrets_ttl_s``,
-so a rotated key takes effect within the TTL without a redeploy. If Secrets Manager cannot be
-reached, the last values read are kept (and, before any, the environment's), so a brief AWS
-outage does not lock everyone out.
+named by ``SECRETS_MANAGER_SECRET_ID``. A rotated key must take effect within ``secrets_ttl_s``
+without a redeploy, yet every API-key check and every Discord ACK (3-second deadline) reads these
+values: so requests never wait on AWS. They get the last values read; a stale cache starts one
+refresh in the background, with short timeouts and one retry, and a failed refresh keeps the
+last good values (before any, the environment's) and is tried again ``RETRY_AFTER_FAILURE_S``
+later. Only the very first read of an ingress is waited for, at most ``secrets_timeout_s``, so a
+fresh replica does not start by checking keys against the environment alone.
 """
 
 from __future__ import annotations
@@ -53,10 +56,24 @@ def merge_credentials(secret: dict[str, Any], settings: AppSettings) -> Credenti
     )
 
 
-def read_secret(secret_id: str) -> dict[str, Any]:
+def secrets_client(timeout_s: float = 3.0) -> Any:
+    """A Secrets Manager client that gives up in seconds: boto3's defaults (60 s reads, several
+    retries) would hold a refresh for minutes during an AWS outage."""
     import boto3
+    from botocore.config import Config
 
-    response = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)
+    return boto3.client(
+        "secretsmanager",
+        config=Config(
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
+            retries={"total_max_attempts": 2, "mode": "standard"},
+        ),
+    )
+
+
+def read_secret(secret_id: str, client: Any = None) -> dict[str, Any]:
+    response = (client or secrets_client()).get_secret_value(SecretId=secret_id)
     value = json.loads(response["SecretString"])
     if not isinstance(value, dict):
         raise ValueError(f"secret {secret_id} is not a JSON object")
@@ -67,26 +84,36 @@ class CredentialSource:
     def __init__(self, settings: AppSettings) -> None:
         self._settings = settings
         self._secret: dict[str, Any] = {}
-        self._fetched_at = float("-inf")
-        self._lock = asyncio.Lock()
+        self._next_refresh_at = float("-inf")  # monotonic
+        self._refresh: asyncio.Task[None] | None = None
+        self._first_read_done = False
+        self._client: Any = None  # built in the refresh thread, once: client creation is slow
 
     async def current(self) -> Credentials:
         secret_id = self._settings.secrets_manager_secret_id
-        if secret_id and time.monotonic() - self._fetched_at > self._settings.secrets_ttl_s:
-            async with self._lock:
-                if time.monotonic() - self._fetched_at > self._settings.secrets_ttl_s:
-                    try:
-                        self._secret = await asyncio.to_thread(read_secret, secret_id)
-                        self._fetched_at = time.monotonic()
-                    except Exception as error:
-                        # Never log the secret itself; the error names only the id.
-                        logger.warning(
-                            "could not read secret %s (%s); keeping previous values",
-                            secret_id,
-                            type(error).__name__,
-                        )
-                        # Try again in RETRY_AFTER_FAILURE_S rather than a whole TTL later.
-                        self._fetched_at = (
-                            time.monotonic() - self._settings.secrets_ttl_s + RETRY_AFTER_FAILURE_S
-                        )
+        if secret_id:
+            if (self._refresh is None or self._refresh.done()) and time.monotonic() >= self._next_refresh_at:
+                self._refresh = asyncio.create_task(self._refresh_once(secret_id))
+            if not self._first_read_done and self._refresh is not None:
+                await asyncio.wait({self._refresh}, timeout=self._settings.secrets_timeout_s)
+                self._first_read_done = True
         return merge_credentials(self._secret, self._settings)
+
+    async def _refresh_once(self, secret_id: str) -> None:
+        try:
+            self._secret = await asyncio.to_thread(self._read, secret_id)
+            self._next_refresh_at = time.monotonic() + self._settings.secrets_ttl_s
+        except Exception as error:
+            # Never log the secret itself; the error names only the id.
+            logger.warning(
+                "could not read secret %s (%s); keeping previous values", secret_id, type(error).__name__
+            )
+            retry_in = min(RETRY_AFTER_FAILURE_S, self._settings.secrets_ttl_s)
+            self._next_refresh_at = time.monotonic() + retry_in
+        finally:
+            self._first_read_done = True
+
+    def _read(self, secret_id: str) -> dict[str, Any]:
+        if self._client is None:
+            self._client = secrets_client(self._settings.secrets_timeout_s)
+        return read_secret(secret_id, self._client)

@@ -120,6 +120,12 @@ class AppSettings(BaseSettings):
         description="JSON secret holding Discord credentials and API keys (AWS Secrets Manager).",
     )
     secrets_ttl_s: float = Field(default=300.0, gt=0)
+    secrets_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        le=30,
+        description="Connect and read timeout of a Secrets Manager read; refreshes never block requests.",
+    )
 
     # --- Discord (see bot_gateway/) ----------------------------------------------------------
     # Standard variable names without our prefix, as Discord's docs and other bots use them.
@@ -151,6 +157,12 @@ class AppSettings(BaseSettings):
     )
     discord_retry_initial_s: float = Field(
         default=1.0, gt=0, description="First back-off after a Discord 5xx or timeout; doubles."
+    )
+    discord_cold_start_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="Wait the bot assumes before it has measured a render (a model replica may "
+        "have to start and load the weights first).",
     )
 
     @field_validator("api_keys", "discord_allowed_guilds", "discord_banned_words", mode="before")
