@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 MODEL_DIR ?= .cache/tiny-sd
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean lock image deploy
 
 install: $(STAMP)
 
@@ -39,6 +39,28 @@ lint: $(STAMP)
 bench: $(STAMP) $(MODEL_DIR)/model_index.json
 	test -f .cache/autoscaling-sim.json || $(PY) -m pytest -q tests/test_autoscaling.py
 	$(PY) -m bench
+
+# The GPU image's exact versions (constraints-gpu.txt), resolved from PyPI for the image's platform.
+lock: $(STAMP)
+	$(PY) -m serve_app.provisioning.image_lock
+
+# Build the image cluster.yaml names (written there by `raydiffusion-aws bootstrap`) and push it to
+# ECR. Needs Docker and the AWS CLI. Tags are immutable: bump `version` in pyproject.toml and run
+# bootstrap again for a new image.
+IMAGE = $(shell $(PY) -m serve_app.provisioning image-uri 2>/dev/null)
+REGISTRY = $(firstword $(subst /, ,$(IMAGE)))
+ECR_REGION = $(word 4,$(subst ., ,$(REGISTRY)))
+image: $(STAMP)
+	@case "$(IMAGE)" in *.dkr.ecr.*) ;; *) echo "cluster.yaml names no ECR image: run raydiffusion-aws bootstrap first"; exit 1;; esac
+	docker build --platform linux/amd64 -t $(IMAGE) .
+	aws ecr get-login-password --region $(ECR_REGION) | docker login --username AWS --password-stdin $(REGISTRY)
+	docker push $(IMAGE)
+
+# `serve deploy` that waits until the application is RUNNING and prints Serve's error if not.
+# On AWS run `ray dashboard cluster.yaml` first: it forwards the head's dashboard to localhost:8265.
+DEPLOY_CONFIG ?= deployments/aws.yaml
+deploy: $(STAMP)
+	$(PY) -m serve_app.deploy $(DEPLOY_CONFIG)
 
 clean:
 	rm -rf $(VENV) .cache

@@ -1,0 +1,3 @@
+from serve_app.provisioning.cli import main
+
+raise SystemExit(main())
