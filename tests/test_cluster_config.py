@@ -40,19 +40,49 @@ def test_head_has_no_gpu_and_gpu_workers_scale_from_zero() -> None:
     assert sum(t["max_workers"] for t in workers.values()) >= cluster["max_workers"] >= 1
 
 
-def test_images_match_the_installed_ray_version() -> None:
-    docker = load("cluster.yaml")["docker"]
-    for image in (docker["head_image"], docker["worker_image"]):
-        assert image.startswith(f"rayproject/ray:{ray.__version__}-"), image
-    assert "gpu" in docker["worker_image"] or "cu" in docker["worker_image"]
+def test_the_image_is_rays_gpu_image_of_the_installed_version_plus_the_locked_project() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    (base,) = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("FROM ")]
+    assert base == f"rayproject/ray:{ray.__version__}-py311-gpu"
+    installs = [line for line in dockerfile.splitlines() if "pip install" in line]
+    assert installs and all("-c constraints-gpu.txt" in line for line in installs)
+    assert any("'.[gpu]'" in line for line in installs)
 
 
-def test_workers_install_the_gpu_extra_from_the_synced_repo() -> None:
+def test_nodes_run_one_image_and_install_nothing_at_boot() -> None:
     cluster = load("cluster.yaml")
-    (remote, local) = next(iter(cluster["file_mounts"].items()))
-    assert local == "."
-    assert any(f"{remote}[gpu]" in command for command in cluster["worker_setup_commands"])
-    assert ".venv" in cluster["rsync_exclude"]
+    docker = cluster["docker"]
+    assert docker["head_image"] == docker["worker_image"], "head and workers run the same code"
+    for key in ("setup_commands", "head_setup_commands", "worker_setup_commands"):
+        assert not any("pip install" in command for command in cluster[key]), key
+    assert cluster["file_mounts"] == {}, "the code comes from the image, not from a sync"
+
+
+def test_dashboard_is_never_exposed() -> None:
+    (start,) = [c for c in load("cluster.yaml")["head_start_ray_commands"] if "ray start" in c]
+    assert "--dashboard-host=127.0.0.1" in start and "0.0.0.0" not in start
+
+
+def test_gpu_lock_agrees_with_pyproject_ranges() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from serve_app.provisioning.image_lock import TORCH_VERSION, image_requirements, read_lock
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = read_lock()
+    for line in [*project["dependencies"], *project["optional-dependencies"]["gpu"]]:
+        requirement = Requirement(line)
+        name = requirement.name.lower()
+        assert name in pins, f"{name} is missing from constraints-gpu.txt (run `make lock`)"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (line, pins[name])
+    # The image runs the torch release the Makefile installs here (its CPU build).
+    assert pins["torch"] == TORCH_VERSION
+    assert f"torch=={TORCH_VERSION}" in (ROOT / "Makefile").read_text()
+    assert f"torch=={TORCH_VERSION}" in image_requirements()
+    # The CUDA build: torch's CUDA libraries are locked too, not left to the day of the build.
+    assert any(name.startswith("nvidia-cuda-runtime") for name in pins)
 
 
 def test_aws_serve_config_fits_the_cluster() -> None:
