@@ -34,9 +34,22 @@ class RuntimePlan:
         return asdict(self)
 
 
+def torch_build() -> str:
+    """'2.13.0+cu130'-style version and the CUDA it was built for (None on a CPU build)."""
+    import torch
+
+    return f"{torch.__version__}, built for CUDA {torch.version.cuda}"
+
+
 def choose_device(requested: str, cuda_available: bool) -> str:
     if requested == "cuda" and not cuda_available:
-        raise RuntimeError("device 'cuda' was requested but torch sees no CUDA device")
+        # Fail the replica loudly: rendering on CPU instead is ~100x slower and looks healthy.
+        raise RuntimeError(
+            "device 'cuda' was requested but torch sees no CUDA device "
+            f"(torch {torch_build()}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}): "
+            "check the node's NVIDIA driver supports this torch build and that the container has the GPU "
+            "(Ray's docker mode passes --gpus all on GPU nodes)"
+        )
     if requested == "auto":
         return "cuda" if cuda_available else "cpu"
     return requested

@@ -108,6 +108,11 @@ class AppSettings(BaseSettings):
     )
     webhook_max_attempts: int = Field(default=5, ge=1, le=20)
     webhook_retry_initial_s: float = Field(default=1.0, gt=0)
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names, IPs or CIDR blocks webhooks may reach even though they are not "
+        "public (loopback, private, link-local); everything else must resolve to public addresses.",
+    )
     prediction_stale_s: float = Field(
         default=60.0, gt=0, description="A running job silent this long is adopted and rerun."
     )
@@ -165,7 +170,9 @@ class AppSettings(BaseSettings):
         "have to start and load the weights first).",
     )
 
-    @field_validator("api_keys", "discord_allowed_guilds", "discord_banned_words", mode="before")
+    @field_validator(
+        "api_keys", "discord_allowed_guilds", "discord_banned_words", "webhook_allowed_hosts", mode="before"
+    )
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -194,6 +201,9 @@ class AppSettings(BaseSettings):
                 )
         if self.default_steps > self.max_steps:
             raise ValueError("default_steps must not exceed max_steps")
+        if self.image_store == "s3" and not self.s3_bucket:
+            # Fail the deploy, not the first request: cluster.yaml passes RAYDIFFUSION_S3_BUCKET.
+            raise ValueError("image_store 's3' needs s3_bucket (or RAYDIFFUSION_S3_BUCKET)")
         return self
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,25 @@ def test_aws_serve_config_fits_the_cluster() -> None:
     assert (
         app["args"]["request_timeout_s"] < load("deployments/aws.yaml")["http_options"]["request_timeout_s"]
     )
+
+
+def test_aws_app_args_validate_with_the_environment_cluster_yaml_gives_the_containers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from serve_app.settings import AppSettings
+
+    (app,) = load("deployments/aws.yaml")["applications"]
+    options = load("cluster.yaml")["docker"]["run_options"]
+    env = dict(o.removeprefix("--env=").split("=", 1) for o in options if o.startswith("--env="))
+    assert {"SECRETS_MANAGER_SECRET_ID", "RAYDIFFUSION_S3_BUCKET", "AWS_DEFAULT_REGION"} <= set(env)
+    for key in list(os.environ):
+        if key.startswith("RAYDIFFUSION_") or key == "SECRETS_MANAGER_SECRET_ID":
+            monkeypatch.delenv(key)
+    with pytest.raises(ValueError, match="s3_bucket"):
+        AppSettings.model_validate(app["args"])  # no bucket: the deploy fails, not a request
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = AppSettings.model_validate(app["args"])
+    assert settings.device == "cuda", "a GPU replica without CUDA must fail, not render on CPU"
+    assert settings.image_store == "s3" and settings.s3_bucket == env["RAYDIFFUSION_S3_BUCKET"]
+    assert settings.secrets_manager_secret_id == env["SECRETS_MANAGER_SECRET_ID"]
