@@ -17,6 +17,7 @@ from typing import Any
 
 from serve_app.schedulers import build_scheduler
 from serve_app.settings import AppSettings
+from serve_app.weight_files import usable_variant
 
 logger = logging.getLogger("ray.serve")
 
@@ -110,7 +111,9 @@ def resolve_model_source(model: str, settings: AppSettings | None = None) -> tup
         from serve_app.s3_model_sync import sync_s3_model
 
         settings = settings or AppSettings()
-        report = sync_s3_model(model, settings.model_cache_dir, settings.s3_endpoint_url)
+        report = sync_s3_model(
+            model, settings.model_cache_dir, settings.s3_endpoint_url, variant=settings.variant
+        )
         return str(report.path), True
     expanded = Path(os.path.expanduser(model))
     if expanded.is_dir():
@@ -134,8 +137,13 @@ def load_pipeline(settings: AppSettings, plan: RuntimePlan) -> Any:
         kwargs["local_files_only"] = True
     if settings.revision:
         kwargs["revision"] = settings.revision
-    if settings.variant:
-        kwargs["variant"] = settings.variant
+    # A local folder without the configured variant would fail every load (a crash-looping
+    # replica): load its default weights instead, loudly.
+    variant = usable_variant(source, settings.variant) if is_local else settings.variant
+    if variant:
+        kwargs["variant"] = variant
+    elif settings.variant:
+        logger.warning("%s has no %r weights; loading its default weights", source, settings.variant)
     if not settings.safety_checker:
         kwargs["safety_checker"] = None
         kwargs["requires_safety_checker"] = False

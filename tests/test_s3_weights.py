@@ -66,7 +66,7 @@ def test_sync_mirrors_the_folder_and_skips_files_already_there(
 ) -> None:
     first = sync_s3_model(uploaded_model, tmp_path, s3_endpoint)
     originals = sorted(p.relative_to(tiny_model_dir) for p in tiny_model_dir.rglob("*") if p.is_file())
-    assert sorted(p.relative_to(first.path) for p in first.path.rglob("*") if p.is_file()) == originals
+    assert model_files(first.path) == originals
     for relative in originals:
         assert (first.path / relative).read_bytes() == (tiny_model_dir / relative).read_bytes()
     assert first.downloaded == len(originals) and first.skipped == 0
@@ -79,6 +79,128 @@ def test_sync_mirrors_the_folder_and_skips_files_already_there(
     repaired = sync_s3_model(uploaded_model, tmp_path, s3_endpoint)
     assert repaired.downloaded == 1
     assert damaged.read_bytes() == (tiny_model_dir / "unet" / "config.json").read_bytes()
+
+
+def model_files(folder: Path) -> list[Path]:
+    """Files a load sees; the ETag records beside them are hidden dot-files."""
+    return sorted(
+        p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+    )
+
+
+def s3_client(endpoint: str) -> object:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+
+
+def upload_folder(endpoint: str, folder: Path, prefix: str) -> str:
+    client = s3_client(endpoint)
+    for path in folder.rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), BUCKET, f"{prefix}/{path.relative_to(folder)}")
+    return f"s3://{BUCKET}/{prefix}"
+
+
+def test_an_object_replaced_by_one_of_the_same_size_is_fetched_again(
+    uploaded_model: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    client = s3_client(s3_endpoint)
+    client.put_object(Bucket=BUCKET, Key="models/etag/model_index.json", Body=b'{"v": "AAAA"}')
+    first = sync_s3_model(f"s3://{BUCKET}/models/etag", tmp_path, s3_endpoint)
+    assert first.downloaded == 1
+    client.put_object(Bucket=BUCKET, Key="models/etag/model_index.json", Body=b'{"v": "BBBB"}')
+    second = sync_s3_model(f"s3://{BUCKET}/models/etag", tmp_path, s3_endpoint)
+    assert (second.downloaded, second.skipped) == (1, 0)
+    assert (first.path / "model_index.json").read_bytes() == b'{"v": "BBBB"}'
+    third = sync_s3_model(f"s3://{BUCKET}/models/etag", tmp_path, s3_endpoint)
+    assert (third.downloaded, third.skipped) == (0, 1)
+
+
+def test_keys_that_climb_out_or_are_absolute_are_never_written(
+    uploaded_model: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    client = s3_client(s3_endpoint)
+    cache = tmp_path / "cache"
+    outside = tmp_path / "outside"
+    keys = [
+        "models/evil/../../../../outside/dotdot.json",
+        f"models/evil/{outside}/absolute.json",  # "models/evil//tmp/..." : an absolute tail
+        "models/evil/./unet/../../x.json",
+        "models/evil/model_index.json",
+    ]
+    for key in keys:
+        client.put_object(Bucket=BUCKET, Key=key, Body=b"{}")
+    listed = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="models/evil/")["Contents"]}
+    assert listed == set(keys), listed  # S3 keeps the names exactly as written
+    report = sync_s3_model(f"s3://{BUCKET}/models/evil", cache, s3_endpoint)
+    assert (report.downloaded, report.refused) == (1, 3)
+    assert not outside.exists()
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert all(cache in p.parents for p in written), written
+
+
+@pytest.fixture(scope="module")
+def uploaded_with_variants(
+    uploaded_model: str, s3_endpoint: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """The tiny model with default and fp16 weights, plus a single-file checkpoint beside them."""
+    from diffusers import AutoPipelineForText2Image
+
+    folder = tmp_path_factory.mktemp("variants")
+    pipe = AutoPipelineForText2Image.from_pretrained(str(tiny_model_dir), local_files_only=True)
+    pipe.save_pretrained(folder)
+    pipe.save_pretrained(folder, variant="fp16")
+    (folder / "sd-tiny-pruned.ckpt").write_bytes(b"\0" * 4096)
+    (folder / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"\0" * 4096)
+    return upload_folder(s3_endpoint, folder, "models/variants")
+
+
+def test_only_the_configured_variant_is_fetched(
+    uploaded_with_variants: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    fp16 = sync_s3_model(uploaded_with_variants, tmp_path / "a", s3_endpoint, variant="fp16")
+    names = [str(p) for p in model_files(fp16.path)]
+    weights = [n for n in names if n.endswith((".safetensors", ".bin", ".ckpt"))]
+    assert weights and all(n.endswith(".fp16.safetensors") for n in weights), names
+    assert {"model_index.json", "unet/config.json", "tokenizer/tokenizer_config.json"} <= set(names)
+    assert fp16.variant == "fp16" and fp16.not_needed >= len(weights) + 2
+
+    default = sync_s3_model(uploaded_with_variants, tmp_path / "b", s3_endpoint)
+    weights = [str(p) for p in model_files(default.path) if p.suffix in (".safetensors", ".bin", ".ckpt")]
+    assert weights and not any(".fp16." in n or n.endswith((".ckpt", ".bin")) for n in weights), weights
+    assert default.variant is None
+
+    settings = AppSettings(
+        model=uploaded_with_variants,
+        model_cache_dir=str(tmp_path / "a"),
+        s3_endpoint_url=s3_endpoint,
+        variant="fp16",
+    )
+    pipe = load_pipeline(settings, PLAN)
+    assert pipe(prompt="x", num_inference_steps=1, height=64, width=64, output_type="np").images.shape == (
+        1,
+        64,
+        64,
+        3,
+    )
+
+
+def test_a_folder_without_the_variant_loads_its_default_weights(
+    uploaded_model: str, s3_endpoint: str, tiny_model_dir: Path, tmp_path: Path, caplog
+) -> None:
+    for model in (uploaded_model, str(tiny_model_dir)):
+        settings = AppSettings(
+            model=model, model_cache_dir=str(tmp_path), s3_endpoint_url=s3_endpoint, variant="fp16"
+        )
+        with caplog.at_level("WARNING", logger="ray.serve"):
+            pipe = load_pipeline(settings, PLAN)
+        assert pipe.unet is not None
+        assert "no 'fp16' weights" in caplog.text
 
 
 def test_missing_prefix_is_a_clear_error(uploaded_model: str, s3_endpoint: str, tmp_path: Path) -> None:
@@ -109,3 +231,47 @@ def test_s3_model_loads_through_from_pretrained_like_the_local_one(
     local = render(str(tiny_model_dir))
     assert abs(from_s3 - local).max() == 0
     assert (tmp_path / BUCKET / "models" / "tiny-sd" / "model_index.json").exists()
+
+
+def test_file_selection_follows_diffusers_naming() -> None:
+    from serve_app.weight_files import select_files
+
+    listing = [
+        "model_index.json",
+        "v1-5-pruned-emaonly.ckpt",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+        "unet/diffusion_pytorch_model.bin",
+        "unet/diffusion_pytorch_model.fp16.bin",
+        "text_encoder/model.fp16-00001-of-00002.safetensors",
+        "text_encoder/model.fp16-00002-of-00002.safetensors",
+        "text_encoder/model.safetensors.index.fp16.json",
+        "text_encoder/model.safetensors",
+        "safety_checker/model-00001-of-00002.fp16.safetensors",  # legacy shard naming
+        "safety_checker/model.safetensors.fp16.index.json",
+        "vae/diffusion_pytorch_model.bin",  # no fp16 here: the default weights
+        "vae/flax_model.msgpack",
+        "tokenizer/vocab.json",
+    ]
+    fp16 = select_files(listing, "fp16")
+    assert fp16.variant == "fp16"
+    assert fp16.files == sorted(
+        [
+            "model_index.json",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.fp16.safetensors",
+            "text_encoder/model.fp16-00001-of-00002.safetensors",
+            "text_encoder/model.fp16-00002-of-00002.safetensors",
+            "text_encoder/model.safetensors.index.fp16.json",
+            "safety_checker/model-00001-of-00002.fp16.safetensors",
+            "safety_checker/model.safetensors.fp16.index.json",
+            "vae/diffusion_pytorch_model.bin",
+            "tokenizer/vocab.json",
+        ]
+    )
+    default = select_files(listing, None)
+    assert "unet/diffusion_pytorch_model.safetensors" in default.files
+    assert not any(".fp16" in f or f.endswith((".ckpt", ".msgpack")) for f in default.files)
+    assert select_files(listing, "bf16").files == default.files
+    assert select_files(listing, "bf16").variant is None
