@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from serve_app.generation import ImageJob
+from serve_app.load_tracking import LoadTracker, work_units
+
 
 class JobsPerUser:
     """Concurrent renders per Discord user, on this ingress replica."""
@@ -44,3 +47,18 @@ def banned_word_in(texts: list[str], banned_words: list[str]) -> str | None:
 
 def guild_allowed(guild_id: str | None, allowed_guilds: list[str]) -> bool:
     return not allowed_guilds or (guild_id is not None and guild_id in allowed_guilds)
+
+
+def expected_wait_s(load: LoadTracker, job: ImageJob, cold_start_s: float) -> float:
+    """Seconds until ``job``'s image would be ready if it were admitted now.
+
+    The work already in flight on this ingress, plus the job's own, at the measured speed, as if
+    one replica served it all (more replicas only make the real wait shorter). Before anything
+    was measured the model may well be scaled to zero: a replica must start and load the weights
+    first, so the estimate is the configured cold start, never 0.
+    """
+    own = work_units(job.steps, job.width, job.height)
+    if load.seconds_per_unit is None:
+        return cold_start_s
+    queued = load.in_flight * (load.units_per_image or own)
+    return (queued + own) * load.seconds_per_unit

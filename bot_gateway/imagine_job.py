@@ -1,28 +1,35 @@
-"""One ``/imagine`` after Discord got its deferred answer: render, show progress, deliver or explain.
+"""Delivering a Discord ``/imagine`` job: show progress, then the image or the reason, in its message.
 
-This runs as a background task on the ingress, because the interaction request itself must be
-answered within Discord's 3 seconds, long before any image exists. From here on the only way to
-reach the user is editing the deferred message, so every outcome ends in an edit: the image, or
-a clear error. No interaction is left "thinking".
+Discord got its deferred answer long before any image exists, so the only way left to reach the
+user is editing that message with the interaction token, and the token dies 15 minutes after the
+command. This is the job runner's delivery for Discord jobs: it wraps the run (fresh, or adopted
+by another replica after its ingress died: the record carries the token and what the message
+shows) and every outcome ends in an edit while the token still works. A job whose token is
+already dead is not rendered at all: the runner fails it on its deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from bot_gateway.attachments import AttachmentTooLargeError, fit_attachment
 from bot_gateway.messages import failed_message, finished_message, progress_text
-from bot_gateway.protocol import Interaction
-from bot_gateway.webhook_client import TOKEN_LIFETIME_S, DiscordWebhookClient
-from serve_app.generation import ImageJob, ProgressEvent
-from serve_app.predictions import PredictionRecord, PredictionService
+from bot_gateway.webhook_client import DiscordWebhookClient
+from serve_app.generation import ProgressEvent
+from serve_app.job_records import JobStore, PredictionRecord
+from serve_app.job_runner import Execute
+from serve_app.settings import AppSettings
 
 logger = logging.getLogger("ray.serve")
 
-# Leave room for the final edit itself before the token dies.
-DEADLINE_MARGIN_S = 15.0
+# The render must stop this long before the token dies: room to store the image, read it back,
+# re-encode it and upload it, or to edit in the reason it failed.
+DELIVERY_MARGIN_S = 30.0
+# The last edit must start a little before the token's end, not at it.
+EDIT_SLACK_S = 2.0
 
 
 class ProgressPublisher:
@@ -63,59 +70,88 @@ class ProgressPublisher:
                 pass
 
 
-async def run_imagine(
-    interaction: Interaction,
-    record: PredictionRecord,
-    predictions: PredictionService,
-    webhook: DiscordWebhookClient,
-    progress_interval_s: float,
-    received_at: float,
-) -> None:
-    """Render through the shared job mechanism (stored, retried), then edit the Discord message."""
-    deadline = received_at + TOKEN_LIFETIME_S - DEADLINE_MARGIN_S
-    token = interaction.token
-    job = ImageJob(**record.jobs[0])
-
-    async def show(text: str) -> None:
-        await webhook.edit_original(token, {"content": text}, deadline=deadline)
-
-    publisher = ProgressPublisher(show, progress_interval_s)
-    try:
-        final = await predictions.execute(record, observer=publisher)
-        await publisher.stop()
-        if final.status != "succeeded":
-            raise RenderFailedError(final.error or "The render was canceled.")
-        store = predictions.store
-        png = await asyncio.to_thread(store.get_image, final.image_ids[0])
-        if png is None:
-            raise RenderFailedError("The image was rendered but could not be read back from storage.")
-        attachment, note = fit_attachment(png, interaction.attachment_size_limit, f"imagine-{job.seed}")
-        link = (
-            store.image_url(final.image_ids[0], record.base_url)
-            if record.base_url or store.kind == "s3"
-            else None
-        )
-        await webhook.edit_original(
-            token,
-            finished_message(job, attachment.filename, final.predict_time_s or 0.0, note, link),
-            attachment,
-            deadline=deadline,
-        )
-    except Exception as error:
-        logger.warning("imagine %s failed: %r", interaction.id, error)
-        await publisher.stop()
-        reason = (
-            str(error)
-            if isinstance(error, RenderFailedError | AttachmentTooLargeError)
-            else ("Something went wrong while delivering the image. Try again.")
-        )
-        try:
-            await webhook.edit_original(token, failed_message(job, reason), deadline=deadline)
-        except Exception:
-            logger.exception("could not tell Discord that interaction %s failed", interaction.id)
-    finally:
-        await publisher.stop()  # idempotent; covers cancellation
-
-
 class RenderFailedError(Exception):
     """The job ended without an image; the message says why."""
+
+
+def failure_reason(record: PredictionRecord) -> str:
+    if record.status == "canceled":
+        return "The render was canceled."
+    if record.error_code == "deadline":
+        return (
+            "The image could not be finished within the 15 minutes Discord allows a command "
+            "(the queue is long). Try again in a few minutes."
+        )
+    return record.error or "The render failed."
+
+
+class DiscordDelivery:
+    """The job runner's delivery for ``source == "discord"`` jobs."""
+
+    def __init__(self, jobs: JobStore, settings: AppSettings) -> None:
+        self._jobs = jobs
+        self._settings = settings
+
+    async def __call__(self, record: PredictionRecord, execute: Execute) -> None:
+        target = record.discord
+        if target is None:
+            logger.error("discord job %s has no message to edit", record.id)
+            await execute(None)
+            return
+        job = record.image_jobs()[0]
+        # A monotonic deadline for the edits: the wall clock may jump, the token's life does not.
+        edit_deadline = time.monotonic() + (target.token_expires_at - time.time()) - EDIT_SLACK_S
+        async with DiscordWebhookClient(
+            self._settings.discord_api_base_url,
+            target.application_id,
+            retry_initial_s=self._settings.discord_retry_initial_s,
+        ) as webhook:
+
+            async def show(text: str) -> None:
+                await webhook.edit_original(target.token, {"content": text}, deadline=edit_deadline)
+
+            if time.monotonic() >= edit_deadline:
+                # Nobody can see this job any more: the runner fails it on its deadline, unrendered.
+                final = await execute(None)
+                logger.warning("discord job %s: token expired, %s without rendering", record.id, final.status)
+                return
+            publisher = ProgressPublisher(show, self._settings.discord_progress_interval_s)
+            try:
+                final = await execute(publisher)
+            finally:
+                await publisher.stop()  # also on cancellation: no progress edit after the final one
+            try:
+                if final.status != "succeeded":
+                    raise RenderFailedError(failure_reason(final))
+                store = self._jobs.images
+                remaining = edit_deadline - time.monotonic()
+                png = await asyncio.wait_for(
+                    asyncio.to_thread(store.get_image, final.image_ids[0]), remaining
+                )
+                if png is None:
+                    raise RenderFailedError("The image was rendered but could not be read back from storage.")
+                attachment, note = fit_attachment(png, target.attachment_size_limit, f"imagine-{job.seed}")
+                link = (
+                    store.image_url(final.image_ids[0], record.base_url)
+                    if record.base_url or store.kind == "s3"
+                    else None
+                )
+                await webhook.edit_original(
+                    target.token,
+                    finished_message(job, attachment.filename, final.predict_time_s or 0.0, note, link),
+                    attachment,
+                    deadline=edit_deadline,
+                )
+            except Exception as error:
+                logger.warning("discord job %s not delivered: %r", record.id, error)
+                reason = (
+                    str(error)
+                    if isinstance(error, RenderFailedError | AttachmentTooLargeError)
+                    else "Something went wrong while delivering the image. Try again."
+                )
+                try:
+                    await webhook.edit_original(
+                        target.token, failed_message(job, reason), deadline=edit_deadline
+                    )
+                except Exception:
+                    logger.exception("could not tell Discord that job %s failed", record.id)

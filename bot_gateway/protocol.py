@@ -38,6 +38,9 @@ class OptionType(IntEnum):
 
 EPHEMERAL = 64
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
+DISCORD_EPOCH_MS = 1_420_070_400_000
+# An interaction token works this long after the interaction was created.
+TOKEN_LIFETIME_S = 15 * 60
 
 
 class _Lenient(BaseModel):
@@ -92,6 +95,20 @@ class Interaction(_Lenient):
     user: User | None = None
     message: Message | None = None
     attachment_size_limit: int = DEFAULT_ATTACHMENT_LIMIT
+
+    def created_at(self, received_at: float) -> float:
+        """When Discord created the interaction (epoch seconds): its token dies 15 minutes later.
+
+        The id is a snowflake that carries its creation time; ``received_at`` (our clock) is the
+        fallback when the id does not look like one from the last 15 minutes.
+        """
+        try:
+            created = ((int(self.id) >> 22) + DISCORD_EPOCH_MS) / 1000
+        except ValueError:
+            return received_at
+        if received_at - TOKEN_LIFETIME_S < created <= received_at + 60:
+            return min(created, received_at)
+        return received_at
 
     @property
     def user_id(self) -> str | None:

@@ -2,14 +2,14 @@
 
 Discord gives an interactions endpoint 3 seconds for its first answer. Rendering takes longer, so
 ``/imagine`` (and a button click) is answered at once with a deferred response (type 5, the
-"thinking…" state), the render starts as a background task on this replica, and the result
+"thinking…" state), the job is stored and started through the shared job runner, and the result
 arrives later by editing that message (see ``imagine_job``). Nothing in this request waits on
-the model.
+the model, and the one storage write it needs is bounded: a store that does not answer in time
+turns into an ephemeral "try again", never into a missed deadline.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -20,27 +20,30 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from bot_gateway.admission import JobsPerUser, banned_word_in, guild_allowed
+from bot_gateway.admission import JobsPerUser, banned_word_in, expected_wait_s, guild_allowed
 from bot_gateway.commands import IMAGINE, CommandOptionError, params_from_options
-from bot_gateway.imagine_job import run_imagine
+from bot_gateway.imagine_job import DELIVERY_MARGIN_S
 from bot_gateway.messages import REROLL_ID, RETRY_ID, UnreadableMessageError, params_from_embed
-from bot_gateway.protocol import Interaction, InteractionType, ResponseType, ephemeral
+from bot_gateway.protocol import TOKEN_LIFETIME_S, Interaction, InteractionType, ResponseType, ephemeral
 from bot_gateway.verification import InvalidSignatureError, verify_interaction
-from bot_gateway.webhook_client import DiscordWebhookClient
 from serve_app.errors import InvalidRequestError, ServiceUnavailableError, error_body
-from serve_app.predictions import PredictionRecord, PredictionService
-from serve_app.schemas import GenerationParams, build_jobs
+from serve_app.job_records import DiscordTarget, PredictionRecord, new_record
+from serve_app.job_runner import JobRunner
+from serve_app.schemas import GenerationParams
 from serve_app.secret_source import CredentialSource
 from serve_app.settings import AppSettings
 
 logger = logging.getLogger("ray.serve")
 
 MAX_BODY_BYTES = 1024 * 1024
+# Storing the job is the only wait before the ACK, and Discord drops an answer after 3 s: past
+# this the store counts as down for this interaction.
+ACCEPT_TIMEOUT_S = 1.5
 
 
 @dataclass(frozen=True)
 class _Context:
-    received_at: float
+    received_at: float  # epoch seconds
     application_id: str
     base_url: str
 
@@ -50,24 +53,11 @@ def _client_error(status: int, message: str, error_type: str) -> JSONResponse:
 
 
 class InteractionHandler:
-    def __init__(
-        self, settings: AppSettings, predictions: PredictionService, credentials: CredentialSource
-    ) -> None:
+    def __init__(self, settings: AppSettings, runner: JobRunner, credentials: CredentialSource) -> None:
         self._settings = settings
-        self._predictions = predictions
+        self._runner = runner
         self._credentials = credentials
         self._limits = JobsPerUser(settings.discord_max_jobs_per_user)
-        self._webhooks: dict[str, DiscordWebhookClient] = {}
-        self._tasks: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps only weak ones
-
-    def webhook(self, application_id: str) -> DiscordWebhookClient:
-        if application_id not in self._webhooks:
-            self._webhooks[application_id] = DiscordWebhookClient(
-                self._settings.discord_api_base_url,
-                application_id,
-                retry_initial_s=self._settings.discord_retry_initial_s,
-            )
-        return self._webhooks[application_id]
 
     async def handle(self, request: Request) -> JSONResponse:
         credentials = await self._credentials.current()
@@ -90,11 +80,15 @@ class InteractionHandler:
             logger.info("rejected interaction: %s", error)
             return _client_error(401, "Invalid request signature.", "authentication_error")
         try:
-            interaction = Interaction.model_validate(json.loads(body))
+            document = json.loads(body)
+            if isinstance(document, dict) and document.get("type") == InteractionType.PING:
+                # Discord checks the endpoint with PINGs and needs nothing but the type to answer one.
+                return JSONResponse({"type": ResponseType.PONG})
+            interaction = Interaction.model_validate(document)
         except (ValueError, ValidationError) as error:
             return _client_error(400, f"Malformed interaction: {error}", "invalid_request_error")
         context = _Context(
-            received_at=time.monotonic(),
+            received_at=time.time(),
             application_id=str(credentials.discord_application_id),
             base_url=(self._settings.public_base_url or str(request.base_url)).rstrip("/"),
         )
@@ -137,12 +131,16 @@ class InteractionHandler:
         word = banned_word_in([params.prompt, params.negative_prompt], settings.discord_banned_words)
         if word is not None:
             return ephemeral(f"Your prompt contains a word that is not allowed here ({word!r}).")
+        token_expires_at = interaction.created_at(context.received_at) + TOKEN_LIFETIME_S
         try:
-            build_jobs(params, 1, settings)  # validate before anything is stored
+            record = self._record(interaction, params, context, token_expires_at)
         except InvalidRequestError as error:
             return ephemeral(f"Invalid options: {error.message}")
-        expected = self._predictions.client.load.expected_wait_s()
-        if expected > settings.discord_max_wait_s:
+        # The job must be rendered by its deadline; anything expected to take longer is refused now.
+        job = record.image_jobs()[0]
+        expected = expected_wait_s(self._runner.client.load, job, settings.discord_cold_start_s)
+        allowed = min(settings.discord_max_wait_s, float(record.deadline_at or 0) - time.time())
+        if expected > allowed:
             return ephemeral(
                 f"The queue is too long right now (about {expected / 60:.0f} min); "
                 "try again in a few minutes."
@@ -153,29 +151,39 @@ class InteractionHandler:
                 "wait for one to finish."
             )
         try:
-            record = await self._predictions.create(params, 1, None, "discord", context.base_url)
-        except Exception:
+            await self._runner.jobs.accept(record, timeout_s=ACCEPT_TIMEOUT_S)
+        except Exception as error:
             self._limits.release(user_id)
-            raise
-        task = asyncio.create_task(self._run(interaction, record, user_id, context))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            logger.warning("discord job not queued: the store failed (%s)", type(error).__name__)
+            return ephemeral("Could not queue your image: storage is not answering. Try again in a moment.")
+        task = self._runner.start(record)
+        task.add_done_callback(lambda _: self._limits.release(user_id))
         return {"type": ResponseType.DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE}
 
-    async def _run(
-        self, interaction: Interaction, record: PredictionRecord, user_id: str, context: _Context
-    ) -> None:
-        try:
-            await run_imagine(
-                interaction,
-                record,
-                self._predictions,
-                self.webhook(context.application_id),
-                self._settings.discord_progress_interval_s,
-                context.received_at,
-            )
-        finally:
-            self._limits.release(user_id)
+    def _record(
+        self,
+        interaction: Interaction,
+        params: GenerationParams,
+        context: _Context,
+        token_expires_at: float,
+    ) -> PredictionRecord:
+        """The job with everything its delivery needs: any replica can finish it and edit the message."""
+        target = DiscordTarget(
+            application_id=context.application_id,
+            interaction_id=interaction.id,
+            token=interaction.token,
+            token_expires_at=token_expires_at,
+            attachment_size_limit=interaction.attachment_size_limit,
+        )
+        return new_record(
+            params,
+            1,
+            self._settings,
+            "discord",
+            base_url=context.base_url,
+            discord=target,
+            deadline_at=token_expires_at - DELIVERY_MARGIN_S,
+        )
 
 
 def _short(error: Exception) -> str:
@@ -200,10 +208,10 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
 
 
 def create_discord_router(
-    settings: AppSettings, predictions: PredictionService, credentials: CredentialSource
+    settings: AppSettings, runner: JobRunner, credentials: CredentialSource
 ) -> APIRouter:
     router = APIRouter()
-    handler = InteractionHandler(settings, predictions, credentials)
+    handler = InteractionHandler(settings, runner, credentials)
 
     @router.post("/discord/interactions", include_in_schema=True, summary="Discord interactions endpoint")
     async def discord_interactions(request: Request) -> JSONResponse:

@@ -17,9 +17,10 @@ from typing import Any
 
 import httpx
 
+from bot_gateway.protocol import TOKEN_LIFETIME_S
+
 logger = logging.getLogger("ray.serve")
 
-TOKEN_LIFETIME_S = 15 * 60
 USER_AGENT = "DiscordBot (https://github.com/raydiffusion/raydiffusion, 0.1.0)"
 MAX_BACKOFF_S = 30.0
 
@@ -43,6 +44,8 @@ class Attachment:
 
 
 class DiscordWebhookClient:
+    """One job's connection to Discord: open it with ``async with`` so its sockets close with the job."""
+
     def __init__(
         self,
         api_base_url: str,
@@ -113,6 +116,16 @@ class DiscordWebhookClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    async def __aenter__(self) -> DiscordWebhookClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def closed(self) -> bool:
+        return self._http.is_closed
 
 
 def _retry_after(response: httpx.Response) -> float:

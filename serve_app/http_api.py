@@ -17,13 +17,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
+from bot_gateway.imagine_job import DiscordDelivery
 from bot_gateway.router import create_discord_router
 from serve_app.errors import AuthenticationError, NotFoundError, install_error_handlers
 from serve_app.image_store import IMAGE_ID, create_store, save_results
+from serve_app.job_adoption import JobAdopter
+from serve_app.job_records import JobStore
+from serve_app.job_runner import JobRunner
 from serve_app.model_client import ModelClient
-from serve_app.predictions import PredictionService, prediction_view
+from serve_app.prediction_api import WebhookDelivery, create_prediction_router
 from serve_app.schemas import (
     GenerationParams,
     ImageData,
@@ -33,19 +36,6 @@ from serve_app.schemas import (
 )
 from serve_app.secret_source import CredentialSource
 from serve_app.settings import AppSettings
-
-
-class PredictionInput(GenerationParams):
-    n: int = Field(default=1, ge=1, le=64)
-
-
-class PredictionRequest(BaseModel):
-    """Replicate's ``POST /v1/predictions`` body."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    input: PredictionInput
-    webhook: HttpUrl | None = None
 
 
 def api_key_guard(credentials: CredentialSource) -> Any:
@@ -76,15 +66,23 @@ def base_url_of(request: Request, settings: AppSettings) -> str:
 
 def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
     store = create_store(settings)
-    predictions = PredictionService(client, store, settings)
+    jobs = JobStore(store)
+    runner = JobRunner(
+        client,
+        jobs,
+        settings,
+        deliveries={"api": WebhookDelivery(jobs, settings), "discord": DiscordDelivery(jobs, settings)},
+    )
+    adopter = JobAdopter(runner, jobs, settings)
     credentials = CredentialSource(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Adopt jobs whose ingress died (and keep doing so): nothing accepted is left running forever.
-        sweeper = asyncio.create_task(predictions.sweep_forever())
+        sweeper = asyncio.create_task(adopter.sweep_forever())
         yield
         sweeper.cancel()
+        await runner.shutdown()  # jobs left unfinished are adopted by another (or the next) replica
 
     app = FastAPI(
         title="raydiffusion",
@@ -170,31 +168,6 @@ def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
             "has_more": next_cursor is not None,
         }
 
-    @protected.post("/v1/predictions", status_code=201)
-    async def create_prediction(body: PredictionRequest, request: Request) -> JSONResponse:
-        params = GenerationParams.model_validate(body.input.model_dump(exclude={"n"}))
-        base = base_url_of(request, settings)
-        record = await predictions.create(
-            params, body.input.n, str(body.webhook) if body.webhook else None, "api", base
-        )
-        predictions.start(record)
-        view = prediction_view(record, store, base)
-        return JSONResponse(view, status_code=201, headers={"Location": view["urls"]["get"]})
-
-    @protected.get("/v1/predictions/{prediction_id}")
-    async def get_prediction(prediction_id: str, request: Request) -> dict[str, Any]:
-        record = await predictions.load(prediction_id)
-        if record is None:
-            raise _no_such_prediction()
-        return prediction_view(record, store, base_url_of(request, settings))
-
-    @protected.post("/v1/predictions/{prediction_id}/cancel")
-    async def cancel_prediction(prediction_id: str, request: Request) -> dict[str, Any]:
-        record = await predictions.cancel(prediction_id)
-        if record is None:
-            raise _no_such_prediction()
-        return prediction_view(record, store, base_url_of(request, settings))
-
     @protected.get("/v1/models")
     async def list_models() -> JSONResponse:
         info = await client.describe()
@@ -214,10 +187,7 @@ def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
         )
 
     app.include_router(protected)
+    app.include_router(create_prediction_router(runner, settings, protected.dependencies))
     # Discord authenticates with its own signatures, not API keys.
-    app.include_router(create_discord_router(settings, predictions, credentials))
+    app.include_router(create_discord_router(settings, runner, credentials))
     return app
-
-
-def _no_such_prediction() -> NotFoundError:
-    return NotFoundError("No such prediction.", param="prediction_id")

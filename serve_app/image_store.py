@@ -45,6 +45,14 @@ class ImageStore(Protocol):
 
     def put_json(self, key: str, value: dict[str, Any]) -> None: ...
 
+    def create_json(self, key: str, value: dict[str, Any]) -> bool:
+        """Write ``key`` only if it does not exist yet; False when another writer got there first.
+
+        The one primitive that lets several ingress replicas agree without a lock service: claiming
+        a job (``job_records.JobStore.claim``) is creating a key that only one of them can create.
+        """
+        ...
+
     def get_json(self, key: str) -> dict[str, Any] | None: ...
 
     def delete(self, key: str) -> None: ...
@@ -95,6 +103,21 @@ class LocalImageStore:
 
     def put_json(self, key: str, value: dict[str, Any]) -> None:
         self._write(key, json.dumps(value).encode())
+
+    def create_json(self, key: str, value: dict[str, Any]) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        partial.write_bytes(json.dumps(value).encode())
+        try:
+            # link() fails if the name exists, atomically, and publishes a complete file: an
+            # O_EXCL create would let a reader see it empty before the content is written.
+            os.link(partial, path)
+        except FileExistsError:
+            return False
+        finally:
+            partial.unlink(missing_ok=True)
+        return True
 
     def get_json(self, key: str) -> dict[str, Any] | None:
         path = self._path(key)
@@ -172,6 +195,24 @@ class S3ImageStore:
             Body=json.dumps(value).encode(),
             ContentType="application/json",
         )
+
+    def create_json(self, key: str, value: dict[str, Any]) -> bool:
+        try:
+            # S3 conditional writes: the put fails with 412 when the key already exists.
+            self._s3.put_object(
+                Bucket=self._bucket,
+                Key=self._key(key),
+                Body=json.dumps(value).encode(),
+                ContentType="application/json",
+                IfNoneMatch="*",
+            )
+        except self._s3.exceptions.ClientError as error:
+            # 409 ConditionalRequestConflict: a concurrent conditional put of the same key is in flight.
+            code = error.response.get("Error", {}).get("Code")
+            if code in {"PreconditionFailed", "ConditionalRequestConflict"}:
+                return False
+            raise
+        return True
 
     def get_json(self, key: str) -> dict[str, Any] | None:
         data = self._get(key)

@@ -19,7 +19,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentRes
 
 from serve_app.errors import GenerationFailedError, GenerationTimeoutError, OverloadedError
 from serve_app.generation import ImageJob, ImageResult, ProgressEvent
-from serve_app.load_tracking import LoadTracker
+from serve_app.load_tracking import LoadTracker, work_units
 
 logger = logging.getLogger("ray.serve")
 
@@ -65,7 +65,7 @@ class ModelClient:
         finally:
             self.load.finished(len(jobs))
         for result in results:
-            self.load.observe(result.render_s, result.batch_size)
+            self.load.observe(result.render_s, result.batch_size, _units(result))
         return results
 
     async def generate_stream(self, job: ImageJob) -> AsyncIterator[ProgressEvent | ImageResult]:
@@ -77,7 +77,7 @@ class ModelClient:
                 stream = self._handle.options(stream=True).generate_stream.remote(job)
                 async for event in stream:
                     if isinstance(event, ImageResult):
-                        self.load.observe(event.render_s, event.batch_size)
+                        self.load.observe(event.render_s, event.batch_size, _units(event))
                     yield event
         except BaseException as error:
             if stream is not None:
@@ -101,6 +101,10 @@ class ModelClient:
             return error
         logger.error("generation failed: %r", error)
         return GenerationFailedError(f"Image generation failed: {type(error).__name__}.")
+
+
+def _units(result: ImageResult) -> float:
+    return work_units(result.steps, result.width, result.height)
 
 
 async def _awaitable(response: DeploymentResponse) -> ImageResult:

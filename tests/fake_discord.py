@@ -6,6 +6,7 @@ scripted to answer 429 or 5xx for the next calls to a path, to exercise the bot'
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -27,6 +28,7 @@ class RecordedCall:
     status: int
     json: Any = None
     files: dict[str, tuple[str, str, bytes]] = field(default_factory=dict)  # part -> (name, type, data)
+    connection: int = 0  # which TCP connection carried it (see FakeDiscord.closed_connections)
 
     @property
     def payload(self) -> Any:
@@ -43,6 +45,8 @@ class ScriptedAnswer:
 class FakeDiscord:
     def __init__(self) -> None:
         self.calls: list[RecordedCall] = []
+        self.closed_connections: set[int] = set()
+        self._connection_ids = itertools.count(1)
         self._script: dict[str, list[ScriptedAnswer]] = {}
         self._lock = threading.Lock()
         self._condition = threading.Condition(self._lock)
@@ -53,6 +57,16 @@ class FakeDiscord:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                self.connection_id = next(fake._connection_ids)
+
+            def finish(self) -> None:
+                super().finish()
+                with fake._condition:  # the client closed the connection (or it broke)
+                    fake.closed_connections.add(self.connection_id)
+                    fake._condition.notify_all()
 
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
@@ -97,6 +111,19 @@ class FakeDiscord:
                 self._condition.wait(remaining)
             return list(self.calls)
 
+    def wait_closed(self, path_part: str, timeout_s: float) -> None:
+        """Wait until every connection that carried a call to ``path_part`` has been closed."""
+        deadline = time.monotonic() + timeout_s
+        with self._condition:
+            while True:
+                used = {c.connection for c in self.calls if path_part in c.path}
+                if used <= self.closed_connections:
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"{len(used - self.closed_connections)} connection(s) left open")
+                self._condition.wait(remaining)
+
     def summary(self) -> list[tuple[str, str, int]]:
         return [(c.method, c.path.split("/")[-1], c.status) for c in self.calls]
 
@@ -108,6 +135,7 @@ class FakeDiscord:
             headers={k.lower(): v for k, v in handler.headers.items()},
             at=time.monotonic(),
             status=200,
+            connection=handler.connection_id,
         )
         if content_type.startswith("multipart/form-data"):
             message = BytesParser(policy=default_policy).parsebytes(
@@ -147,6 +175,12 @@ class FakeDiscord:
         if call.method == "PUT" and call.path.endswith("/commands"):
             return [{"id": str(1000 + i), **command} for i, command in enumerate(call.json or [])]
         return {"id": "1", **(call.json or {})}
+
+
+def snowflake(created_at: float | None = None) -> str:
+    """An id as Discord makes them: the creation time in milliseconds since 2015 in the top bits."""
+    created_ms = int((time.time() if created_at is None else created_at) * 1000)
+    return str(((created_ms - 1_420_070_400_000) << 22) | (time.monotonic_ns() & 0x3FFFFF))
 
 
 class DiscordSigner:

@@ -61,7 +61,7 @@ def deploy_fixed_capacity_app(
     from ray import serve
 
     from serve_app.diffusion_model import DiffusionModel
-    from serve_app.ingress import Ingress
+    from serve_app.ingress import ingress_deployment
 
     model = DiffusionModel.options(
         max_ongoing_requests=in_flight,
@@ -69,4 +69,38 @@ def deploy_fixed_capacity_app(
         autoscaling_config={"min_replicas": 1, "max_replicas": 1},
         user_config={"max_batch_size": in_flight, "batch_wait_timeout_s": batch_wait_s},
     ).bind(settings)
-    serve.run(Ingress.bind(model, settings), name=name, route_prefix=route_prefix)
+    serve.run(ingress_deployment(settings).bind(model, settings), name=name, route_prefix=route_prefix)
+
+
+class HangingServer:
+    """A TCP endpoint that accepts connections and never answers: a store (or API) that hangs."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self._clients: list[socket.socket] = []
+        self._closed = threading.Event()
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._socket.accept()
+            except OSError:
+                return
+            self._clients.append(client)  # held open, never read from or written to
+
+    def close(self) -> None:
+        import contextlib
+        import socket
+
+        self._closed.set()
+        # shutdown() wakes the thread blocked in accept(); close() alone leaves the port listening.
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)
+        self._socket.close()
+        for client in self._clients:
+            client.close()

@@ -11,7 +11,7 @@ import pytest
 from fake_discord import DiscordSigner, FakeDiscord, ScriptedAnswer
 from PIL import Image
 
-from bot_gateway.admission import JobsPerUser, banned_word_in, guild_allowed
+from bot_gateway.admission import JobsPerUser, banned_word_in, expected_wait_s, guild_allowed
 from bot_gateway.attachments import AttachmentTooLargeError, fit_attachment
 from bot_gateway.commands import CommandOptionError, imagine_command, params_from_options
 from bot_gateway.messages import (
@@ -154,13 +154,18 @@ def test_guild_allow_list() -> None:
     assert not guild_allowed(None, ["1"])
 
 
-def test_wait_estimate_grows_with_work_in_flight() -> None:
+def test_wait_estimate_is_the_cold_start_before_any_measurement_then_grows_with_work() -> None:
     tracker = LoadTracker()
-    assert tracker.expected_wait_s() == 0.0
-    tracker.observe(render_s=8.0, batch_size=4)  # 2 s per image
-    assert tracker.expected_wait_s() == pytest.approx(2.0)
-    tracker.started(9)
-    assert tracker.expected_wait_s() == pytest.approx(20.0)
+    small = ImageJob("x", 512, 512, 10, 7.5, "ddim", seed=1)
+    # Cold start: nothing measured yet, so a replica may still have to start; never 0.
+    assert expected_wait_s(tracker, small, cold_start_s=90.0) == 90.0
+    tracker.observe(render_s=8.0, batch_size=4, units=10.0)  # 2 s per image of 10 steps at 512x512
+    assert expected_wait_s(tracker, small, cold_start_s=90.0) == pytest.approx(2.0)
+    # Cost follows steps and pixels: 40 steps at 1024x1024 is 16 times that work.
+    big = ImageJob("x", 1024, 1024, 40, 7.5, "ddim", seed=1)
+    assert expected_wait_s(tracker, big, cold_start_s=90.0) == pytest.approx(32.0)
+    tracker.started(9)  # nine images in flight, each like the ones measured
+    assert expected_wait_s(tracker, small, cold_start_s=90.0) == pytest.approx(20.0)
     tracker.finished(9)
     tracker.finished(1)
     assert tracker.in_flight == 0

@@ -6,6 +6,7 @@ interactions are signed with a test Ed25519 key exactly as Discord signs them.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -19,16 +20,46 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fake_discord import DiscordSigner, FakeDiscord, RecordedCall, ScriptedAnswer
+import ray
+from fake_discord import DiscordSigner, FakeDiscord, RecordedCall, ScriptedAnswer, snowflake
 from ray import serve
-from support import decode_png, deploy_fixed_capacity_app, wait_for
+from support import HangingServer, decode_png, deploy_fixed_capacity_app, wait_for
 
+from bot_gateway.imagine_job import DELIVERY_MARGIN_S
+from bot_gateway.protocol import TOKEN_LIFETIME_S
 from serve_app.app import build_app
+from serve_app.generation import ImageJob
+from serve_app.image_store import LocalImageStore
+from serve_app.job_records import DiscordTarget, JobStore, PredictionRecord
 from serve_app.settings import AppSettings
 
 APP_ID = "app123"
 GUILD = "g1"
 PROGRESS_INTERVAL_S = 0.3
+
+
+@pytest.fixture(scope="module")
+def aws_env() -> Iterator[None]:
+    """Credentials for the app whose S3 store hangs, set before Ray starts so replicas inherit them."""
+    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict(zip(names, ("testing", "testing", "us-east-1"), strict=True)))
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="module")
+def serve_url(aws_env: None, serve_url: str) -> str:
+    return serve_url
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bot-store")
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +88,18 @@ def discord_args(fake: FakeDiscord, signer: DiscordSigner) -> dict:
 
 
 @pytest.fixture(scope="module")
-def bot(serve_url: str, tiny_model_dir: Path, fake: FakeDiscord, signer: DiscordSigner) -> str:
+def bot(
+    serve_url: str, tiny_model_dir: Path, fake: FakeDiscord, signer: DiscordSigner, data_dir: Path
+) -> str:
     args = {
         "model": str(tiny_model_dir),
         "default_size": "64x64",
         "default_steps": 4,
         "max_steps": 100,
+        "data_dir": str(data_dir),
+        # Jobs whose ingress died are adopted within seconds (heartbeats come every second).
+        "prediction_stale_s": 4,
+        "prediction_sweep_interval_s": 0.5,
         **discord_args(fake, signer),
     }
     serve.run(build_app(args), name="bot", route_prefix="/")
@@ -74,10 +111,17 @@ def clean_fake(fake: FakeDiscord) -> None:
     fake.reset()
 
 
-def command(prompt: str = "a cat", user: str = "u1", guild: str | None = GUILD, **options: object) -> dict:
+def command(
+    prompt: str = "a cat",
+    user: str = "u1",
+    guild: str | None = GUILD,
+    created_at: float | None = None,
+    **options: object,
+) -> dict:
+    """An /imagine interaction; its id is a snowflake of ``created_at`` (now by default), as Discord's are."""
     types = {"negative_prompt": 3, "seed": 4, "steps": 4, "size": 3, "guidance": 10}
     interaction = {
-        "id": str(uuid.uuid4().int)[:18],
+        "id": snowflake(created_at),
         "application_id": APP_ID,
         "type": 2,
         "token": f"tok-{uuid.uuid4().hex}",
@@ -100,7 +144,7 @@ def command(prompt: str = "a cat", user: str = "u1", guild: str | None = GUILD, 
 
 def click(message_payload: dict, custom_id: str, user: str = "u1") -> dict:
     return {
-        "id": str(uuid.uuid4().int)[:18],
+        "id": snowflake(),
         "application_id": APP_ID,
         "type": 3,
         "token": f"tok-{uuid.uuid4().hex}",
@@ -133,12 +177,33 @@ def final_edit(fake: FakeDiscord, token: str, timeout_s: float = 90) -> Recorded
     return [c for c in fake.calls_to(token) if c.status < 300][-1]
 
 
+def assert_nothing_sent(
+    base: str, signer: DiscordSigner, fake: FakeDiscord, token: str, prefix: str = ""
+) -> None:
+    """No edit for ``token``, checked once a later job has been delivered.
+
+    A job started for ``token`` would have edited its message ("Queued") at once, long before a
+    job started after it could render and deliver its image.
+    """
+    sentinel = command("sentinel", user="sentinel", steps=1)
+    assert post(base, signer, sentinel, prefix).json() == {"type": 5}
+    final_edit(fake, sentinel["token"])
+    assert fake.calls_to(token) == []
+
+
 # --- endpoint and verification ---------------------------------------------------------------
 
 
 def test_ping_is_answered_with_pong(bot: str, signer: DiscordSigner) -> None:
     response = post(bot, signer, {"id": "1", "application_id": APP_ID, "type": 1, "token": "t"})
     assert response.status_code == 200
+    assert response.json() == {"type": 1}
+
+
+def test_minimal_ping_is_answered_with_pong(bot: str, signer: DiscordSigner) -> None:
+    # Discord's endpoint check may send nothing but the type; a verified PING always gets PONG.
+    response = post(bot, signer, b'{"type": 1}')
+    assert response.status_code == 200, response.text
     assert response.json() == {"type": 1}
 
 
@@ -187,7 +252,7 @@ def test_bad_signatures_are_401_and_nothing_runs(
     response = httpx.post(f"{bot}/discord/interactions", content=body, headers=headers, timeout=30)
     assert response.status_code == 401, response.text
     assert response.json()["error"]["type"] == "authentication_error"
-    assert fake.calls_to(interaction["token"]) == []
+    assert_nothing_sent(bot, signer, fake, interaction["token"])
 
 
 def test_malformed_payloads_are_4xx(bot: str, signer: DiscordSigner) -> None:
@@ -363,7 +428,7 @@ def test_refusals_are_ephemeral_and_start_nothing(
     body = response.json()
     assert body["type"] == 4 and body["data"]["flags"] == 64
     assert expected in body["data"]["content"]
-    assert fake.calls_to(interaction["token"]) == []
+    assert_nothing_sent(bot, signer, fake, interaction["token"])
 
 
 def test_ack_stays_fast_while_the_model_is_saturated(
@@ -421,7 +486,6 @@ def failing_bot(bot: str, tiny_model_dir: Path, fake: FakeDiscord, signer: Disco
         default_steps=4,
         max_steps=500,
         request_timeout_s=3,
-        discord_max_wait_s=0.001,
         **discord_args(fake, signer),
     )
     deploy_fixed_capacity_app(settings, "failing", "/failing", in_flight=1, queued=1)
@@ -480,15 +544,15 @@ def test_retry_button_keeps_the_seed(failing_bot: str, signer: DiscordSigner, fa
 def test_job_that_cannot_finish_in_the_token_window_is_refused_up_front(
     failing_bot: str, signer: DiscordSigner, fake: FakeDiscord
 ) -> None:
-    # This app refuses any job expected to wait longer than 1 ms, once it has measured a render.
-    first = command("measure me", steps=2)
-    if post(failing_bot, signer, first, prefix="/failing").json() == {"type": 5}:
-        assert final_edit(fake, first["token"]).files
-    refused = command("too late", steps=2)
+    first = command("measure me", steps=2)  # a render has been measured: the estimate is real
+    assert post(failing_bot, signer, first, prefix="/failing").json() == {"type": 5}
+    assert final_edit(fake, first["token"]).files
+    # Created 14 min 40 s ago (its id says so): less time is left than any render takes.
+    refused = command("too late", steps=2, created_at=time.time() - TOKEN_LIFETIME_S + 20)
     body = post(failing_bot, signer, refused, prefix="/failing").json()
     assert body["type"] == 4 and body["data"]["flags"] == 64
     assert "queue is too long" in body["data"]["content"]
-    assert fake.calls_to(refused["token"]) == []
+    assert_nothing_sent(failing_bot, signer, fake, refused["token"], prefix="/failing")
 
 
 # --- registration ----------------------------------------------------------------------------
@@ -536,3 +600,147 @@ def test_register_without_credentials_says_what_to_set() -> None:
     )
     assert result.returncode == 2
     assert "DISCORD_APPLICATION_ID" in result.stderr and "DISCORD_BOT_TOKEN" in result.stderr
+
+
+# --- the token's 15 minutes, connections, adoption, a store that hangs ---------------------------
+
+
+def test_each_job_closes_its_discord_connections(bot: str, signer: DiscordSigner, fake: FakeDiscord) -> None:
+    interaction = command("tidy", steps=2)
+    assert post(bot, signer, interaction).json() == {"type": 5}
+    assert final_edit(fake, interaction["token"]).files
+    fake.wait_closed(interaction["token"], timeout_s=10)
+
+
+def test_a_job_that_cannot_finish_before_its_token_dies_is_stopped_and_says_so(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord
+) -> None:
+    warm = command("warm up", user="late", steps=2)  # measured speed: admission lets the job in
+    assert post(bot, signer, warm).json() == {"type": 5}
+    assert final_edit(fake, warm["token"]).files
+    # Work this ingress does not see (another ingress replica's, say) holds the model for a while.
+    handle = serve.get_deployment_handle("DiffusionModel", app_name="bot")
+    blocker = handle.generate.remote(ImageJob("blocker", 128, 128, 100, 7.5, "ddim", seed=1))
+    blocker_sent = time.time()
+    wait_for(
+        lambda: any(b["at"] >= blocker_sent for b in handle.batch_log.remote().result()),
+        timeout_s=60,
+        what="the blocking render to start",
+    )
+    # Its id says the command was created long ago: 3 s are left before the render must stop.
+    created = time.time() - (TOKEN_LIFETIME_S - DELIVERY_MARGIN_S - 3)
+    interaction = command("too slow", user="late", steps=2, seed=12, created_at=created)
+    assert post(bot, signer, interaction).json() == {"type": 5}
+    final = final_edit(fake, interaction["token"], timeout_s=60)
+    blocker.cancel()
+    token_expires = time.monotonic() + (created + TOKEN_LIFETIME_S - time.time())
+    render_deadline = token_expires - DELIVERY_MARGIN_S
+    assert not final.files
+    assert "15 minutes" in final.json["content"], final.json
+    # Stopped at its deadline and told so, not left waiting for the model until the token died.
+    assert final.at < render_deadline + 6, final.at - render_deadline
+    assert final.at < token_expires
+
+
+def test_discord_job_survives_its_ingress_dying(bot: str, signer: DiscordSigner, fake: FakeDiscord) -> None:
+    interaction = command("outlives its ingress", user="adopted", steps=80, seed=31)
+    assert post(bot, signer, interaction).json() == {"type": 5}
+    fake.wait_for(
+        lambda calls: any(
+            interaction["token"] in c.path and "Rendering" in str((c.json or {}).get("content"))
+            for c in calls
+        ),
+        60,
+        "the render to start",
+    )
+    (ingress,) = [
+        actor
+        for actor in ray.util.list_named_actors(all_namespaces=True)
+        if actor["namespace"] == "serve" and "bot#Ingress" in actor["name"]
+    ]
+    ray.kill(ray.get_actor(ingress["name"], namespace="serve"), no_restart=True)
+    # Serve starts a new ingress; its sweep adopts the silent job and must still edit the message.
+    final = final_edit(fake, interaction["token"], timeout_s=180)
+    assert final.files, final.json
+    fields = {f["name"]: f["value"] for f in final.json["embeds"][0]["fields"]}
+    assert fields["Seed"] == "31"
+
+
+def test_adopted_discord_job_with_a_dead_token_is_not_rendered(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord, data_dir: Path
+) -> None:
+    token = f"tok-{uuid.uuid4().hex}"
+    created = time.time() - TOKEN_LIFETIME_S - 60  # its token died a minute ago
+    record = PredictionRecord(
+        id="pred_expired0000000000001",
+        status="processing",
+        source="discord",
+        input={"prompt": "too old", "n": 1},
+        jobs=[
+            {"prompt": "too old", "width": 64, "height": 64, "steps": 3, "guidance_scale": 7.5,
+             "scheduler": "ddim", "seed": 5, "negative_prompt": ""}
+        ],
+        discord=DiscordTarget(
+            application_id=APP_ID,
+            interaction_id=snowflake(created),
+            token=token,
+            token_expires_at=created + TOKEN_LIFETIME_S,
+            attachment_size_limit=10 * 1024 * 1024,
+        ),
+        deadline_at=created + TOKEN_LIFETIME_S - DELIVERY_MARGIN_S,
+        created_at=created,
+        started_at=created + 1,
+        heartbeat_at=created + 2,  # its ingress died long ago
+        attempts=1,
+    )
+    asyncio.run(JobStore(LocalImageStore(data_dir)).accept(record))
+    with httpx.Client(base_url=bot, timeout=30) as http:
+        final = wait_for(
+            lambda: (body := http.get(f"/v1/predictions/{record.id}").json())["status"] == "failed" and body,
+            60,
+            "the expired job to be failed by the sweep",
+        )
+    assert final["attempts"] == 1  # not rendered again
+    assert "deadline" in final["error"]
+    assert_nothing_sent(bot, signer, fake, token)
+
+
+@pytest.fixture(scope="module")
+def hanging_store_bot(
+    serve_url: str, tiny_model_dir: Path, fake: FakeDiscord, signer: DiscordSigner
+) -> Iterator[str]:
+    """A bot whose S3 store accepts connections and never answers."""
+    hanging = HangingServer()
+    args = {
+        "model": str(tiny_model_dir),
+        "default_size": "64x64",
+        "image_store": "s3",
+        "s3_bucket": "never-answers",
+        "s3_endpoint_url": hanging.url,
+        **discord_args(fake, signer),
+    }
+    serve.run(build_app(args), name="hanging", route_prefix="/hanging")
+    yield serve_url
+    serve.delete("hanging")
+    hanging.close()
+
+
+def test_ack_is_fast_and_says_try_again_when_the_store_hangs(
+    hanging_store_bot: str, signer: DiscordSigner
+) -> None:
+    interaction = command("stored nowhere")
+    started = time.monotonic()
+    response = post(hanging_store_bot, signer, interaction, prefix="/hanging")
+    ack_s = time.monotonic() - started
+    assert ack_s < 3.0, ack_s
+    body = response.json()
+    assert body["type"] == 4 and body["data"]["flags"] == 64, body
+    assert "Try again" in body["data"]["content"]
+
+
+def test_cold_start_wait_is_not_zero(hanging_store_bot: str, signer: DiscordSigner) -> None:
+    # Nothing was ever rendered by this app: the wait is the cold-start estimate (120 s by
+    # default), more than the minute this interaction has left before its render must stop.
+    created = time.time() - (TOKEN_LIFETIME_S - DELIVERY_MARGIN_S - 60)
+    body = post(hanging_store_bot, signer, command("cold", created_at=created), prefix="/hanging").json()
+    assert body["type"] == 4 and "queue is too long" in body["data"]["content"], body

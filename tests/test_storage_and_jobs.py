@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +21,12 @@ from conftest import free_port
 from fake_discord import FakeDiscord, ScriptedAnswer
 from moto.server import ThreadedMotoServer
 from ray import serve
-from support import decode_png, wait_for
+from support import HangingServer, decode_png, deploy_fixed_capacity_app, wait_for
 
 from serve_app.app import build_app
+from serve_app.diffusion_model import DiffusionModel
+from serve_app.ingress import Ingress
+from serve_app.settings import AppSettings
 
 BUCKET = "raydiffusion-images"
 SECRET_ID = "raydiffusion/prod"
@@ -228,11 +232,19 @@ def test_prediction_input_is_validated_like_every_other_request(app: dict) -> No
             assert response.json()["error"]["param"] == param, response.json()
         assert http.get("/v1/predictions/pred_doesnotexist").status_code == 404
         assert http.post("/v1/predictions/../../etc/cancel").status_code == 404
+        # Longer than any file name may be: unknown (404), not a storage failure (503).
+        overlong = "pred_" + "a" * 246
+        assert http.get(f"/v1/predictions/{overlong}").status_code == 404
+        assert http.post(f"/v1/predictions/{overlong}/cancel").status_code == 404
 
 
 def test_progress_then_cancel_interrupts_the_render(app: dict) -> None:
+    receiver = HangingServer()  # a webhook that never answers: the cancel must not wait for it
     with client_for(app) as http:
-        body = http.post("/v1/predictions", json={"input": {"prompt": "long", "steps": 300}}).json()
+        body = http.post(
+            "/v1/predictions",
+            json={"input": {"prompt": "long", "steps": 300}, "webhook": f"{receiver.url}/hook"},
+        ).json()
         running = wait_for(
             lambda: (
                 (b := http.get(f"/v1/predictions/{body['id']}").json())["progress"]
@@ -243,14 +255,34 @@ def test_progress_then_cancel_interrupts_the_render(app: dict) -> None:
             "progress to be reported",
         )
         assert running["status"] == "processing" and running["progress"]["total"] == 300
+        started = time.monotonic()
         canceled = http.post(f"/v1/predictions/{body['id']}/cancel")
+        cancel_s = time.monotonic() - started
+        canceled_at = time.time()
         assert canceled.status_code == 200
-        final = wait_terminal(http, body["id"], 30)
+        assert canceled.json()["status"] == "canceled", canceled.json()  # answered at once, final
+        assert cancel_s < 3.0, cancel_s
+        final = http.get(f"/v1/predictions/{body['id']}").json()
         assert final["status"] == "canceled" and final["output"] is None
-        assert final["progress"]["step"] < 300
+        # The render itself stopped: the model's batch of 300 steps ended right after the cancel,
+        # not when its remaining steps (most of them) would have been rendered.
+        handle = serve.get_deployment_handle("DiffusionModel", app_name=app["kind"])
+        batch = wait_for(
+            lambda: (
+                (b := [e for e in handle.batch_log.remote().result() if e["at"] <= canceled_at][-1])[
+                    "render_s"
+                ]
+                is not None
+                and b
+            ),
+            30,
+            "the canceled batch to end",
+        )
+        assert batch["at"] + batch["render_s"] < canceled_at + 3.0, (batch, canceled_at)
         # The replica is free again: a short job completes promptly.
         quick = http.post("/v1/predictions", json={"input": {"prompt": "after cancel", "steps": 2}}).json()
         assert wait_terminal(http, quick["id"], 60)["status"] == "succeeded"
+    receiver.close()
 
 
 def test_webhook_is_delivered_after_receiver_failures(apps: dict, hooks: FakeDiscord) -> None:
@@ -351,6 +383,110 @@ def test_records_survive_an_ingress_restart_and_stale_jobs_are_adopted(
         adopted = wait_terminal(http, orphan_id, 120)
         assert adopted["status"] == "succeeded", adopted
         assert adopted["attempts"] == 2 and adopted["seeds"] == [77]
+
+
+@pytest.fixture
+def tight_app(serve_url: str, tiny_model_dir: Path, tmp_path: Path) -> Iterator[str]:
+    """One model replica that renders one image and queues one more: easy to fill."""
+    settings = AppSettings(
+        model=str(tiny_model_dir),
+        default_size="64x64",
+        max_steps=300,
+        retry_after_s=1,
+        data_dir=str(tmp_path),
+    )
+    deploy_fixed_capacity_app(settings, "tight", "/tight", in_flight=1, queued=1)
+    yield f"{serve_url}/tight"
+    serve.delete("tight")
+
+
+def test_full_model_queue_is_waited_out(tight_app: str) -> None:
+    statuses: list[int] = []
+
+    def long_render(i: int) -> None:
+        with httpx.Client(base_url=tight_app, timeout=120) as http:
+            statuses.append(http.get("/imagine", params={"prompt": f"hog {i}", "steps": 120}).status_code)
+
+    handle = serve.get_deployment_handle("DiffusionModel", app_name="tight")
+    hogs_sent = time.time()
+    hogs = [threading.Thread(target=long_render, args=(i,)) for i in range(2)]
+    for hog in hogs:
+        hog.start()
+    wait_for(
+        lambda: any(b["at"] >= hogs_sent for b in handle.batch_log.remote().result()),
+        60,
+        "the first long render to start",
+    )
+    with httpx.Client(base_url=tight_app, timeout=60) as http:
+        # One rendering, one queued: the model takes nothing more right now.
+        wait_for(
+            lambda: http.get("/imagine", params={"prompt": "probe", "steps": 1}).status_code == 503,
+            30,
+            "the model queue to be full",
+        )
+        body = http.post("/v1/predictions", json={"input": {"prompt": "patient", "steps": 2}}).json()
+        final = wait_terminal(http, body["id"], 120)
+    for hog in hogs:
+        hog.join(120)
+    assert statuses == [200, 200]
+    assert final["status"] == "succeeded", final
+    assert final["attempts"] == 1  # waiting for room is not a failed attempt
+
+
+@pytest.fixture
+def twin_replicas_app(serve_url: str, tiny_model_dir: Path, tmp_path: Path) -> Iterator[str]:
+    """Two model replicas that hold one image each: the two images of a job land on both."""
+    settings = AppSettings(
+        model=str(tiny_model_dir), default_size="64x64", max_steps=300, data_dir=str(tmp_path)
+    )
+    model = DiffusionModel.options(
+        max_ongoing_requests=1,
+        autoscaling_config={"min_replicas": 2, "max_replicas": 2},
+        user_config={"max_batch_size": 1, "batch_wait_timeout_s": 0.0},
+    ).bind(settings)
+    serve.run(Ingress.bind(model, settings), name="twins", route_prefix="/twins")
+    yield f"{serve_url}/twins"
+    serve.delete("twins")
+
+
+def test_failed_image_cancels_its_sibling_before_the_retry(twin_replicas_app: str) -> None:
+    with httpx.Client(base_url=twin_replicas_app, timeout=60) as http:
+        body = http.post(
+            "/v1/predictions", json={"input": {"prompt": "pair", "n": 2, "steps": 150, "seed": 40}}
+        ).json()
+        wait_for(
+            lambda: (b := http.get(f"/v1/predictions/{body['id']}").json())["progress"]
+            and b["progress"]["step"] >= 4,
+            60,
+            "both renders to start",
+        )
+        replicas = [
+            actor
+            for actor in ray.util.list_named_actors(all_namespaces=True)
+            if actor["namespace"] == "serve" and "twins#DiffusionModel" in actor["name"]
+        ]
+        assert len(replicas) == 2
+        ray.kill(ray.get_actor(replicas[0]["name"], namespace="serve"), no_restart=True)
+        killed_at = time.time()
+        # The surviving replica's log is the one with a render from before the kill: that render
+        # (the sibling of the image that died) must stop at once, not run its 150 steps out
+        # beside the retry.
+        handle = serve.get_deployment_handle("DiffusionModel", app_name="twins")
+        sibling = wait_for(
+            lambda: next(
+                (
+                    e
+                    for e in handle.batch_log.remote().result()
+                    if e["at"] < killed_at and e["render_s"] is not None
+                ),
+                None,
+            ),
+            60,
+            "the surviving replica's first render to end",
+        )
+        assert sibling["at"] + sibling["render_s"] < killed_at + 3.0, (sibling, killed_at)
+        final = wait_terminal(http, body["id"], 180)
+        assert final["status"] == "succeeded" and final["attempts"] == 2, final
 
 
 # --- secrets -----------------------------------------------------------------------------------------

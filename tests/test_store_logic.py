@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from serve_app.image_store import IMAGE_ID, LocalImageStore, new_image_id
-from serve_app.predictions import PredictionRecord, prediction_view
+from serve_app.job_records import PredictionRecord
+from serve_app.prediction_api import prediction_view
 from serve_app.secret_source import merge_credentials
 from serve_app.settings import AppSettings
 

@@ -1,0 +1,137 @@
+"""Replicate's async API over our jobs: ``/v1/predictions`` routes, their JSON shape, the webhook.
+
+Everything Replicate-shaped lives here; running the job is ``job_runner``'s, storing it
+``job_records``'.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.params import Depends
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+from serve_app.errors import NotFoundError
+from serve_app.image_store import ImageStore
+from serve_app.job_records import JobStore, PredictionRecord, new_record
+from serve_app.job_runner import Execute, JobRunner
+from serve_app.schemas import GenerationParams
+from serve_app.settings import AppSettings
+from serve_app.webhooks import deliver_webhook
+
+
+class PredictionInput(GenerationParams):
+    n: int = Field(default=1, ge=1, le=64)
+
+
+class PredictionRequest(BaseModel):
+    """Replicate's ``POST /v1/predictions`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: PredictionInput
+    webhook: HttpUrl | None = None
+
+
+def prediction_view(record: PredictionRecord, store: ImageStore, base_url: str) -> dict[str, Any]:
+    """The public shape (Replicate's), with image URLs made at read time (presigned ones expire)."""
+    base = base_url.rstrip("/")
+    output = [store.image_url(i, base) for i in record.image_ids] if record.status == "succeeded" else None
+    metrics: dict[str, float] = {}
+    if record.queue_time_s is not None:
+        metrics["queue_time"] = record.queue_time_s
+    if record.predict_time_s is not None:
+        metrics["predict_time"] = record.predict_time_s
+    return {
+        "id": record.id,
+        "status": record.status,
+        "input": record.input,
+        "output": output,
+        "error": record.error,
+        "progress": record.progress.model_dump() if record.status != "starting" else None,
+        "metrics": metrics,
+        "seeds": [job["seed"] for job in record.jobs],
+        "attempts": record.attempts,
+        "created_at": _iso(record.created_at),
+        "started_at": _iso(record.started_at),
+        "completed_at": _iso(record.completed_at),
+        "urls": {
+            "get": f"{base}/v1/predictions/{record.id}",
+            "cancel": f"{base}/v1/predictions/{record.id}/cancel",
+        },
+    }
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp)) + f".{int(timestamp % 1 * 1000):03d}Z"
+
+
+class WebhookDelivery:
+    """API jobs: run, then POST the final prediction to the caller's webhook (if any)."""
+
+    def __init__(self, jobs: JobStore, settings: AppSettings) -> None:
+        self._jobs = jobs
+        self._settings = settings
+
+    async def __call__(self, record: PredictionRecord, execute: Execute) -> None:
+        final = await execute(None)
+        if not final.webhook:
+            return
+        body = prediction_view(final, self._jobs.images, final.base_url)
+        final.webhook_attempts = await deliver_webhook(
+            final.webhook, body, self._settings.webhook_max_attempts, self._settings.webhook_retry_initial_s
+        )
+        await self._jobs.save(final)
+
+
+def create_prediction_router(
+    runner: JobRunner, settings: AppSettings, dependencies: list[Depends]
+) -> APIRouter:
+    router = APIRouter(dependencies=dependencies)
+    jobs = runner.jobs
+
+    def base_url_of(request: Request) -> str:
+        return (settings.public_base_url or str(request.base_url)).rstrip("/")
+
+    @router.post("/v1/predictions", status_code=201)
+    async def create_prediction(body: PredictionRequest, request: Request) -> JSONResponse:
+        params = GenerationParams.model_validate(body.input.model_dump(exclude={"n"}))
+        base = base_url_of(request)
+        record = new_record(
+            params,
+            body.input.n,
+            settings,
+            "api",
+            webhook=str(body.webhook) if body.webhook else None,
+            base_url=base,
+        )
+        await jobs.accept(record)  # accepted (201) only once it is stored
+        runner.start(record)
+        view = prediction_view(record, jobs.images, base)
+        return JSONResponse(view, status_code=201, headers={"Location": view["urls"]["get"]})
+
+    @router.get("/v1/predictions/{prediction_id}")
+    async def get_prediction(prediction_id: str, request: Request) -> dict[str, Any]:
+        record = await jobs.load(prediction_id)
+        if record is None:
+            raise _no_such_prediction()
+        return prediction_view(record, jobs.images, base_url_of(request))
+
+    @router.post("/v1/predictions/{prediction_id}/cancel")
+    async def cancel_prediction(prediction_id: str, request: Request) -> dict[str, Any]:
+        """Answers at once with ``canceled`` or the terminal state the job reached first."""
+        record = await runner.cancel(prediction_id)
+        if record is None:
+            raise _no_such_prediction()
+        return prediction_view(record, jobs.images, base_url_of(request))
+
+    return router
+
+
+def _no_such_prediction() -> NotFoundError:
+    return NotFoundError("No such prediction.", param="prediction_id")

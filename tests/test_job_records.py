@@ -1,0 +1,168 @@
+"""Job records on the local store and on S3 (moto's server): what replicas racing each other get.
+
+A cancel is a marker no heartbeat can overwrite; a stale job's lease can be won by exactly one
+claimant; ids are bounded before they reach a file name or a key; a store that hangs costs a
+bounded wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from conftest import free_port
+from moto.server import ThreadedMotoServer
+from support import HangingServer
+
+from serve_app.image_store import ImageStore, LocalImageStore, S3ImageStore
+from serve_app.job_records import JobStore, PredictionRecord
+
+BUCKET = "raydiffusion-job-records"
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ).create_bucket(Bucket=BUCKET)
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, aws_credentials: None) -> ImageStore:
+    if request.param == "local":
+        return LocalImageStore(tmp_path)
+    endpoint = request.getfixturevalue("moto_endpoint")
+    return S3ImageStore(BUCKET, prefix=f"t{time.time_ns()}", endpoint_url=endpoint)
+
+
+def new_record(prediction_id: str = "pred_0123456789abcdef0123") -> PredictionRecord:
+    return PredictionRecord(
+        id=prediction_id,
+        status="processing",
+        input={"prompt": "x", "n": 1},
+        jobs=[{"prompt": "x", "width": 64, "height": 64, "steps": 3, "guidance_scale": 7.5,
+               "scheduler": "ddim", "seed": 1, "negative_prompt": ""}],
+        created_at=time.time(),
+    )
+
+
+def test_create_json_creates_once_and_keeps_the_first_value(store: ImageStore) -> None:
+    assert store.create_json("leases/a.json", {"owner": "first"}) is True
+    assert store.create_json("leases/a.json", {"owner": "second"}) is False
+    assert store.get_json("leases/a.json") == {"owner": "first"}
+
+
+def test_a_heartbeat_from_an_older_copy_never_overwrites_a_cancel(store: ImageStore) -> None:
+    jobs = JobStore(store)
+
+    async def scenario() -> bool:
+        record = new_record()
+        await jobs.accept(record)
+        running_copy = await jobs.load(record.id)  # the runner's copy, read before the cancel
+        assert running_copy is not None
+        await jobs.request_cancel(record.id)  # another replica's cancel lands in between
+        running_copy.progress.step = 3
+        running_copy.heartbeat_at = time.time()
+        await jobs.save(running_copy)  # the runner's heartbeat rewrites the whole record
+        return await jobs.cancel_requested(record.id)
+
+    assert asyncio.run(scenario()) is True
+
+
+def test_only_one_of_many_simultaneous_claims_wins(store: ImageStore) -> None:
+    jobs = JobStore(store)
+    claimants = 6
+    barrier = threading.Barrier(claimants)
+    results: dict[str, bool] = {}
+
+    def claim(owner: str) -> None:
+        barrier.wait()
+        results[owner] = asyncio.run(jobs.claim("pred_contested", owner, lease_s=60))
+
+    threads = [threading.Thread(target=claim, args=(f"replica-{i}",)) for i in range(claimants)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(results) == claimants
+    assert sum(results.values()) == 1, results
+
+
+def test_an_expired_lease_is_taken_over_by_one_claimant_and_a_live_one_by_none(store: ImageStore) -> None:
+    jobs = JobStore(store)
+
+    async def scenario() -> list[bool]:
+        outcomes = [await jobs.claim("pred_lease", "dead-replica", lease_s=0)]  # expired at once
+        outcomes += await asyncio.gather(
+            jobs.claim("pred_lease", "replica-b", lease_s=60),
+            jobs.claim("pred_lease", "replica-c", lease_s=60),
+        )
+        outcomes.append(await jobs.claim("pred_lease", "replica-d", lease_s=60))
+        return outcomes
+
+    first, b, c, late = asyncio.run(scenario())
+    assert first is True
+    assert [b, c].count(True) == 1, (b, c)
+    assert late is False  # the winner's lease is live
+
+
+def test_finishing_a_job_drops_its_markers(store: ImageStore) -> None:
+    jobs = JobStore(store)
+
+    async def scenario() -> tuple[list[str], bool, list[str]]:
+        record = new_record("pred_finished")
+        await jobs.accept(record)
+        await jobs.request_cancel(record.id)
+        await jobs.claim(record.id, "me", lease_s=60)
+        await jobs.finish(record.id)
+        leases = await asyncio.to_thread(store.list_keys, "predictions-lease/pred_finished/")
+        return await jobs.active_ids(), await jobs.cancel_requested(record.id), leases
+
+    active, canceled, leases = asyncio.run(scenario())
+    assert "pred_finished" not in active and not canceled and leases == []
+
+
+def test_overlong_and_odd_ids_are_unknown_without_touching_the_store(store: ImageStore) -> None:
+    jobs = JobStore(store)
+    for prediction_id in ("pred_" + "a" * 246, "pred_../../x", "pred_", "img_abc", "pred_a/b"):
+        assert asyncio.run(jobs.load(prediction_id)) is None, prediction_id
+
+
+def test_accept_against_a_hanging_store_gives_up_in_time(aws_credentials: None) -> None:
+    hanging = HangingServer()
+    try:
+        jobs = JobStore(S3ImageStore(BUCKET, endpoint_url=hanging.url))
+
+        async def scenario() -> float:
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await jobs.accept(new_record(), timeout_s=0.5)
+            elapsed = time.monotonic() - started
+            hanging.close()  # lets the abandoned write fail, so the loop can shut its threads down
+            return elapsed
+
+        assert asyncio.run(scenario()) < 2.0
+    finally:
+        hanging.close()
