@@ -12,7 +12,7 @@ from typing import Any
 from ray.serve import Application
 
 from serve_app.diffusion_model import DiffusionModel
-from serve_app.ingress import Ingress
+from serve_app.ingress import ingress_deployment
 from serve_app.settings import AppSettings, BatchingSettings
 
 
@@ -31,4 +31,4 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     batching = settings.batching.model_dump()
     settings = settings.model_copy(update={"batching": BatchingSettings()})
     model = DiffusionModel.options(user_config=batching).bind(settings)
-    return Ingress.bind(model, settings)
+    return ingress_deployment(settings).bind(model, settings)

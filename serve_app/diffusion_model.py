@@ -32,7 +32,9 @@ from ray import serve
 from serve_app.batching import group_indices
 from serve_app.generation import ImageJob, ImageResult, JobTicket, ProgressEvent
 from serve_app.pipeline_loading import SchedulerCache, load_pipeline, plan_runtime
+from serve_app.render_health import RenderHealth
 from serve_app.settings import AppSettings, BatchingSettings
+from serve_app.step_progress import requested_step
 
 logger = logging.getLogger("ray.serve")
 
@@ -56,6 +58,15 @@ def torch_thread_count(configured: int | None) -> int:
 # Batches Serve may hand over while the pipeline is busy; each holds at least one request, so
 # this only needs to exceed max_ongoing_requests.
 MAX_WAITING_BATCHES = 256
+
+
+@dataclass
+class _Rendered:
+    """What one pipeline call gives back per image, and how far it got."""
+
+    images: list[tuple[bytes, bool]]  # (PNG, flagged by the safety checker)
+    render_s: float
+    steps_done: int
 
 
 @dataclass
@@ -103,6 +114,7 @@ class DiffusionModel:
         self._pipeline_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
         self._batch_log: deque[dict[str, Any]] = deque(maxlen=BATCH_LOG_LENGTH)
         self._images_rendered = 0
+        self._health = RenderHealth(settings.unhealthy_after_failed_renders)
         self._batching = settings.batching
         self._waiting: list[_Waiting] = []
         self._waiting_changed = asyncio.Event()
@@ -124,6 +136,7 @@ class DiffusionModel:
     def check_health(self) -> None:
         if self._pipe is None:
             raise RuntimeError("pipeline not loaded")
+        self._health.check()
 
     # --- public methods, called through DeploymentHandle ------------------------------------
 
@@ -169,6 +182,8 @@ class DiffusionModel:
             "batch_wait_timeout_s": self._batching.batch_wait_timeout_s,
             "images_rendered": self._images_rendered,
             "rss_bytes": psutil.Process().memory_info().rss,
+            "safety_checker": getattr(self._pipe, "safety_checker", None) is not None,
+            "consecutive_failed_renders": self._health.consecutive_failures,
         }
 
     def batch_log(self) -> list[dict[str, Any]]:
@@ -234,12 +249,16 @@ class DiffusionModel:
             "groups": [len(group) for group in groups],
             "max_batch_size": self._batching.max_batch_size,
             "render_s": None,
+            # Per group: steps asked for and steps run (fewer when every caller left and the
+            # render was interrupted).
+            "steps": [jobs[group[0]].steps for group in groups],
+            "steps_done": [0 for _ in groups],
         }
         self._batch_log.append(entry)
         batch_started = time.perf_counter()
         results: list[ImageResult | BaseException] = []
         results.extend(RuntimeError("not rendered") for _ in jobs)
-        for group in groups:
+        for group_index, group in enumerate(groups):
             group_jobs = [jobs[i] for i in group]
             group_tickets = [tickets[i] for i in group]
             if all(ticket.cancelled for ticket in group_tickets):
@@ -251,10 +270,14 @@ class DiffusionModel:
                 )
             except Exception as error:
                 logger.exception("pipeline call failed for %d image(s)", len(group))
+                self._health.failed(error)
                 for index in group:
                     results[index] = error
                 continue
-            for index, (png, render_s) in zip(group, rendered, strict=True):
+            self._health.succeeded()
+            entry["steps_done"][group_index] = rendered.steps_done
+            replica = self.describe()
+            for index, (png, flagged) in zip(group, rendered.images, strict=True):
                 job = jobs[index]
                 results[index] = ImageResult(
                     png=png,
@@ -263,8 +286,10 @@ class DiffusionModel:
                     height=job.height,
                     steps=job.steps,
                     queue_s=render_started - tickets[index].accepted_at,
-                    render_s=render_s,
+                    render_s=rendered.render_s,
                     batch_size=len(group),
+                    nsfw_content_detected=flagged,
+                    replica=replica,
                 )
         # Wall time of the whole batch in the render thread: the benchmark compares it with the same
         # batch called in-process to tell slow renders apart from serving overhead.
@@ -272,7 +297,7 @@ class DiffusionModel:
         self._images_rendered += sum(isinstance(r, ImageResult) for r in results)
         return results
 
-    def _run_group(self, jobs: list[ImageJob], tickets: list[JobTicket]) -> list[tuple[bytes, float]]:
+    def _run_group(self, jobs: list[ImageJob], tickets: list[JobTicket]) -> _Rendered:
         """One blocking pipeline call for jobs that share size, steps, guidance and scheduler."""
         import torch
 
@@ -281,12 +306,16 @@ class DiffusionModel:
         torch.set_num_threads(self._torch_threads)
         first = jobs[0]
         generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
+        done = [0]
 
         def on_step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict:
             if all(ticket.cancelled for ticket in tickets):
                 pipe._interrupt = True  # diffusers' documented way to stop between steps
+            # Iterations, not steps: second-order schedulers run about two per requested step.
+            iterations = getattr(pipe, "_num_timesteps", None) or len(pipe.scheduler.timesteps)
+            done[0] = requested_step(step + 1, iterations, first.steps)
             for ticket in tickets:
-                ticket.report(ProgressEvent(state="rendering", step=step + 1, total=first.steps))
+                ticket.report(ProgressEvent(state="rendering", step=done[0], total=first.steps))
             return kwargs
 
         with self._call_lock:
@@ -305,9 +334,11 @@ class DiffusionModel:
                 callback_on_step_end=on_step_end,
             )
             render_s = time.perf_counter() - started
+        # Pipelines with a safety checker black out flagged images and say which; others say None.
+        flags = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
         encoded = []
-        for image in output.images:
+        for image, flagged in zip(output.images, flags, strict=True):
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
-            encoded.append((buffer.getvalue(), render_s))
-        return encoded
+            encoded.append((buffer.getvalue(), bool(flagged)))
+        return _Rendered(encoded, render_s, done[0])

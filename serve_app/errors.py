@@ -50,6 +50,12 @@ class InvalidRequestError(APIError):
     code = "invalid_value"
 
 
+class ContentPolicyError(InvalidRequestError):
+    """The model's safety checker flagged the image(s): OpenAI's content_policy_violation."""
+
+    code = "content_policy_violation"
+
+
 class AuthenticationError(APIError):
     status_code = 401
     error_type = "authentication_error"
@@ -139,7 +145,7 @@ def validation_error_response(error: RequestValidationError) -> JSONResponse:
     return InvalidRequestError(message, param=param, code=code).response()
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, retry_after_s: int = 5) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, error: APIError) -> JSONResponse:
         return error.response()
@@ -152,7 +158,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _storage_os(request: Request, error: OSError) -> JSONResponse:
         if isinstance(error, TimeoutError):  # an OSError subclass, but not the store's failure
             return GenerationTimeoutError("The request timed out.").response()
-        return _storage_error(request, error)
+        return _storage_error(request, error, retry_after_s)
 
     try:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -162,11 +168,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
         @app.exception_handler(BotoCoreError)
         async def _storage_boto(request: Request, error: BotoCoreError) -> JSONResponse:
-            return _storage_error(request, error)
+            return _storage_error(request, error, retry_after_s)
 
         @app.exception_handler(ClientError)
         async def _storage_client(request: Request, error: ClientError) -> JSONResponse:
-            return _storage_error(request, error)
+            return _storage_error(request, error, retry_after_s)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -186,10 +192,10 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
-def _storage_error(request: Request, error: Exception) -> JSONResponse:
+def _storage_error(request: Request, error: Exception, retry_after_s: int) -> JSONResponse:
     """Storage failures (S3 unreachable, disk full) are the store's, not the caller's: 503."""
     logger.error("storage failed on %s %s: %r", request.method, request.url.path, error)
     return StorageUnavailableError(
         "Image storage is unavailable right now; retry shortly (b64_json responses still work).",
-        headers={"Retry-After": "10"},
+        headers={"Retry-After": str(retry_after_s)},
     ).response()

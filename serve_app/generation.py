@@ -10,7 +10,7 @@ import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 MAX_SEED = 2**32 - 1
 
@@ -48,6 +48,12 @@ class ImageResult:
     queue_s: float
     render_s: float
     batch_size: int
+    # The model's safety checker flagged the image; ``png`` is then its blacked-out copy, never to be
+    # handed out as a result.
+    nsfw_content_detected: bool = False
+    # The rendering replica's describe() at the time: how /v1/models learns about replicas without
+    # calling one (which would wake a model scaled to zero).
+    replica: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -16,20 +16,21 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from bot_gateway.imagine_job import DiscordDelivery
 from bot_gateway.router import create_discord_router
+from serve_app.content_policy import image_entries, raise_if_all_flagged
 from serve_app.errors import AuthenticationError, NotFoundError, install_error_handlers
 from serve_app.image_store import IMAGE_ID, create_store, save_results
 from serve_app.job_adoption import JobAdopter
 from serve_app.job_records import JobStore
 from serve_app.job_runner import JobRunner
 from serve_app.model_client import ModelClient
+from serve_app.model_info import models_listing
 from serve_app.prediction_api import WebhookDelivery, create_prediction_router
 from serve_app.schemas import (
     GenerationParams,
-    ImageData,
     ImageGenerationRequest,
     ImageGenerationResponse,
     build_jobs,
@@ -90,7 +91,7 @@ def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    install_error_handlers(app)
+    install_error_handlers(app, settings.retry_after_s)
     protected = APIRouter(dependencies=[Depends(api_key_guard(credentials))])
 
     @app.get("/healthz")
@@ -102,22 +103,18 @@ def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
     async def create_images(body: ImageGenerationRequest, request: Request) -> ImageGenerationResponse:
         jobs = build_jobs(body, body.n, settings)
         results = await client.generate(jobs)
+        raise_if_all_flagged(results)
         if body.response_format == "url":
+            # Flagged images are stored too: their records say so (nsfw_content_detected).
             image_ids = await asyncio.to_thread(save_results, store, settings, jobs, results, "api")
             base = base_url_of(request, settings)
-            data = [
-                ImageData(url=store.image_url(image_id, base), revised_prompt=body.prompt, seed=result.seed)
-                for image_id, result in zip(image_ids, results, strict=True)
-            ]
+            data = image_entries(
+                results, body.prompt, lambda index, _: {"url": store.image_url(image_ids[index], base)}
+            )
         else:
-            data = [
-                ImageData(
-                    b64_json=base64.b64encode(result.png).decode("ascii"),
-                    revised_prompt=body.prompt,
-                    seed=result.seed,
-                )
-                for result in results
-            ]
+            data = image_entries(
+                results, body.prompt, lambda _, result: {"b64_json": base64.b64encode(result.png).decode()}
+            )
         return ImageGenerationResponse(created=int(time.time()), data=data)
 
     @protected.get(
@@ -128,6 +125,7 @@ def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
     async def imagine(params: Annotated[GenerationParams, Query()]) -> Response:
         """One PNG straight back, for curl and browsers; the seed comes back in ``X-Seed``."""
         (result,) = await client.generate(build_jobs(params, 1, settings))
+        raise_if_all_flagged([result])
         return Response(
             content=result.png,
             media_type="image/png",
@@ -169,22 +167,9 @@ def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
         }
 
     @protected.get("/v1/models")
-    async def list_models() -> JSONResponse:
-        info = await client.describe()
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": [
-                    {
-                        "id": settings.served_model_name,
-                        "object": "model",
-                        "created": 0,
-                        "owned_by": "raydiffusion",
-                        **info,
-                    }
-                ],
-            }
-        )
+    async def list_models() -> dict[str, Any]:
+        """The configured model and the last replica description seen; never calls a replica."""
+        return models_listing(settings, client.replicas)
 
     app.include_router(protected)
     app.include_router(create_prediction_router(runner, settings, protected.dependencies))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from ray import serve
+from ray.serve import Deployment
 from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
@@ -21,7 +22,6 @@ from serve_app.settings import AppSettings
     ray_actor_options={"num_cpus": 0},
     max_ongoing_requests=200,
     max_queued_requests=1000,
-    backpressure_config=BackpressureConfig(status_code=503, retry_after_s=5),
 )
 @serve.ingress()
 class Ingress:
@@ -31,3 +31,11 @@ class Ingress:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_http_app(self._client, self._settings)
+
+
+def ingress_deployment(settings: AppSettings) -> Deployment:
+    """The ingress with the proxy's own 503 (its queue full) saying the same ``Retry-After`` as the
+    app's 503s: one setting, ``retry_after_s``, for every way of being told to come back."""
+    return Ingress.options(
+        backpressure_config=BackpressureConfig(status_code=503, retry_after_s=settings.retry_after_s)
+    )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
@@ -20,6 +19,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentRes
 from serve_app.errors import GenerationFailedError, GenerationTimeoutError, OverloadedError
 from serve_app.generation import ImageJob, ImageResult, ProgressEvent
 from serve_app.load_tracking import LoadTracker, work_units
+from serve_app.model_info import ReplicaReports
 
 logger = logging.getLogger("ray.serve")
 
@@ -30,6 +30,7 @@ class ModelClient:
         self._timeout_s = timeout_s
         self._retry_after_s = retry_after_s
         self.load = LoadTracker()
+        self.replicas = ReplicaReports()
 
     async def generate(self, jobs: list[ImageJob]) -> list[ImageResult]:
         """All images or an error: on any failure the other jobs of the request are cancelled.
@@ -65,6 +66,7 @@ class ModelClient:
         finally:
             self.load.finished(len(jobs))
         for result in results:
+            self.replicas.observe(result)
             self.load.observe(result.render_s, result.batch_size, _units(result))
         return results
 
@@ -77,6 +79,7 @@ class ModelClient:
                 stream = self._handle.options(stream=True).generate_stream.remote(job)
                 async for event in stream:
                     if isinstance(event, ImageResult):
+                        self.replicas.observe(event)
                         self.load.observe(event.render_s, event.batch_size, _units(event))
                     yield event
         except BaseException as error:
@@ -88,9 +91,6 @@ class ModelClient:
             raise translated from error
         finally:
             self.load.finished()
-
-    async def describe(self) -> dict[str, Any]:
-        return await self._handle.describe.remote()
 
     def _translate(self, error: BaseException) -> BaseException:
         if isinstance(error, BackPressureError):

@@ -7,7 +7,7 @@ and both kinds produce the same 400 naming the field.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -56,6 +56,8 @@ class ImageData(BaseModel):
     url: str | None = None
     revised_prompt: str
     seed: int
+    # Set (and no image) when the safety checker flagged this image: see serve_app.content_policy.
+    error: dict[str, Any] | None = None
 
 
 class ImageGenerationResponse(BaseModel):

@@ -87,6 +87,13 @@ class AppSettings(BaseSettings):
     retry_after_s: int = Field(
         default=5, ge=1, description="Retry-After sent with 503 when the queue is full."
     )
+    unhealthy_after_failed_renders: int = Field(
+        default=3,
+        ge=0,
+        le=1000,
+        description="A model replica whose last N pipeline calls all failed fails its health check "
+        "and is replaced; 0 disables.",
+    )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="When non-empty, /v1/* and /imagine require 'Authorization: Bearer KEY'.",

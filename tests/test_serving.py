@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import shutil
 import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+import ray
 from ray import serve
 from support import assert_error_shape, decode_png, deploy_fixed_capacity_app, max_pixel_difference, wait_for
 
 from serve_app.app import build_app
+from serve_app.diffusion_model import DiffusionModel
+from serve_app.generation import ImageJob, ImageResult, ProgressEvent
+from serve_app.ingress import ingress_deployment
 from serve_app.settings import AppSettings
 
 APP = "sd"
@@ -115,14 +120,19 @@ def test_official_openai_sdk(base: str) -> None:
 
 
 def test_models_reports_device_and_batching(client: httpx.Client, tiny_model_dir: Path) -> None:
+    assert generate(client, prompt="a rendered image brings the replica's description").status_code == 200
     response = client.get("/v1/models", headers=AUTH)
     assert response.status_code == 200
     (model,) = response.json()["data"]
     assert model["id"] == str(tiny_model_dir)
-    assert model["device"] == "cpu"
-    assert model["dtype"] == "float32"
-    assert model["attention"] == "sdpa"
-    assert model["max_batch_size"] == 8
+    assert model["safety_checker"] is True  # the setting; the tiny model ships no checker:
+    replica = model["replica"]
+    assert replica["safety_checker"] is False
+    assert replica["device"] == "cpu"
+    assert replica["dtype"] == "float32"
+    assert replica["attention"] == "sdpa"
+    assert replica["max_batch_size"] == 8
+    assert 0 <= replica["age_s"] < 120
 
 
 # --- determinism and batching ------------------------------------------------------------------
@@ -308,11 +318,24 @@ def test_full_queue_overflows_into_503_with_retry_after(tight_app: str) -> None:
 
 
 def test_slow_request_times_out_with_504_and_frees_the_replica(tight_app: str) -> None:
+    tight_model = serve.get_deployment_handle("DiffusionModel", app_name="tight")
     with httpx.Client(base_url=tight_app, timeout=60) as http:
+        started = time.time()
         slow = http.get("/imagine", params={"prompt": "slow", "steps": 500})
         assert slow.status_code == 504, slow.text
         assert_error_shape(slow.json())
         assert slow.json()["error"]["type"] == "timeout_error"
+        # The replica's own record of that batch: it ended, and ran far fewer than its 500 steps.
+        (abandoned,) = wait_for(
+            lambda: [
+                b
+                for b in tight_model.batch_log.remote().result()
+                if b["at"] >= started and b["steps"] == [500] and b["render_s"] is not None
+            ],
+            timeout_s=30,
+            what="the abandoned 500-step batch to end",
+        )
+        assert 0 < abandoned["steps_done"][0] < 500, abandoned
         # A render nobody waits for is interrupted between steps, so the single replica is
         # soon free again: a small request succeeds within its own 4 s deadline.
         quick = wait_for(
@@ -349,3 +372,213 @@ def test_discord_route_without_configuration_is_503_saying_what_to_set(client: h
     assert response.status_code == 503
     assert_error_shape(response.json())
     assert "DISCORD_PUBLIC_KEY" in response.json()["error"]["message"]
+
+
+# --- /v1/models never calls a replica ------------------------------------------------------------------
+
+
+def replicas_of(app_name: str) -> set[str]:
+    return {
+        actor["name"]
+        for actor in ray.util.list_named_actors(all_namespaces=True)
+        if actor["namespace"] == "serve" and f"{app_name}#DiffusionModel" in actor["name"]
+    }
+
+
+def deploy(settings: AppSettings, name: str, model_options: dict, ingress_options: dict | None = None) -> str:
+    model = DiffusionModel.options(**model_options).bind(settings)
+    ingress = ingress_deployment(settings).options(**(ingress_options or {}))
+    serve.run(ingress.bind(model, settings), name=name, route_prefix=f"/{name}")
+    return name
+
+
+def test_models_at_zero_replicas_answers_at_once_and_starts_no_replica(
+    base: str, tiny_model_dir: Path
+) -> None:
+    settings = AppSettings(model=str(tiny_model_dir), default_size="64x64", model_name="cold-model")
+    scale_to_zero = {"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1, "upscale_delay_s": 0}
+    deploy(settings, "cold", {"autoscaling_config": scale_to_zero})
+    try:
+        started = time.monotonic()
+        response = httpx.get(f"{base}/cold/v1/models", timeout=60)
+        elapsed = time.monotonic() - started
+        assert response.status_code == 200, response.text
+        assert elapsed < 2, elapsed
+        (model,) = response.json()["data"]
+        assert model["id"] == "cold-model" and model["replica"] is None
+        # Several autoscaler periods later, still nothing started: the call queued no request.
+        watch_until = time.monotonic() + 5
+        while time.monotonic() < watch_until:
+            assert replicas_of("cold") == set()
+            states = serve.status().applications["cold"].deployments["DiffusionModel"].replica_states
+            assert sum(states.values()) == 0, states
+            time.sleep(0.5)
+    finally:
+        serve.delete("cold")
+
+
+def test_models_answers_while_the_model_queue_is_full(tight_app: str) -> None:
+    async def run() -> tuple[httpx.Response, float, list[httpx.Response]]:
+        async with httpx.AsyncClient(base_url=tight_app, timeout=60) as http:
+            holders = [
+                asyncio.create_task(http.get("/imagine", params={"prompt": f"hold {i}", "steps": 500}))
+                for i in range(3)
+            ]
+            # One renders, one waits, the third is refused: the queue is full from then on.
+            done, _ = await asyncio.wait(holders, return_when=asyncio.FIRST_COMPLETED)
+            assert {task.result().status_code for task in done} == {503}
+            started = time.monotonic()
+            models = await http.get("/v1/models")
+            elapsed = time.monotonic() - started
+            return models, elapsed, list(await asyncio.gather(*holders))
+
+    models, elapsed, holders = asyncio.run(run())
+    assert models.status_code == 200, models.text
+    assert elapsed < 1, elapsed
+    assert {r.status_code for r in holders} <= {503, 504}
+
+
+# --- progress, failures and the safety checker -------------------------------------------------------
+
+
+def test_heun_progress_stays_within_the_requested_steps(base: str) -> None:
+    """Heun runs 2n-1 iterations for n steps; progress is reported in the n steps asked for."""
+    job = ImageJob(prompt="heun", width=64, height=64, steps=3, guidance_scale=7.5, scheduler="heun", seed=1)
+    events = list(model_handle().options(stream=True).generate_stream.remote(job))
+    rendering = [e for e in events if isinstance(e, ProgressEvent) and e.state == "rendering"]
+    assert len(rendering) == 5, rendering  # one event per iteration
+    assert all(e.total == 3 and 1 <= e.step <= 3 for e in rendering), rendering
+    assert [e.step for e in rendering] == sorted(e.step for e in rendering)
+    assert rendering[-1].step == 3 and isinstance(events[-1], ImageResult)
+
+
+@pytest.fixture(scope="module")
+def broken_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a text encoder of the wrong width: it loads, and every render raises
+    (like a replica with a broken CUDA context: alive, but never able to render)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    target = tmp_path_factory.mktemp("broken") / "tiny-sd-broken"
+    shutil.copytree(tiny_model_dir, target)
+    config = CLIPTextConfig.from_pretrained(str(tiny_model_dir / "text_encoder"))
+    config.hidden_size, config.intermediate_size = 16, 20  # the UNet expects 32
+    shutil.rmtree(target / "text_encoder")
+    CLIPTextModel(config).save_pretrained(target / "text_encoder")
+    return target
+
+
+def test_a_replica_whose_renders_all_fail_is_replaced(base: str, broken_model_dir: Path) -> None:
+    settings = AppSettings(
+        model=str(broken_model_dir), default_size="64x64", default_steps=2, unhealthy_after_failed_renders=2
+    )
+    deploy(
+        settings,
+        "broken",
+        {
+            "autoscaling_config": {"min_replicas": 1, "max_replicas": 1},
+            "health_check_period_s": 1,
+            "health_check_timeout_s": 30,
+        },
+    )
+    try:
+        first = wait_for(lambda: replicas_of("broken"), 60, "the replica")
+        for attempt in range(2):
+            response = httpx.get(f"{base}/broken/imagine", params={"prompt": f"fail {attempt}"}, timeout=60)
+            assert response.status_code == 500, response.text
+            assert response.json()["error"]["code"] == "generation_failed"
+        wait_for(
+            lambda: (names := replicas_of("broken")) and first.isdisjoint(names),
+            60,
+            "Serve to replace the replica that cannot render",
+        )
+    finally:
+        serve.delete("broken")
+
+
+@pytest.fixture(scope="module")
+def flagging_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model plus a real diffusers safety checker (tiny, random CLIP) whose thresholds
+    every image clears: the real flagging path, deterministically."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model_dir), local_files_only=True)
+    torch.manual_seed(0)
+    tiny_clip = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 1}
+    checker = StableDiffusionSafetyChecker(
+        CLIPConfig(
+            text_config=tiny_clip,
+            vision_config={**tiny_clip, "image_size": 32, "patch_size": 8},
+            projection_dim=32,
+        )
+    )
+    checker.concept_embeds_weights.data.fill_(-2.0)  # below any cosine similarity: always flagged
+    target = tmp_path_factory.mktemp("flagging") / "tiny-sd-flagging"
+    extractor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    StableDiffusionPipeline(
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        unet=pipe.unet,
+        scheduler=pipe.scheduler,
+        safety_checker=checker,
+        feature_extractor=extractor,
+        requires_safety_checker=True,
+    ).save_pretrained(target)
+    return target
+
+
+def test_flagged_images_are_refused_and_the_checker_is_a_visible_setting(
+    base: str, flagging_model_dir: Path
+) -> None:
+    one_replica = {"autoscaling_config": {"min_replicas": 1, "max_replicas": 1}}
+    settings = AppSettings(model=str(flagging_model_dir), default_size="64x64", default_steps=2)
+    deploy(settings, "nsfw", one_replica)
+    try:
+        with httpx.Client(base_url=f"{base}/nsfw", timeout=60) as http:
+            for response in (
+                http.get("/imagine", params={"prompt": "anything"}),
+                http.post("/v1/images/generations", json={"prompt": "anything", "n": 2}),
+            ):
+                assert response.status_code == 400, response.text
+                assert_error_shape(response.json())
+                assert response.json()["error"]["code"] == "content_policy_violation"
+            (model,) = http.get("/v1/models").json()["data"]
+            assert model["safety_checker"] is True and model["replica"]["safety_checker"] is True
+
+        deploy(settings.model_copy(update={"safety_checker": False}), "nsfw", one_replica)
+        with httpx.Client(base_url=f"{base}/nsfw", timeout=60) as http:
+            image = http.get("/imagine", params={"prompt": "anything"})
+            assert image.status_code == 200 and decode_png(image.content).shape == (64, 64, 3)
+            (model,) = http.get("/v1/models").json()["data"]
+            assert model["safety_checker"] is False and model["replica"]["safety_checker"] is False
+    finally:
+        serve.delete("nsfw")
+
+
+def test_ingress_backpressure_sends_the_configured_retry_after(base: str, tiny_model_dir: Path) -> None:
+    """The proxy's own 503 (the ingress's queue is full) says retry_after_s like the app's 503s."""
+    settings = AppSettings(
+        model=str(tiny_model_dir),
+        default_size="64x64",
+        max_steps=500,
+        request_timeout_s=5,
+        retry_after_s=9,
+    )
+    deploy(
+        settings,
+        "narrow",
+        {"autoscaling_config": {"min_replicas": 1, "max_replicas": 1}},
+        {"max_ongoing_requests": 1, "max_queued_requests": 1},
+    )
+    try:
+        responses = asyncio.run(
+            concurrent_gets(f"{base}/narrow", [{"prompt": f"narrow {i}", "steps": 300} for i in range(6)])
+        )
+        refused = [r for r in responses if r.status_code == 503]
+        assert refused, [r.status_code for r in responses]
+        assert {r.headers.get("retry-after") for r in refused} == {"9"}
+    finally:
+        serve.delete("narrow")
