@@ -20,7 +20,7 @@ from serve_app.job_records import JobStore, PredictionRecord, new_record
 from serve_app.job_runner import Execute, JobRunner
 from serve_app.schemas import GenerationParams
 from serve_app.settings import AppSettings
-from serve_app.webhooks import deliver_webhook
+from serve_app.webhooks import deliver_webhook, validate_webhook
 
 
 class PredictionInput(GenerationParams):
@@ -84,7 +84,11 @@ class WebhookDelivery:
             return
         body = prediction_view(final, self._jobs.images, final.base_url)
         final.webhook_attempts = await deliver_webhook(
-            final.webhook, body, self._settings.webhook_max_attempts, self._settings.webhook_retry_initial_s
+            final.webhook,
+            body,
+            self._settings.webhook_max_attempts,
+            self._settings.webhook_retry_initial_s,
+            allowed_hosts=self._settings.webhook_allowed_hosts,
         )
         await self._jobs.save(final)
 
@@ -101,6 +105,8 @@ def create_prediction_router(
     @router.post("/v1/predictions", status_code=201)
     async def create_prediction(body: PredictionRequest, request: Request) -> JSONResponse:
         params = GenerationParams.model_validate(body.input.model_dump(exclude={"n"}))
+        if body.webhook:  # refused now (400) rather than silently never called later
+            await validate_webhook(str(body.webhook), settings.webhook_allowed_hosts)
         base = base_url_of(request)
         record = new_record(
             params,

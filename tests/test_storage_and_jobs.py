@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from pathlib import Path
 
 import boto3
@@ -83,6 +84,8 @@ def args(model_dir: Path, **extra: object) -> dict:
         "default_steps": 4,
         "max_steps": 300,
         "webhook_retry_initial_s": 0.1,
+        # The webhook receivers here listen on loopback, which webhooks may not reach by default.
+        "webhook_allowed_hosts": ["127.0.0.1"],
         "prediction_stale_s": 3,
         "prediction_sweep_interval_s": 1,
         **extra,
@@ -128,6 +131,18 @@ def wait_terminal(http: httpx.Client, prediction_id: str, timeout_s: float = 120
         timeout_s,
         f"prediction {prediction_id} to finish",
     )
+
+
+def raw_request(app: dict, method: str, path: str) -> tuple[int, bytes]:
+    """One request with the path exactly as given (http.client sends it verbatim)."""
+    url = httpx.URL(app["base"])
+    connection = HTTPConnection(url.host, url.port, timeout=30)
+    try:
+        connection.request(method, f"{url.path.rstrip('/')}{path}", headers=app["headers"])
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
 
 
 def stored_record(app: dict, image_id: str) -> dict:
@@ -225,13 +240,25 @@ def test_prediction_input_is_validated_like_every_other_request(app: dict) -> No
             ({"input": {"prompt": "x", "size": "7x7"}}, "size"),
             ({"input": {}}, "input.prompt"),
             ({"input": {"prompt": "x"}, "webhook": "not a url"}, "webhook"),
+            ({"input": {"prompt": "x"}, "webhook": "http://169.254.169.254/latest/meta-data/"}, "webhook"),
+            ({"input": {"prompt": "x"}, "webhook": "http://10.1.2.3/hook"}, "webhook"),
+            ({"input": {"prompt": "x"}, "webhook": "http://[::1]:9/hook"}, "webhook"),
             ({"prompt": "x"}, "input"),
         ]:
             response = http.post("/v1/predictions", json=body)
             assert response.status_code == 400, (body, response.text)
             assert response.json()["error"]["param"] == param, response.json()
         assert http.get("/v1/predictions/pred_doesnotexist").status_code == 404
-        assert http.post("/v1/predictions/../../etc/cancel").status_code == 404
+        # Sent as written: httpx would normalise the dots away before they reach the server.
+        for method, raw_path in [
+            ("POST", "/v1/predictions/../../etc/cancel"),
+            ("POST", "/v1/predictions/..%2F..%2Fetc/cancel"),
+            ("GET", "/v1/predictions/%2e%2e%2f%2e%2e%2fetc%2fpasswd"),
+            ("GET", "/v1/predictions/pred_..%2F..%2Fpredictions-active"),
+        ]:
+            status, body = raw_request(app, method, raw_path)
+            assert status == 404, (raw_path, status, body)
+            assert set(json.loads(body)) == {"error"}, body
         # Longer than any file name may be: unknown (404), not a storage failure (503).
         overlong = "pred_" + "a" * 246
         assert http.get(f"/v1/predictions/{overlong}").status_code == 404
