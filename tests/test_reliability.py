@@ -290,9 +290,15 @@ def write_facts() -> Iterator[None]:
 # --- faults ------------------------------------------------------------------------------------------
 
 
+# What RELIABILITY.md promises for a replica killed under load: no request fails; at most one clean
+# 503 (error shape and Retry-After) per client while Serve has no replica to queue for.
+MAX_CLEAN_503_AFTER_KILL = 4
+
+
 def test_killed_replica_under_load_costs_no_request(base: str) -> None:
     statuses: list[int] = []
     latencies: list[float] = []
+    unclean: list[tuple[int, str]] = []  # non-200 answers without the error shape or Retry-After
     stop = threading.Event()
 
     def client(index: int) -> None:
@@ -303,7 +309,11 @@ def test_killed_replica_under_load_costs_no_request(base: str) -> None:
                 latencies.append(time.monotonic() - started)
                 statuses.append(response.status_code)
                 if response.status_code != 200:
-                    assert_error_shape(response)
+                    try:
+                        assert_error_shape(response)
+                        assert response.status_code != 503 or response.headers.get("retry-after")
+                    except (AssertionError, ValueError):
+                        unclean.append((response.status_code, response.text[:200]))
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(4)]
     for thread in threads:
@@ -326,9 +336,16 @@ def test_killed_replica_under_load_costs_no_request(base: str) -> None:
     for thread in threads:
         thread.join(timeout=TIMEOUT_S + 15)
     after_kill = statuses[killed_at:]
-    assert set(after_kill) <= {200, 500, 503}, after_kill
+    rejected = sum(1 for s in after_kill if s == 503)
+    FAULT_FACTS.update(
+        requests_after_kill=len(after_kill),
+        failed=sum(1 for s in after_kill if s not in (200, 503)),
+        clean_503=rejected,
+    )
+    assert set(after_kill) <= {200, 503}, after_kill  # a 500 would be a request lost to the kill
+    assert rejected <= MAX_CLEAN_503_AFTER_KILL, after_kill
+    assert unclean == [], unclean
     assert all(latency < TIMEOUT_S for latency in latencies)
-    FAULT_FACTS.update(requests_after_kill=len(after_kill), failed=sum(1 for s in after_kill if s != 200))
 
 
 FAULT_FACTS: dict[str, int] = {}
