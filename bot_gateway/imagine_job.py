@@ -82,6 +82,8 @@ def failure_reason(record: PredictionRecord) -> str:
             "The image could not be finished within the 15 minutes Discord allows a command "
             "(the queue is long). Try again in a few minutes."
         )
+    if record.error_code == "content_policy_violation":
+        return "🔞 The safety checker flagged this image, so it is not shown. Try another prompt or seed."
     return record.error or "The render failed."
 
 

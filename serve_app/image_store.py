@@ -282,6 +282,8 @@ def save_results(
             },
             "source": source,
             "prediction_id": prediction_id,
+            # The safety checker flagged it: the stored PNG is its blacked-out copy.
+            "nsfw_content_detected": result.nsfw_content_detected,
         }
         store.put_image(image_id, result.png, record)
         image_ids.append(image_id)

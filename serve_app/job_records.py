@@ -71,6 +71,7 @@ class PredictionRecord(BaseModel):
     discord: DiscordTarget | None = None
     deadline_at: float | None = None  # epoch seconds; past it the job is failed, not rendered
     image_ids: list[str] = Field(default_factory=list)
+    nsfw_content_detected: list[bool] = Field(default_factory=list)  # per image, as image_ids
     error: str | None = None
     error_code: str | None = None  # machine-readable reason of a failure ("deadline", ...)
     progress: Progress = Field(default_factory=Progress)

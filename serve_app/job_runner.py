@@ -25,7 +25,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from serve_app.errors import APIError, GenerationFailedError, OverloadedError
+from serve_app.content_policy import MESSAGE as FLAGGED_MESSAGE
+from serve_app.errors import APIError, ContentPolicyError, GenerationFailedError, OverloadedError
 from serve_app.generation import ImageJob, ImageResult, ProgressEvent
 from serve_app.image_store import save_results
 from serve_app.job_records import TERMINAL, JobStore, PredictionRecord, Progress
@@ -298,8 +299,11 @@ class JobRunner:
             save_results, self._jobs.images, self._settings, jobs, results, record.source, record.id
         )
         record.image_ids = image_ids
+        record.nsfw_content_detected = [result.nsfw_content_detected for result in results]
         record.queue_time_s = round(max(result.queue_s for result in results), 3)
         record.progress = Progress(step=sum(job.steps for job in jobs), total=sum(job.steps for job in jobs))
+        if all(record.nsfw_content_detected):  # nothing to show: a failure the caller can act on
+            raise ContentPolicyError(FLAGGED_MESSAGE)
         record.status = "succeeded"
 
     async def _finish(self, record: PredictionRecord) -> None:

@@ -39,7 +39,13 @@ class PredictionRequest(BaseModel):
 def prediction_view(record: PredictionRecord, store: ImageStore, base_url: str) -> dict[str, Any]:
     """The public shape (Replicate's), with image URLs made at read time (presigned ones expire)."""
     base = base_url.rstrip("/")
-    output = [store.image_url(i, base) for i in record.image_ids] if record.status == "succeeded" else None
+    # Images the safety checker flagged are never handed out (their places say so in the flags).
+    flags = record.nsfw_content_detected or [False] * len(record.image_ids)
+    output = (
+        [store.image_url(i, base) for i, flagged in zip(record.image_ids, flags, strict=True) if not flagged]
+        if record.status == "succeeded"
+        else None
+    )
     metrics: dict[str, float] = {}
     if record.queue_time_s is not None:
         metrics["queue_time"] = record.queue_time_s
@@ -54,6 +60,7 @@ def prediction_view(record: PredictionRecord, store: ImageStore, base_url: str) 
         "progress": record.progress.model_dump() if record.status != "starting" else None,
         "metrics": metrics,
         "seeds": [job["seed"] for job in record.jobs],
+        "nsfw_content_detected": record.nsfw_content_detected,
         "attempts": record.attempts,
         "created_at": _iso(record.created_at),
         "started_at": _iso(record.started_at),

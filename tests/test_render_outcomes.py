@@ -106,3 +106,22 @@ def test_models_listing_reports_the_last_replica_seen_with_its_age() -> None:
     reports.observe(result(2, replica={"device": "cuda", "max_batch_size": 8}))
     (warm,) = models_listing(settings, reports, now=reports.received_at + 42)["data"]
     assert warm["replica"]["device"] == "cuda" and warm["replica"]["age_s"] == 42.0
+
+
+def test_a_prediction_never_hands_out_a_flagged_image(tmp_path) -> None:
+    from serve_app.image_store import LocalImageStore
+    from serve_app.job_records import PredictionRecord
+    from serve_app.prediction_api import prediction_view
+
+    record = PredictionRecord(
+        id="pred_abc",
+        status="succeeded",
+        input={"prompt": "p", "n": 3},
+        jobs=[{"seed": s} for s in (1, 2, 3)],
+        image_ids=["img_1", "img_2", "img_3"],
+        nsfw_content_detected=[False, True, False],
+        created_at=0.0,
+    )
+    view = prediction_view(record, LocalImageStore(tmp_path), "http://host")
+    assert view["output"] == ["http://host/images/img_1.png", "http://host/images/img_3.png"]
+    assert view["nsfw_content_detected"] == [False, True, False]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import shutil
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import httpx
 import openai
 import pytest
 import ray
+from fake_discord import DiscordSigner, FakeDiscord, snowflake
 from ray import serve
 from support import assert_error_shape, decode_png, deploy_fixed_capacity_app, max_pixel_difference, wait_for
 
@@ -531,22 +533,67 @@ def flagging_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFa
 
 
 def test_flagged_images_are_refused_and_the_checker_is_a_visible_setting(
-    base: str, flagging_model_dir: Path
+    base: str, flagging_model_dir: Path, tmp_path: Path
 ) -> None:
     one_replica = {"autoscaling_config": {"min_replicas": 1, "max_replicas": 1}}
-    settings = AppSettings(model=str(flagging_model_dir), default_size="64x64", default_steps=2)
+    discord, signer = FakeDiscord(), DiscordSigner()
+    settings = AppSettings(
+        model=str(flagging_model_dir),
+        default_size="64x64",
+        default_steps=2,
+        data_dir=str(tmp_path),
+        discord_public_key=signer.public_key_hex,
+        discord_application_id="nsfw-app",
+        discord_api_base_url=discord.url,
+    )
     deploy(settings, "nsfw", one_replica)
     try:
         with httpx.Client(base_url=f"{base}/nsfw", timeout=60) as http:
             for response in (
                 http.get("/imagine", params={"prompt": "anything"}),
                 http.post("/v1/images/generations", json={"prompt": "anything", "n": 2}),
+                http.post("/v1/images/generations", json={"prompt": "anything", "response_format": "url"}),
             ):
                 assert response.status_code == 400, response.text
                 assert_error_shape(response.json())
                 assert response.json()["error"]["code"] == "content_policy_violation"
             (model,) = http.get("/v1/models").json()["data"]
             assert model["safety_checker"] is True and model["replica"]["safety_checker"] is True
+
+            # An async job: failed with the reason, no output; its image records carry the flag.
+            job = http.post("/v1/predictions", json={"input": {"prompt": "anything", "seed": 3}}).json()
+            final = wait_for(
+                lambda: (b := http.get(f"/v1/predictions/{job['id']}").json())["status"]
+                in {"succeeded", "failed", "canceled"}
+                and b,
+                60,
+                "the prediction to end",
+            )
+            assert final["status"] == "failed" and "safety checker" in final["error"], final
+            assert final["output"] is None and final["nsfw_content_detected"] == [True]
+            gallery = http.get("/v1/images", params={"limit": 100}).json()["data"]
+            (record,) = [r for r in gallery if r["prediction_id"] == job["id"]]
+            assert record["nsfw_content_detected"] is True
+
+        # Discord: the deferred message is edited with a clear reason, not a black image.
+        body = json.dumps(
+            {
+                "id": snowflake(),
+                "application_id": "nsfw-app",
+                "type": 2,
+                "token": "nsfw-token",
+                "member": {"user": {"id": "u1"}},
+                "data": {"name": "imagine", "options": [{"name": "prompt", "type": 3, "value": "anything"}]},
+            }
+        ).encode()
+        ack = httpx.post(f"{base}/nsfw/discord/interactions", content=body, headers=signer.headers(body))
+        assert ack.json() == {"type": 5}, ack.text
+        calls = discord.wait_for(
+            lambda cs: any(c.json and "safety checker" in c.json.get("content", "") for c in cs),
+            60,
+            "the message saying the image was flagged",
+        )
+        assert not any(c.files for c in calls), "no image was attached"
 
         deploy(settings.model_copy(update={"safety_checker": False}), "nsfw", one_replica)
         with httpx.Client(base_url=f"{base}/nsfw", timeout=60) as http:
@@ -556,6 +603,7 @@ def test_flagged_images_are_refused_and_the_checker_is_a_visible_setting(
             assert model["safety_checker"] is False and model["replica"]["safety_checker"] is False
     finally:
         serve.delete("nsfw")
+        discord.close()
 
 
 def test_ingress_backpressure_sends_the_configured_retry_after(base: str, tiny_model_dir: Path) -> None:
