@@ -36,7 +36,8 @@ def serve_url() -> Iterator[str]:
 
     port = free_port()
     # Logical CPUs: replicas reserve them; torch threads are set per replica from its share.
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    # address="local": always a fresh instance, never a cluster some `ray start` left running.
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         yield f"http://127.0.0.1:{port}"

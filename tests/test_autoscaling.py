@@ -1,9 +1,11 @@
 """GPU autoscaling 0 -> 1 -> 2 -> 0 on a simulated multi-node cluster, deployed like production.
 
-Ray's real autoscaler launches "GPU" worker nodes (local processes declaring GPU: 1) on demand,
-from tests/cluster/fake_multinode.yaml. The app is deployed with `serve deploy` from
-deployments/aws.yaml itself, with only the model (tiny), sizes, CPU counts and autoscaling delays
-shortened. Timings are written to a JSON file as a by-product (bench/ reads it).
+Ray's real autoscaler, v2 as `ray up` runs it, launches "GPU" worker nodes (local processes
+declaring GPU: 1) on demand from tests/cluster/fake_multinode.yaml, which has a preferred node type
+and a fallback like cluster.yaml's spot and on-demand types. The app is deployed with the README's
+deploy command (`python -m serve_app.deploy`, what `make deploy` runs) from deployments/aws.yaml
+itself, with only the model (tiny), device (no CUDA here), store, sizes, CPU counts and autoscaling
+delays changed. Timings are written to a JSON file as a by-product (bench/ reads it).
 """
 
 from __future__ import annotations
@@ -40,15 +42,36 @@ def ray_bin(name: str) -> str:
 @pytest.fixture(scope="module")
 def sim_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     import ray._private.services as services
+    import ray.autoscaler._private.fake_multi_node as fake_multi_node
+    from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
 
     gcs_port, dashboard_port = free_port(), free_port()
     ip = services.get_node_ip_address()
-    config = yaml.safe_load((ROOT / "tests" / "cluster" / "fake_multinode.yaml").read_text())
+    config_file = ROOT / "tests" / "cluster" / "fake_multinode.yaml"
+    config = yaml.safe_load(config_file.read_text())
     # Worker nodes join the head at this address (the provider defaults to port 6379).
     config["provider"]["gcs_address"] = f"{ip}:{gcs_port}"
+    # Autoscaler v2 tracks every node as a cloud instance: the fake head must carry the id the
+    # fake provider reports for it (as ray.cluster_utils.AutoscalingCluster does for v2).
+    config["provider"].update(launch_multiple=True, head_node_id=FAKE_HEAD_NODE_ID)
+    # v2 reads the provider's defaults file, which the Ray wheel does not ship for the fake
+    # provider (ray/autoscaler/_private/fake_multi_node/example.yaml). Our config sets every
+    # top-level key, so the defaults are entirely overridden: our own file stands in for it.
+    defaults = Path(fake_multi_node.__file__).parent / "example.yaml"
+    if not defaults.exists():
+        defaults.write_text(config_file.read_text())
     config_path = tmp_path_factory.mktemp("cluster") / "fake_multinode.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "RAY_FAKE_CLUSTER": "1",
+        # `ray up` starts the head with autoscaler v2 (ray/autoscaler/_private/commands.py); so do we.
+        "RAY_enable_autoscaler_v2": "1",
+        "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_NODE_ID,
+        "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     subprocess.run(
         [
             ray_bin("ray"),
@@ -83,10 +106,13 @@ def simulated_config(model_dir: Path, port: int) -> dict:
     config = yaml.safe_load((ROOT / "deployments" / "aws.yaml").read_text())
     config["http_options"].update(host="127.0.0.1", port=port, request_timeout_s=300)
     (app,) = config["applications"]
+    assert app["args"]["device"] == "cuda" and app["args"]["image_store"] == "s3"
     app["args"].update(
         model=str(model_dir),
         model_name="tiny-sd",
         variant=None,
+        device="cpu",  # the simulated GPU nodes have no CUDA (see test_deploy_failure_is_reported)
+        image_store="local",  # no S3 here; the S3 store has its own tests against moto
         default_size="64x64",
         min_size=64,
         default_steps=10,
@@ -126,6 +152,19 @@ class ClusterWatch:
         import ray
 
         return sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU", 0) > 0)
+
+    @staticmethod
+    def gpu_node_types() -> list[str]:
+        """'spot' / 'ondemand' for each live GPU node, from the marker resource its type declares."""
+        import ray
+
+        return sorted(
+            kind
+            for n in ray.nodes()
+            if n["Alive"]
+            for kind in ("spot", "ondemand")
+            if n["Resources"].get(f"sim_{kind}", 0) > 0
+        )
 
     @staticmethod
     def replicas() -> int:
@@ -170,14 +209,9 @@ def test_gpu_replicas_scale_from_zero_to_two_nodes_and_back(
     config_path.write_text(yaml.safe_dump(simulated_config(tiny_model_dir, port)))
     ray.init(address=sim_cluster["address"], log_to_driver=False)
     try:
-        deploy = subprocess.run(
-            [ray_bin("serve"), "deploy", str(config_path), "--address", sim_cluster["dashboard"]],
-            env=sim_cluster["env"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert deploy.returncode == 0, deploy.stderr
+        deploy = deploy_command(config_path, sim_cluster)
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        assert f"{APP} RUNNING" in deploy.stdout, deploy.stdout
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: _healthy(base), 120, "the ingress on the head to answer")
         watch = ClusterWatch()
@@ -190,6 +224,8 @@ def test_gpu_replicas_scale_from_zero_to_two_nodes_and_back(
         assert first.status_code == 200, first.text
         assert decode_png(first.content).shape == (64, 64, 3)
         assert watch.gpu_nodes() >= 1
+        # Autoscaler v2 honours node-type priority: the preferred ("spot") type comes first.
+        assert watch.gpu_node_types() == ["spot"], watch.gpu_node_types()
 
         # (b) Sustained concurrent load adds a second replica on a second GPU node.
         stop_load = threading.Event()
@@ -214,6 +250,8 @@ def test_gpu_replicas_scale_from_zero_to_two_nodes_and_back(
         )
         scale_up_s = time.monotonic() - t1
         assert len(replica_nodes()) == 2, "the two replicas must run on two different nodes"
+        # The preferred type is at its max (1): the fallback ("on-demand") type supplies the second.
+        assert watch.gpu_node_types() == ["ondemand", "spot"], watch.gpu_node_types()
         stop_load.set()
         for thread in clients:
             thread.join(timeout=300)
@@ -244,6 +282,40 @@ def test_gpu_replicas_scale_from_zero_to_two_nodes_and_back(
         assert max(sample["replicas"] for sample in watch.timeline) == 2
     finally:
         ray.shutdown()
+
+
+def deploy_command(config_path: Path, sim_cluster: dict) -> subprocess.CompletedProcess[str]:
+    """The README's deploy step (`make deploy` runs this): send the config, wait for RUNNING."""
+    return subprocess.run(
+        [sys.executable, "-m", "serve_app.deploy", str(config_path), "--address", sim_cluster["dashboard"]],
+        env=sim_cluster["env"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_deploy_failure_is_reported_and_a_replica_without_cuda_fails_loudly(
+    sim_cluster: dict, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """aws.yaml's `device: cuda` on a node without CUDA: the deploy command exits 1 with the reason.
+
+    `serve deploy` alone exits 0 here. One replica is started on the head at once
+    (min_replicas 1) so the failure shows within the deploy rather than at a first request.
+    """
+    config = simulated_config(tiny_model_dir, free_port())
+    (app,) = config["applications"]
+    app["args"]["device"] = "cuda"
+    model = next(d for d in app["deployments"] if d["name"] == MODEL)
+    model["ray_actor_options"]["num_gpus"] = 0
+    model["autoscaling_config"].update(min_replicas=1, initial_replicas=1)
+    config_path = tmp_path / "serve-cuda.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    deploy = deploy_command(config_path, sim_cluster)
+    assert deploy.returncode == 1, deploy.stdout + deploy.stderr
+    assert "DEPLOY_FAILED" in deploy.stderr and "torch sees no CUDA device" in deploy.stderr, deploy.stderr
 
 
 def _healthy(base: str) -> bool:
