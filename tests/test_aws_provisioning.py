@@ -177,6 +177,12 @@ def test_bootstrap_twice_gives_the_same_resources_and_never_prints_secrets(
     for value in CANARIES.values():
         assert value not in first_output and value not in second_output
 
+    # `status` reports every resource as present and created by us, and what cluster.yaml holds.
+    shown: list[str] = []
+    found = AwsStack(config, cluster, say=shown.append).status()
+    assert len(found) == 8 and set(found.values()) == {"ours"}, found
+    assert any(line.startswith("cluster.yaml") and "ami: ami-" in line for line in shown), shown
+
     # The bucket exists with public access blocked.
     block = boto3.client("s3").get_public_access_block(Bucket=config.bucket)["PublicAccessBlockConfiguration"]
     assert all(block.values()), block
@@ -396,6 +402,9 @@ def test_teardown_removes_only_what_bootstrap_tagged(aws: str, dlami: str, tmp_p
     stack.teardown(empty_bucket=True)
     assert "rd-down2-bucket" not in _account_state()["buckets"]
     assert AwsStack(owned_bucket, tmp_path / "cluster.yaml", say=lines.append).teardown() == []
+    assert set(AwsStack(owned_bucket, tmp_path / "cluster.yaml", say=lines.append).status().values()) == {
+        "missing"
+    }
 
     # Bootstrap after a teardown brings the stack back (the secret is restored, not recreated).
     _run(config, _cluster_copy(tmp_path))

@@ -528,8 +528,11 @@ class AwsStack:
         except ClientError:
             mark(f"ecr repository {c.name}", "missing")
         try:
-            tags = self.secrets.describe_secret(SecretId=c.secret_id).get("Tags", [])
-            mark(f"secret {c.secret_id}", "ours" if self._is_ours(tags) else "not ours")
+            secret = self.secrets.describe_secret(SecretId=c.secret_id)
+            if secret.get("DeletedDate"):
+                mark(f"secret {c.secret_id} (scheduled for deletion)", "missing")
+            else:
+                mark(f"secret {c.secret_id}", "ours" if self._is_ours(secret.get("Tags")) else "not ours")
         except ClientError:
             mark(f"secret {c.secret_id}", "missing")
         for name in (c.worker_role, c.head_role):
