@@ -81,6 +81,7 @@ class PredictionRecord(BaseModel):
     queue_time_s: float | None = None
     predict_time_s: float | None = None
     attempts: int = 0
+    overload_waits: int = 0  # times a full model queue was waited out
     heartbeat_at: float | None = None
     webhook_attempts: int = 0
 

@@ -194,6 +194,7 @@ class JobRunner:
                     raise DeadlineExceeded from None
                 except OverloadedError:
                     record.attempts -= 1  # back-pressure is not a failed attempt: wait for room
+                    record.overload_waits += 1
                     pause = self._settings.retry_after_s
                     if loop.time() + pause > wait_until:
                         if deadline is not None and wait_until >= deadline:
