@@ -412,6 +412,18 @@ def test_teardown_removes_only_what_bootstrap_tagged(aws: str, dlami: str, tmp_p
     assert "DeletedDate" not in boto3.client("secretsmanager").describe_secret(SecretId="rd-down")
 
 
+def test_an_unreadable_ami_parameter_stops_bootstrap_before_anything_is_created(
+    aws: str, dlami: str, tmp_path: Path
+) -> None:
+    before = _account_state()
+    config = _config(
+        name="rd-noami", bucket="rd-noami-bucket", secret_id="rd-noami", ami_parameter="/nope/ami"
+    )
+    with pytest.raises(ProvisioningError, match="pass --ami"):
+        _run(config, _cluster_copy(tmp_path))
+    assert _account_state() == before
+
+
 def test_a_role_bootstrap_did_not_create_is_never_taken_over(aws: str, dlami: str, tmp_path: Path) -> None:
     boto3.client("iam", region_name=REGION).create_role(
         RoleName="rd-taken-worker", AssumeRolePolicyDocument="{}"

@@ -155,6 +155,9 @@ class AwsStack:
         identity = self.sts.get_caller_identity()
         resolved = Resolved(account=identity["Account"], partition=identity["Arn"].split(":")[1])
         self._say("account", f"{resolved.account} in {c.region}")
+        # First, because it is the step most likely to fail (a region without the parameter, a
+        # mistyped --ami): nothing is created before we know the nodes can boot.
+        resolved.ami = self._resolve_ami()
         self._ensure_bucket()
         self._ensure_repository(resolved)
         self._ensure_secret(resolved)
@@ -180,7 +183,6 @@ class AwsStack:
         self._ensure_role(c.head_role, head_policy)
         self._ensure_instance_profile(c.head_role)
         self._ensure_security_group(resolved)
-        resolved.ami = self._resolve_ami()
         self._write_cluster_yaml(resolved)
         return resolved
 
