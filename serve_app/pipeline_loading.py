@@ -49,7 +49,7 @@ def choose_device(requested: str, cuda_available: bool) -> str:
             "device 'cuda' was requested but torch sees no CUDA device "
             f"(torch {torch_build()}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}): "
             "check the node's NVIDIA driver supports this torch build and that the container has the GPU "
-            "(Ray's docker mode passes --gpus all on GPU nodes)"
+            "(cluster.yaml gives GPU workers' containers --gpus all)"
         )
     if requested == "auto":
         return "cuda" if cuda_available else "cpu"

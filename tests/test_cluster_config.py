@@ -132,3 +132,11 @@ def test_aws_app_args_validate_with_the_environment_cluster_yaml_gives_the_conta
     assert settings.device == "cuda", "a GPU replica without CUDA must fail, not render on CPU"
     assert settings.image_store == "s3" and settings.s3_bucket == env["RAYDIFFUSION_S3_BUCKET"]
     assert settings.secrets_manager_secret_id == env["SECRETS_MANAGER_SECRET_ID"]
+
+
+def test_gpu_workers_containers_get_the_gpu_and_the_head_does_not() -> None:
+    docker = load("cluster.yaml")["docker"]
+    assert "--gpus all" in docker["worker_run_options"]
+    assert not any(
+        "--gpus" in option for option in docker["run_options"] + docker.get("head_run_options", [])
+    )
