@@ -303,7 +303,7 @@ class JobRunner:
         record.nsfw_content_detected = [result.nsfw_content_detected for result in results]
         record.queue_time_s = round(max(result.queue_s for result in results), 3)
         record.progress = Progress(step=sum(job.steps for job in jobs), total=sum(job.steps for job in jobs))
-        if all(record.nsfw_content_detected):  # nothing to show: a failure the caller can act on
+        if results and all(record.nsfw_content_detected):  # nothing to show: the caller can act on it
             raise ContentPolicyError(FLAGGED_MESSAGE)
         record.status = "succeeded"
 
