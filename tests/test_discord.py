@@ -613,24 +613,22 @@ def test_each_job_closes_its_discord_connections(bot: str, signer: DiscordSigner
 
 
 def test_a_job_that_cannot_finish_before_its_token_dies_is_stopped_and_says_so(
-    bot: str, signer: DiscordSigner, fake: FakeDiscord
+    failing_bot: str, signer: DiscordSigner, fake: FakeDiscord
 ) -> None:
     warm = command("warm up", user="late", steps=2)  # measured speed: admission lets the job in
-    assert post(bot, signer, warm).json() == {"type": 5}
+    assert post(failing_bot, signer, warm, prefix="/failing").json() == {"type": 5}
     assert final_edit(fake, warm["token"]).files
-    # Work this ingress does not see (another ingress replica's, say) holds the model for a while.
-    handle = serve.get_deployment_handle("DiffusionModel", app_name="bot")
-    blocker = handle.generate.remote(ImageJob("blocker", 128, 128, 100, 7.5, "ddim", seed=1))
-    blocker_sent = time.time()
-    wait_for(
-        lambda: any(b["at"] >= blocker_sent for b in handle.batch_log.remote().result()),
-        timeout_s=60,
-        what="the blocking render to start",
+    # Work this ingress does not see (another ingress replica's, say) holds the one model replica.
+    handle = serve.get_deployment_handle("DiffusionModel", app_name="failing")
+    blocker = handle.options(stream=True).generate_stream.remote(
+        ImageJob("blocker", 128, 128, 300, 7.5, "ddim", seed=1)
     )
-    # Its id says the command was created long ago: 3 s are left before the render must stop.
-    created = time.time() - (TOKEN_LIFETIME_S - DELIVERY_MARGIN_S - 3)
+    next(event for event in blocker if getattr(event, "state", None) == "rendering")
+    # Its id says the command was created long ago: 1.5 s are left before the render must stop
+    # (less than this app's 3 s request timeout, so only the token's deadline can stop it).
+    created = time.time() - (TOKEN_LIFETIME_S - DELIVERY_MARGIN_S - 1.5)
     interaction = command("too slow", user="late", steps=2, seed=12, created_at=created)
-    assert post(bot, signer, interaction).json() == {"type": 5}
+    assert post(failing_bot, signer, interaction, prefix="/failing").json() == {"type": 5}
     final = final_edit(fake, interaction["token"], timeout_s=60)
     blocker.cancel()
     token_expires = time.monotonic() + (created + TOKEN_LIFETIME_S - time.time())
