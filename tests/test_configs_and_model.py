@@ -17,7 +17,9 @@ DEPLOYMENTS = sorted(Path(__file__).parent.parent.joinpath("deployments").glob("
 
 
 @pytest.mark.parametrize("config_path", DEPLOYMENTS, ids=[p.name for p in DEPLOYMENTS])
-def test_config_file_passes_serve_schema_and_builds(config_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_file_passes_serve_schema_and_builds(
+    config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # aws.yaml's S3 store takes its bucket from the environment cluster.yaml gives the containers.
     monkeypatch.setenv("RAYDIFFUSION_S3_BUCKET", "bucket-from-cluster-yaml")
     config = ServeDeploySchema.model_validate(yaml.safe_load(config_path.read_text()))
