@@ -31,6 +31,7 @@ from ray import serve
 
 from serve_app.batching import group_indices
 from serve_app.generation import ImageJob, ImageResult, JobTicket, ProgressEvent
+from serve_app.image_pipelines import TaskPipelines
 from serve_app.pipeline_loading import SchedulerCache, load_pipeline, plan_runtime
 from serve_app.render_health import RenderHealth
 from serve_app.settings import AppSettings, BatchingSettings
@@ -108,6 +109,8 @@ class DiffusionModel:
         self._pipe = load_pipeline(settings, self._plan)
         self._load_s = time.perf_counter() - started
         self._schedulers = SchedulerCache(self._pipe)
+        # img2img, inpainting and upscale run on pipelines sharing these weights (from_pipe).
+        self._tasks = TaskPipelines(self._pipe, vae_tiling_pixels=settings.vae_tiling_pixels)
         self._call_lock = threading.Lock()
         # One long-lived thread for every pipeline call: OpenMP keeps a thread team (and the thread
         # count) per calling thread, so a pool of threads would each build and spin their own.
@@ -183,6 +186,7 @@ class DiffusionModel:
             "images_rendered": self._images_rendered,
             "rss_bytes": psutil.Process().memory_info().rss,
             "safety_checker": getattr(self._pipe, "safety_checker", None) is not None,
+            **self._tasks.describe(),
             "consecutive_failed_renders": self._health.consecutive_failures,
         }
 
@@ -252,6 +256,7 @@ class DiffusionModel:
             # Per group: steps asked for and steps run (fewer when every caller left and the
             # render was interrupted).
             "steps": [jobs[group[0]].steps for group in groups],
+            "kinds": [jobs[group[0]].kind for group in groups],
             "steps_done": [0 for _ in groups],
         }
         self._batch_log.append(entry)
@@ -298,7 +303,7 @@ class DiffusionModel:
         return results
 
     def _run_group(self, jobs: list[ImageJob], tickets: list[JobTicket]) -> _Rendered:
-        """One blocking pipeline call for jobs that share size, steps, guidance and scheduler."""
+        """One blocking pipeline call for jobs that share kind, size, steps, strength, guidance, scheduler."""
         import torch
 
         # Threads: OpenMP thread counts are per thread, and this thread starts with Ray's
@@ -320,19 +325,8 @@ class DiffusionModel:
 
         with self._call_lock:
             started = time.perf_counter()
-            self._schedulers.use(first.scheduler)
-            negative = [job.negative_prompt for job in jobs]
-            output = self._pipe(
-                prompt=[job.prompt for job in jobs],
-                negative_prompt=negative if any(negative) else None,
-                width=first.width,
-                height=first.height,
-                num_inference_steps=first.steps,
-                guidance_scale=first.guidance_scale,
-                generator=generators,
-                output_type="pil",
-                callback_on_step_end=on_step_end,
-            )
+            scheduler = self._schedulers.use(first.scheduler)
+            output = self._tasks(jobs, generators, on_step_end, scheduler)
             render_s = time.perf_counter() - started
         # Pipelines with a safety checker black out flagged images and say which; others say None.
         flags = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)

@@ -14,6 +14,11 @@ from typing import Any, Literal
 
 MAX_SEED = 2**32 - 1
 
+# What a job starts from. txt2img: noise. img2img: ``init_image`` noised to ``strength``.
+# inpaint: ``init_image`` repainted where ``mask_image`` is white. upscale: ``init_image`` resized
+# by the ingress to the output size, then refined by a low-strength img2img pass ("hires fix").
+JobKind = Literal["txt2img", "img2img", "inpaint", "upscale"]
+
 
 def random_seed() -> int:
     return secrets.randbelow(MAX_SEED + 1)
@@ -31,11 +36,37 @@ class ImageJob:
     scheduler: str
     seed: int
     negative_prompt: str = ""
+    kind: JobKind = "txt2img"
+    # PNG bytes decoded, validated and resized to (width, height) by the ingress: a replica never
+    # parses what a caller uploaded. The mask is single-channel, white = repaint.
+    init_image: bytes | None = None
+    mask_image: bytes | None = None
+    strength: float = 1.0  # how far from the init image (0: unchanged, 1: ignore it)
 
     @property
-    def group_key(self) -> tuple[int, int, int, float, str]:
-        """Jobs with equal keys can share one pipeline call; anything else needs its own."""
-        return (self.width, self.height, self.steps, self.guidance_scale, self.scheduler)
+    def group_key(self) -> tuple[str, int, int, int, float, str, float]:
+        """Jobs with equal keys can share one pipeline call; anything else needs its own.
+
+        Kind and strength are part of it: one diffusers call runs one pipeline class, and strength
+        sets how many of the steps run.
+        """
+        return (
+            self.kind,
+            self.width,
+            self.height,
+            self.steps,
+            self.guidance_scale,
+            self.scheduler,
+            self.strength,
+        )
+
+    def __repr__(self) -> str:  # keep image bytes out of logs and error messages
+        images = f", init_image={len(self.init_image)}B" if self.init_image else ""
+        images += f", mask_image={len(self.mask_image)}B" if self.mask_image else ""
+        return (
+            f"ImageJob(kind={self.kind!r}, prompt={self.prompt[:40]!r}, size={self.width}x{self.height}, "
+            f"steps={self.steps}, seed={self.seed}, strength={self.strength}{images})"
+        )
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from bot_gateway.imagine_job import DiscordDelivery
 from bot_gateway.router import create_discord_router
 from serve_app.content_policy import image_entries, raise_if_all_flagged
 from serve_app.errors import AuthenticationError, NotFoundError, install_error_handlers
+from serve_app.image_edit_api import create_image_edit_router
 from serve_app.image_store import IMAGE_ID, create_store, save_results
 from serve_app.job_adoption import JobAdopter
 from serve_app.job_records import JobStore
@@ -172,6 +173,7 @@ def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
         return models_listing(settings, client.replicas)
 
     app.include_router(protected)
+    app.include_router(create_image_edit_router(client, store, settings, protected.dependencies))
     app.include_router(create_prediction_router(runner, settings, protected.dependencies))
     # Discord authenticates with its own signatures, not API keys.
     app.include_router(create_discord_router(settings, runner, credentials))

@@ -273,6 +273,8 @@ def save_results(
             "steps": job.steps,
             "guidance_scale": job.guidance_scale,
             "scheduler": job.scheduler,
+            "kind": job.kind,
+            "strength": None if job.kind == "txt2img" else job.strength,
             "seed": result.seed,
             "model": settings.served_model_name,
             "timings": {

@@ -171,7 +171,9 @@ class SchedulerCache:
         self._base_config = pipe.scheduler.config
         self._schedulers: dict[str, Any] = {}
 
-    def use(self, name: str) -> None:
+    def use(self, name: str) -> Any:
+        """Put scheduler ``name`` on the pipeline and return it (pipelines from from_pipe take it too)."""
         if name not in self._schedulers:
             self._schedulers[name] = build_scheduler(name, self._base_config)
         self._pipe.scheduler = self._schedulers[name]
+        return self._pipe.scheduler

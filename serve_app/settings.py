@@ -100,6 +100,26 @@ class AppSettings(BaseSettings):
         repr=False,
     )
 
+    # --- starting from a picture (img2img, inpainting, upscale) -----------------------------------
+    max_input_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1024, description="Largest uploaded image or mask, encoded."
+    )
+    max_input_pixels: int = Field(
+        default=4096 * 4096,
+        ge=64 * 64,
+        description="Largest uploaded image in pixels, checked before decoding (decompression bombs).",
+    )
+    default_strength: float = Field(default=0.75, gt=0.0, le=1.0, description="img2img / edits default.")
+    variation_strength: float = Field(default=0.6, gt=0.0, le=1.0, description="How far variations stray.")
+    upscale_strength: float = Field(
+        default=0.3, gt=0.0, le=1.0, description="The refining img2img pass of an upscale ('hires fix')."
+    )
+    vae_tiling_pixels: int = Field(
+        default=1024 * 1024,
+        ge=0,
+        description="Decode images larger than this many pixels in VAE tiles (0: never).",
+    )
+
     # --- storage and async jobs ----------------------------------------------------------------
     image_store: Literal["local", "s3"] = Field(
         default="local", description="Where images and prediction records are kept."
