@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 MODEL_DIR ?= .cache/tiny-sd
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install run test lint bench clean lock image deploy
+.PHONY: install browser run test lint bench clean lock image deploy
 
 install: $(STAMP)
 
@@ -27,7 +27,17 @@ run: $(STAMP) $(MODEL_DIR)/model_index.json
 	@echo "  OpenAI SDK base_url: http://127.0.0.1:8000/v1    docs: http://127.0.0.1:8000/docs"
 	$(VENV)/bin/serve run deployments/local.yaml
 
-test: $(STAMP)
+# The browser tests drive Debian's Chromium through Playwright, never a browser Playwright downloads
+# (nothing but package registries is reachable from CI). Skipped when it is already installed.
+BROWSER := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(BROWSER):
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver fonts-liberation
+
+browser: $(BROWSER)
+
+test: $(STAMP) $(BROWSER)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

@@ -29,6 +29,7 @@ from serve_app.job_records import JobStore
 from serve_app.job_runner import JobRunner
 from serve_app.model_client import ModelClient
 from serve_app.model_info import models_listing
+from serve_app.playground import create_playground_router
 from serve_app.prediction_api import WebhookDelivery, create_prediction_router
 from serve_app.schemas import (
     GenerationParams,
@@ -177,4 +178,6 @@ def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
     app.include_router(create_prediction_router(runner, settings, protected.dependencies))
     # Discord authenticates with its own signatures, not API keys.
     app.include_router(create_discord_router(settings, runner, credentials))
+    # The browser page needs no key to load: its API calls carry the key the user gives it.
+    app.include_router(create_playground_router())
     return app

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.generation import ImageJob
 from serve_app.image_store import ImageStore
+from serve_app.queue_position import QueueInfo
 from serve_app.schemas import GenerationParams, build_jobs
 from serve_app.settings import AppSettings
 
@@ -75,6 +76,7 @@ class PredictionRecord(BaseModel):
     error: str | None = None
     error_code: str | None = None  # machine-readable reason of a failure ("deadline", ...)
     progress: Progress = Field(default_factory=Progress)
+    queue: QueueInfo | None = None  # while its images wait for the model, on the replica running it
     created_at: float
     started_at: float | None = None
     completed_at: float | None = None

@@ -31,6 +31,7 @@ from serve_app.generation import ImageJob, ImageResult, ProgressEvent
 from serve_app.image_store import save_results
 from serve_app.job_records import TERMINAL, JobStore, PredictionRecord, Progress
 from serve_app.model_client import ModelClient
+from serve_app.queue_position import QueueSnapshot
 from serve_app.settings import AppSettings
 
 logger = logging.getLogger("ray.serve")
@@ -242,6 +243,7 @@ class JobRunner:
     ) -> list[ImageResult]:
         steps = [0] * len(jobs)
         total = sum(job.steps for job in jobs)
+        queued = QueueSnapshot(self._client.load, jobs)  # before its own images count as in flight
 
         async def one(index: int, job: ImageJob) -> ImageResult:
             async for event in self._client.generate_stream(job):
@@ -271,12 +273,15 @@ class JobRunner:
                 if pending and time.monotonic() - last_beat >= HEARTBEAT_S:
                     last_beat = time.monotonic()
                     record.progress = Progress(step=sum(steps), total=total)
+                    # Shown until the first denoising step; after it, progress says more.
+                    record.queue = queued.now(self._client.load) if not any(steps) else None
                     if await self._heartbeat(record):
                         raise PredictionCanceled
             return [task.result() for task in images]
         finally:
             # One failed image fails the attempt: stop its siblings (their renders stop between
             # steps on the model) before a retry submits them all again.
+            record.queue = None
             for task in (*images, canceled):
                 task.cancel()
             await asyncio.gather(*images, canceled, return_exceptions=True)

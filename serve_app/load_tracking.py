@@ -20,6 +20,7 @@ class LoadTracker:
     def __init__(self, smoothing: float = 0.2) -> None:
         self._smoothing = smoothing
         self.in_flight = 0
+        self.completed = 0  # images that left the queue (rendered, failed or cancelled): see queue_position
         self.seconds_per_unit: float | None = None  # None until a render was measured
         self.units_per_image: float | None = None
 
@@ -28,6 +29,7 @@ class LoadTracker:
 
     def finished(self, count: int = 1) -> None:
         self.in_flight = max(0, self.in_flight - count)
+        self.completed += count
 
     def observe(self, render_s: float, batch_size: int, units: float = 1.0) -> None:
         units = max(units, 1e-6)

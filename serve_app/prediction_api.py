@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from serve_app.errors import NotFoundError
 from serve_app.image_store import ImageStore
-from serve_app.job_records import JobStore, PredictionRecord, new_record
+from serve_app.job_records import TERMINAL, JobStore, PredictionRecord, new_record
 from serve_app.job_runner import Execute, JobRunner
 from serve_app.schemas import GenerationParams
 from serve_app.settings import AppSettings
@@ -58,6 +58,8 @@ def prediction_view(record: PredictionRecord, store: ImageStore, base_url: str) 
         "output": output,
         "error": record.error,
         "progress": record.progress.model_dump() if record.status != "starting" else None,
+        # Our addition to Replicate's shape: {position, expected_wait_s} while waiting for the model.
+        "queue": record.queue.model_dump() if record.queue and record.status not in TERMINAL else None,
         "metrics": metrics,
         "seeds": [job["seed"] for job in record.jobs],
         "nsfw_content_detected": record.nsfw_content_detected,

@@ -1,0 +1,601 @@
+// The browser playground: a client of the public HTTP API only (/v1/models, /v1/predictions,
+// /v1/images), so whatever it shows a user can also do with curl. Plain JavaScript, no build step
+// and nothing loaded from elsewhere: the page must work offline, straight from the package.
+"use strict";
+
+// Relative URLs: the app may be served under a route prefix (".../playground/v1/...").
+const API = {
+  models: "v1/models",
+  predictions: "v1/predictions",
+  gallery: "v1/images",
+};
+const KEY_STORAGE = "raydiffusion.apiKey";
+const JOB_STORAGE = "raydiffusion.activePrediction"; // a reload resumes the job it was watching
+const POLL_MS = 500;
+const RECONNECT_MAX_MS = 5000;
+const GALLERY_LIMIT = Number(new URLSearchParams(location.search).get("gallery_limit")) || 12;
+
+// Every form input that becomes a field of the prediction's "input". A capability the API gains
+// (init image, mask, strength, model, LoRA) is one element in index.html plus one entry here:
+// read() gives the value to send (undefined: leave it to the server), write() loads a stored one.
+const FIELDS = [
+  textField("prompt"),
+  textField("negative_prompt"),
+  textField("size"),
+  numberField("steps"),
+  numberField("guidance_scale"),
+  textField("scheduler"),
+  {
+    name: "seed",
+    read: () => ($("seed-random").checked ? undefined : numberOrText($("seed").value)),
+    write: (value) => {
+      $("seed-random").checked = value === undefined || value === null;
+      $("seed").value = value ?? "";
+      syncSeedToggle();
+    },
+  },
+  numberField("n"),
+];
+
+function $(id) {
+  return document.getElementById(id);
+}
+
+function textField(name) {
+  return {
+    name,
+    read: () => $(name).value.trim() || undefined,
+    write: (value) => { $(name).value = value ?? ""; },
+  };
+}
+
+function numberField(name) {
+  return {
+    name,
+    read: () => numberOrText($(name).value),
+    write: (value) => { $(name).value = value ?? ""; },
+  };
+}
+
+// Sent as typed: a number when it is one, else the text itself, so the API's 400 says what is wrong.
+function numberOrText(raw) {
+  const text = String(raw).trim();
+  if (text === "") return undefined;
+  const value = Number(text);
+  return Number.isFinite(value) ? value : text;
+}
+
+// --- the API ----------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, body, headers) {
+    const error = (body && body.error) || {};
+    super(error.message || `HTTP ${status}`);
+    this.status = status;
+    this.param = error.param || null;
+    this.code = error.code || null;
+    this.retryAfter = Number(headers.get("Retry-After")) || null;
+  }
+}
+
+class NetworkError extends Error {}
+
+async function api(path, options = {}) {
+  const headers = { Accept: "application/json", ...(options.headers || {}) };
+  const key = localStorage.getItem(KEY_STORAGE);
+  if (key) headers.Authorization = `Bearer ${key}`;
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers });
+  } catch (error) {
+    throw new NetworkError(error.message || "network error");
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null; // a proxy's HTML error page, for instance: the status still says what happened
+  }
+  if (!response.ok) {
+    const error = new ApiError(response.status, body, response.headers);
+    if (error.status === 401) askForKey(error.message);
+    throw error;
+  }
+  return body;
+}
+
+// --- API key -----------------------------------------------------------------------------------
+
+function askForKey(message) {
+  const hadKey = Boolean(localStorage.getItem(KEY_STORAGE));
+  $("auth").hidden = false;
+  $("auth-message").textContent = hadKey
+    ? `The saved API key was refused: ${message}`
+    : "This server requires an API key. Enter it to use the playground.";
+  if (document.activeElement !== $("api-key")) $("api-key").focus();
+}
+
+function setUpKeyForm() {
+  $("auth-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = $("api-key").value.trim();
+    if (!key) {
+      $("auth-message").textContent = "Enter a key first.";
+      return;
+    }
+    localStorage.setItem(KEY_STORAGE, key);
+    $("api-key").value = "";
+    $("auth-message").textContent = "";
+    $("auth").hidden = true;
+    clearError("generate");
+    refreshAll();
+    if (activeJob) poll(activeJob, 0);
+  });
+  $("forget-key").addEventListener("click", () => {
+    localStorage.removeItem(KEY_STORAGE);
+    $("auth-message").textContent = "Key forgotten.";
+  });
+}
+
+// --- errors next to what caused them -----------------------------------------------------------
+
+function fieldOf(param) {
+  // "input.size" (the prediction body's path) and "size" both belong to the size field.
+  const name = String(param || "").replace(/^input\./, "");
+  return FIELDS.some((field) => field.name === name) ? name : null;
+}
+
+function showError(name, message) {
+  const target = $(`${name}-error`);
+  target.textContent = message;
+  const input = $(name);
+  if (input && name !== "generate") input.setAttribute("aria-invalid", "true");
+}
+
+function clearError(name) {
+  $(`${name}-error`).textContent = "";
+  const input = $(name);
+  if (input) input.removeAttribute("aria-invalid");
+}
+
+function clearAllErrors() {
+  for (const field of FIELDS) clearError(field.name);
+  clearError("generate");
+}
+
+function reportError(error) {
+  if (error instanceof NetworkError) {
+    showError("generate", `Could not reach the server (${error.message}). Check the connection and try again.`);
+    return;
+  }
+  const field = error.status === 400 || error.status === 422 ? fieldOf(error.param) : null;
+  if (field) {
+    showError(field, error.message);
+    $(field).focus();
+  } else if (error.status === 401) {
+    showError("generate", "An API key is needed: enter it in the API key box above, then Generate again.");
+  } else if (error.status === 503 || error.status === 429) {
+    const wait = error.retryAfter || 5;
+    showError("generate", `The service is busy: ${error.message} Retry in ${wait} s.`);
+    holdButton(wait);
+  } else {
+    showError("generate", `Error ${error.status}: ${error.message}`);
+  }
+}
+
+// Generate stays disabled for the server's Retry-After, counting down so the wait is visible.
+function holdButton(seconds) {
+  const button = $("generate");
+  let left = Math.ceil(seconds);
+  button.disabled = true;
+  button.textContent = `Generate (${left} s)`;
+  const timer = setInterval(() => {
+    left -= 1;
+    if (left > 0) {
+      button.textContent = `Generate (${left} s)`;
+      return;
+    }
+    clearInterval(timer);
+    button.textContent = "Generate";
+    button.disabled = Boolean(activeJob);
+  }, 1000);
+}
+
+// --- the form ----------------------------------------------------------------------------------
+
+function syncSeedToggle() {
+  $("seed").disabled = $("seed-random").checked;
+}
+
+function readInput() {
+  const input = {};
+  for (const field of FIELDS) {
+    const value = field.read();
+    if (value !== undefined) input[field.name] = value;
+  }
+  return input;
+}
+
+function loadIntoForm(params) {
+  for (const field of FIELDS) {
+    if (field.name in params && field.name !== "n") field.write(params[field.name]);
+  }
+  clearAllErrors();
+  $("prompt").focus();
+}
+
+// --- a job, from Generate to its images ---------------------------------------------------------
+
+let activeJob = null; // {id, input}
+
+async function generate(event) {
+  event.preventDefault();
+  clearAllErrors();
+  const input = readInput();
+  if (!input.prompt) {
+    showError("prompt", "Enter a prompt.");
+    $("prompt").focus();
+    return;
+  }
+  $("generate").disabled = true;
+  try {
+    const prediction = await api(API.predictions, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ input }),
+    });
+    startWatching({ id: prediction.id, input: prediction.input || input });
+    render(prediction);
+  } catch (error) {
+    $("generate").disabled = false;
+    reportError(error);
+  }
+}
+
+function startWatching(job) {
+  activeJob = job;
+  localStorage.setItem(JOB_STORAGE, JSON.stringify(job));
+  $("generate").disabled = true;
+  $("cancel").hidden = false;
+  $("job").hidden = false;
+  $("results").replaceChildren();
+  poll(job, 0);
+}
+
+async function poll(job, failures) {
+  if (activeJob !== job) return;
+  let prediction;
+  try {
+    prediction = await api(`${API.predictions}/${encodeURIComponent(job.id)}`);
+  } catch (error) {
+    if (error instanceof NetworkError || error.status >= 500) {
+      // The job goes on server-side whatever happens to this connection: keep asking.
+      const delay = Math.min(RECONNECT_MAX_MS, POLL_MS * 2 ** failures);
+      $("job-status").textContent =
+        `Connection lost (${error.message}); the job continues on the server. ` +
+        `Reconnecting in ${Math.round(delay / 100) / 10} s…`;
+      setTimeout(() => poll(job, failures + 1), delay);
+      return;
+    }
+    if (error.status === 401) {
+      // Keep the job: once a key is saved, watching resumes where it stopped.
+      showError("generate", "An API key is needed to keep watching this job: enter it above.");
+      return;
+    }
+    finishJob();
+    showError("generate", error.status === 404 ? "The job is no longer known to the server." : error.message);
+    return;
+  }
+  render(prediction);
+  if (["succeeded", "failed", "canceled"].includes(prediction.status)) {
+    finishJob();
+    if (prediction.status === "succeeded") refreshGallery();
+    return;
+  }
+  setTimeout(() => poll(job, 0), POLL_MS);
+}
+
+function finishJob() {
+  activeJob = null;
+  localStorage.removeItem(JOB_STORAGE);
+  $("cancel").hidden = true;
+  if (!$("generate").textContent.includes("(")) $("generate").disabled = false;
+}
+
+function render(prediction) {
+  const status = $("job-status");
+  const queue = $("queue-status");
+  const bar = $("progress");
+  const progress = prediction.progress || { step: 0, total: 0 };
+  queue.textContent = "";
+  if (prediction.status === "starting") {
+    status.textContent = "Accepted; starting…";
+    bar.removeAttribute("value");
+  } else if (prediction.status === "processing") {
+    if (progress.step > 0) {
+      status.textContent = `Rendering: step ${progress.step} of ${progress.total}`;
+      bar.max = progress.total;
+      bar.value = progress.step;
+    } else {
+      status.textContent = "Waiting for the model…";
+      bar.removeAttribute("value"); // indeterminate until the first denoising step
+      if (prediction.queue) queue.textContent = queueText(prediction.queue);
+    }
+  } else if (prediction.status === "succeeded") {
+    const seconds = prediction.metrics && prediction.metrics.predict_time;
+    status.textContent = seconds !== undefined ? `Done in ${seconds.toFixed(1)} s.` : "Done.";
+    bar.max = progress.total || 1;
+    bar.value = progress.total || 1;
+    showImages(prediction);
+  } else if (prediction.status === "failed") {
+    status.textContent = "Failed.";
+    showError("generate", `The job failed: ${prediction.error || "no reason given"}`);
+  } else if (prediction.status === "canceled") {
+    status.textContent = "Canceled.";
+  }
+}
+
+function queueText(info) {
+  const ahead = info.position === 0
+    ? "Next in line"
+    : `${info.position} image${info.position === 1 ? "" : "s"} ahead of yours`;
+  const wait = info.expected_wait_s === null || info.expected_wait_s === undefined
+    ? "expected wait unknown until a first image is measured (the model may be starting)"
+    : `ready in about ${Math.max(1, Math.round(info.expected_wait_s))} s`;
+  return `Queue: ${ahead}; ${wait}.`;
+}
+
+function showImages(prediction) {
+  const input = prediction.input || {};
+  const flags = prediction.nsfw_content_detected || [];
+  const urls = [...(prediction.output || [])];
+  const cards = (prediction.seeds || []).map((seed, index) => {
+    if (flags[index]) return flaggedCard(seed);
+    return imageCard(urls.shift(), { ...input, seed });
+  });
+  $("results").replaceChildren(...cards);
+}
+
+function flaggedCard(seed) {
+  const item = document.createElement("li");
+  item.className = "card";
+  item.textContent = `Seed ${seed}: withheld, the safety checker flagged this image.`;
+  return item;
+}
+
+function imageCard(url, params) {
+  const item = document.createElement("li");
+  item.className = "card";
+  const figure = document.createElement("figure");
+  const image = lazyImage(url, `${params.prompt} (seed ${params.seed})`, params.size);
+  const caption = document.createElement("figcaption");
+  const summary = document.createElement("p");
+  summary.className = "params";
+  summary.textContent = describe(params);
+  image.addEventListener("load", () => {
+    if (!params.size) summary.textContent = describe({ ...params, size: `${image.naturalWidth}x${image.naturalHeight}` });
+  });
+  const actions = document.createElement("div");
+  actions.className = "actions";
+  const reuse = document.createElement("button");
+  reuse.type = "button";
+  reuse.className = "secondary reuse-seed";
+  reuse.textContent = "Reuse seed";
+  reuse.setAttribute("aria-label", `Reuse seed ${params.seed}`);
+  reuse.addEventListener("click", () => {
+    FIELDS.find((field) => field.name === "seed").write(params.seed);
+    $("seed").focus();
+  });
+  const download = document.createElement("a");
+  download.href = url;
+  download.download = `raydiffusion-${params.seed}.png`;
+  download.className = "button secondary";
+  download.textContent = "Download";
+  download.setAttribute("aria-label", `Download the image with seed ${params.seed}`);
+  actions.append(reuse, download);
+  caption.append(summary, actions);
+  figure.append(image, caption);
+  item.append(figure);
+  return item;
+}
+
+// Lazy and asynchronous: a slow image never holds up the page; width and height reserve its box.
+function lazyImage(url, alt, size) {
+  const image = document.createElement("img");
+  image.loading = "lazy";
+  image.decoding = "async";
+  image.alt = alt;
+  const match = /^(\d+)x(\d+)$/.exec(size || "");
+  if (match) {
+    image.width = Number(match[1]);
+    image.height = Number(match[2]);
+  }
+  image.src = url;
+  return image;
+}
+
+function describe(params) {
+  const parts = [`seed ${params.seed}`];
+  if (params.size) parts.push(params.size);
+  if (params.steps !== undefined) parts.push(`${params.steps} steps`);
+  if (params.guidance_scale !== undefined) parts.push(`guidance ${params.guidance_scale}`);
+  if (params.scheduler) parts.push(params.scheduler);
+  if (params.negative_prompt) parts.push(`not: ${params.negative_prompt}`);
+  return parts.join(" · ");
+}
+
+async function cancelJob() {
+  const job = activeJob;
+  if (!job) return;
+  try {
+    render(await api(`${API.predictions}/${encodeURIComponent(job.id)}/cancel`, { method: "POST" }));
+  } catch (error) {
+    reportError(error);
+  }
+}
+
+// --- gallery -----------------------------------------------------------------------------------
+
+let galleryCursor = null;
+let galleryRecords = new Map(); // image id -> its stored record
+
+async function refreshGallery() {
+  galleryCursor = null;
+  galleryRecords = new Map();
+  $("gallery").replaceChildren();
+  await loadGalleryPage();
+}
+
+async function loadGalleryPage() {
+  const query = new URLSearchParams({ limit: String(GALLERY_LIMIT) });
+  if (galleryCursor) query.set("cursor", galleryCursor);
+  $("gallery-status").textContent = "Loading…";
+  let page;
+  try {
+    page = await api(`${API.gallery}?${query}`);
+  } catch (error) {
+    $("gallery-status").textContent = error.status === 401
+      ? "The gallery needs an API key."
+      : `Could not load the gallery: ${error.message}`;
+    return;
+  }
+  for (const record of page.data) {
+    if (galleryRecords.has(record.id)) continue;
+    galleryRecords.set(record.id, record);
+    $("gallery").append(galleryItem(record));
+  }
+  galleryCursor = page.next_cursor;
+  $("gallery-more").hidden = !page.has_more;
+  $("gallery-status").textContent = galleryRecords.size ? "" : "No images yet.";
+}
+
+function recordParams(record) {
+  return {
+    prompt: record.prompt,
+    negative_prompt: record.negative_prompt,
+    size: `${record.width}x${record.height}`,
+    steps: record.steps,
+    guidance_scale: record.guidance_scale,
+    scheduler: record.scheduler,
+    seed: record.seed,
+  };
+}
+
+function galleryItem(record) {
+  const item = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "thumb";
+  button.dataset.imageId = record.id;
+  button.setAttribute("aria-haspopup", "dialog");
+  button.setAttribute("aria-label", `Parameters of “${record.prompt}”, seed ${record.seed}`);
+  const image = lazyImage(record.url, "", `${record.width}x${record.height}`);
+  button.append(image);
+  button.addEventListener("click", () => openRecord(record));
+  item.append(button);
+  return item;
+}
+
+let dialogRecord = null;
+
+function openRecord(record) {
+  dialogRecord = record;
+  const params = recordParams(record);
+  $("dialog-image").src = record.url;
+  $("dialog-image").alt = `${record.prompt} (seed ${record.seed})`;
+  const rows = [
+    ["Prompt", params.prompt],
+    ["Negative prompt", params.negative_prompt || "none"],
+    ["Size", params.size],
+    ["Steps", params.steps],
+    ["Guidance", params.guidance_scale],
+    ["Scheduler", params.scheduler],
+    ["Seed", params.seed],
+    ["Model", record.model],
+    ["Render time", record.timings ? `${record.timings.render_s} s (batch of ${record.timings.batch_size})` : "?"],
+    ["Created", new Date(record.created * 1000).toLocaleString()],
+  ];
+  const list = $("dialog-params");
+  list.replaceChildren();
+  for (const [name, value] of rows) {
+    const term = document.createElement("dt");
+    term.textContent = name;
+    const detail = document.createElement("dd");
+    detail.textContent = String(value);
+    detail.dataset.param = name;
+    list.append(term, detail);
+  }
+  $("image-dialog").showModal();
+  $("dialog-use").focus();
+}
+
+// --- model information -------------------------------------------------------------------------
+
+async function loadModels() {
+  try {
+    const listing = await api(API.models);
+    showModel(listing.data[0]);
+  } catch (error) {
+    $("model-info").textContent = error.status === 401
+      ? "Model information needs an API key."
+      : `Model information unavailable: ${error.message}`;
+  }
+}
+
+// The place to switch capability inputs on once /v1/models reports them (img2img, LoRA, ...).
+function showModel(model) {
+  if (!model) {
+    $("model-info").textContent = "No model is configured.";
+    return;
+  }
+  const parts = [`Model ${model.id}`, `safety checker ${model.safety_checker ? "on" : "off"}`];
+  const replica = model.replica;
+  if (replica) {
+    parts.push(
+      `last replica seen ${Math.round(replica.age_s)} s ago: ${replica.device} ${replica.dtype}, ` +
+      `batches of up to ${replica.max_batch_size}`,
+    );
+  } else {
+    parts.push("no image rendered yet, so the first may wait for a model replica to start");
+  }
+  $("model-info").textContent = parts.join(" · ");
+}
+
+function refreshAll() {
+  loadModels();
+  refreshGallery();
+}
+
+// --- wiring ------------------------------------------------------------------------------------
+
+function main() {
+  setUpKeyForm();
+  $("seed-random").addEventListener("change", () => {
+    syncSeedToggle();
+    if (!$("seed-random").checked) $("seed").focus();
+  });
+  syncSeedToggle();
+  $("generate-form").addEventListener("submit", generate);
+  $("cancel").addEventListener("click", cancelJob);
+  $("gallery-more").addEventListener("click", loadGalleryPage);
+  $("dialog-close").addEventListener("click", () => $("image-dialog").close());
+  $("dialog-use").addEventListener("click", () => {
+    $("image-dialog").close();
+    if (dialogRecord) loadIntoForm(recordParams(dialogRecord));
+  });
+  for (const field of FIELDS) {
+    const input = $(field.name);
+    if (input) input.addEventListener("input", () => clearError(field.name));
+  }
+  refreshAll();
+  const saved = localStorage.getItem(JOB_STORAGE);
+  if (saved) {
+    try {
+      startWatching(JSON.parse(saved));
+    } catch {
+      localStorage.removeItem(JOB_STORAGE);
+    }
+  }
+}
+
+main();

@@ -1,0 +1,349 @@
+"""The browser playground at ``/``, driven in Debian's headless Chromium against the real app.
+
+One Serve and one browser for the module; the tiny model at small sizes keeps each render short.
+The model batches one image at a time here, so a long "blocker" job makes the next one wait in a
+queue the page can show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from ray import serve
+from support import wait_for
+
+from serve_app.app import build_app
+
+APP = "playground"
+API_KEY = "playground-key-7"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+REPO = Path(__file__).resolve().parents[1]
+SCREENSHOTS = REPO / ".cache" / "screenshots"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+TIMEOUT_MS = 90_000
+
+
+@pytest.fixture(scope="module")
+def base(serve_url: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    args = {
+        "model": str(tiny_model_dir),
+        "model_name": "tiny-sd",
+        "default_size": "64x64",
+        "default_steps": 4,
+        "max_steps": 400,
+        "max_images": 4,
+        "api_keys": [API_KEY],
+        "retry_after_s": 2,
+        # A gallery of this module's images only.
+        "data_dir": str(tmp_path_factory.mktemp("playground-data")),
+        # One image per pipeline call: a second job queues behind the first.
+        "batching": {"max_batch_size": 1, "batch_wait_timeout_s": 0.0},
+    }
+    serve.run(build_app(args), name=APP, route_prefix="/")
+    return serve_url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing: `make browser` installs Debian's chromium"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def open_page(browser: Browser, base: str, *, key: str | None = API_KEY, path: str = "/") -> Page:
+    context = browser.new_context(base_url=base, viewport=DESKTOP)
+    if key is not None:
+        context.add_init_script(f"localStorage.setItem('raydiffusion.apiKey', {json.dumps(key)})")
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.script_errors = errors  # checked by each test: a broken script must fail it
+    page.goto(path)
+    return page
+
+
+@pytest.fixture
+def page(browser: Browser, base: str) -> Iterator[Page]:
+    page = open_page(browser, base)
+    yield page
+    page.context.close()
+
+
+def no_script_errors(page: Page) -> None:
+    assert page.script_errors == [], page.script_errors
+
+
+def start_blocker(base: str, steps: int = 150) -> str:
+    """A long job the model renders first; returns its id once it is rendering."""
+    with httpx.Client(base_url=base, headers=AUTH, timeout=30) as http:
+        created = http.post("/v1/predictions", json={"input": {"prompt": "blocker", "steps": steps}})
+        assert created.status_code == 201, created.text
+        prediction_id = created.json()["id"]
+
+        def rendering() -> bool:
+            progress = http.get(f"/v1/predictions/{prediction_id}").json()["progress"] or {}
+            return progress.get("step", 0) > 0
+
+        wait_for(rendering, 120, "the blocker to start rendering")
+    return prediction_id
+
+
+def wait_for_image(page: Page, width: int, height: int) -> None:
+    page.wait_for_function(
+        """([w, h]) => [...document.querySelectorAll('#results img')].some(
+             (img) => img.complete && img.naturalWidth === w && img.naturalHeight === h)""",
+        arg=[width, height],
+    )
+
+
+def generate_from_form(page: Page, prompt: str, **fields: str) -> None:
+    page.get_by_label("Prompt", exact=True).fill(prompt)
+    for name, value in fields.items():
+        page.locator(f"#{name}").fill(value)
+    page.get_by_role("button", name="Generate").click()
+
+
+def test_page_is_served_with_its_assets_and_a_strict_policy(base: str) -> None:
+    with httpx.Client(base_url=base, timeout=30) as http:
+        page = http.get("/")  # no key needed to load the page itself
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        for asset in re.findall(r'(?:href|src)="(static/[^"]+)"', page.text):
+            response = http.get(f"/{asset}")
+            assert response.status_code == 200, asset
+            assert response.headers["x-content-type-options"] == "nosniff"
+        missing = http.get("/static/../serve_app/settings.py")
+        assert missing.status_code == 404
+        assert http.get("/static/nope.js").json()["error"]["param"] == "name"
+
+
+def test_page_asks_for_an_api_key_and_works_once_it_is_given(browser: Browser, base: str) -> None:
+    page = open_page(browser, base, key=None)
+    try:
+        expect(page.locator("#auth")).to_be_visible()
+        expect(page.locator("#auth-message")).to_contain_text("requires an API key")
+        expect(page.locator("#model-info")).to_contain_text("needs an API key")
+        expect(page.get_by_role("textbox", name="API key")).to_be_focused()
+
+        page.get_by_role("textbox", name="API key").fill("wrong-key")
+        page.keyboard.press("Enter")
+        expect(page.locator("#auth-message")).to_contain_text("refused")
+
+        page.get_by_role("textbox", name="API key").fill(API_KEY)
+        page.get_by_role("button", name="Save key").click()
+        expect(page.locator("#auth")).to_be_hidden()
+        expect(page.locator("#model-info")).to_contain_text("Model tiny-sd")
+        assert page.evaluate("localStorage.getItem('raydiffusion.apiKey')") == API_KEY
+
+        generate_from_form(page, "a key was given")
+        wait_for_image(page, 64, 64)  # the server's default size
+        expect(page.locator("#generate-error")).to_be_empty()
+        no_script_errors(page)
+    finally:
+        page.context.close()
+
+
+def test_generate_shows_queue_then_progress_then_the_image_of_the_requested_size(
+    page: Page, base: str
+) -> None:
+    prompt = f"a lighthouse {uuid.uuid4().hex[:6]}"
+    blocker = start_blocker(base)
+    page.get_by_label("Random seed").uncheck()
+    generate_from_form(page, prompt, size="96x64", steps="60", seed="1234", guidance_scale="6.5")
+
+    expect(page.locator("#queue-status")).to_contain_text("1 image ahead of yours")
+    page.wait_for_function(
+        """() => { const bar = document.getElementById('progress');
+                   return bar.hasAttribute('value') && bar.value > 0 && bar.value < bar.max; }"""
+    )
+    expect(page.locator("#job-status")).to_contain_text("Rendering: step")
+    wait_for_image(page, 96, 64)
+    expect(page.locator("#job-status")).to_contain_text("Done")
+    expect(page.locator("#queue-status")).to_be_empty()
+
+    card = page.locator("#results .card").first
+    expect(card).to_contain_text("seed 1234")
+    expect(card).to_contain_text("96x64")
+    expect(card).to_contain_text("60 steps")
+    expect(card).to_contain_text("guidance 6.5")
+    image = card.locator("img")
+    expect(image).to_have_attribute("loading", "lazy")
+    expect(image).to_have_attribute("alt", f"{prompt} (seed 1234)")
+    download = card.get_by_role("link", name="Download the image with seed 1234")
+    expect(download).to_have_attribute("download", "raydiffusion-1234.png")
+    fetched = page.context.request.get(download.get_attribute("href"))
+    assert fetched.status == 200 and fetched.headers["content-type"] == "image/png"
+
+    # The gallery lists the new image at once.
+    expect(page.locator("#gallery button.thumb").first).to_have_attribute(
+        "aria-label", f"Parameters of “{prompt}”, seed 1234"
+    )
+    # Reuse seed: back to that seed, random off.
+    page.get_by_label("Random seed").check()
+    expect(page.locator("#seed")).to_be_disabled()
+    card.get_by_role("button", name="Reuse seed 1234").click()
+    expect(page.get_by_label("Random seed")).not_to_be_checked()
+    expect(page.locator("#seed")).to_have_value("1234")
+
+    with httpx.Client(base_url=base, headers=AUTH, timeout=30) as http:
+        finished = http.get(f"/v1/predictions/{blocker}").json()
+    assert finished["status"] == "succeeded" and finished["queue"] is None
+    save_screenshots(page)
+    no_script_errors(page)
+
+
+def save_screenshots(page: Page) -> None:
+    """Desktop and phone width, as test artifacts; copied into docs/ only when asked to."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size(DESKTOP)
+    page.screenshot(path=SCREENSHOTS / "playground-desktop.png", full_page=True)
+    page.set_viewport_size(PHONE)
+    # Usable at phone width: nothing wider than the screen, so no sideways scrolling.
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    expect(page.get_by_role("button", name="Generate")).to_be_in_viewport()
+    page.screenshot(path=SCREENSHOTS / "playground-phone.png")
+    if os.environ.get("RAYDIFFUSION_UPDATE_DOCS_SCREENSHOTS"):
+        (REPO / "docs").mkdir(exist_ok=True)
+        for name in ("playground-desktop.png", "playground-phone.png"):
+            shutil.copyfile(SCREENSHOTS / name, REPO / "docs" / name)
+
+
+def test_bad_input_is_shown_next_to_the_field_it_names(page: Page) -> None:
+    generate_from_form(page, "a bad size", size="63x64")
+    expect(page.locator("#size-error")).to_contain_text("multiples of 8")
+    expect(page.locator("#size")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#size")).to_be_focused()
+    expect(page.locator("#generate-error")).to_be_empty()
+
+    # A field the body's schema rejects comes back as "input.steps": still shown at Steps.
+    page.locator("#size").fill("64x64")
+    expect(page.locator("#size-error")).to_be_empty()
+    page.locator("#steps").fill("0")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#steps-error")).to_contain_text("steps")
+    expect(page.locator("#steps")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#size")).not_to_have_attribute("aria-invalid", "true")
+
+    page.locator("#steps").fill("")
+    page.get_by_label("Prompt", exact=True).fill("")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#prompt-error")).to_have_text("Enter a prompt.")
+    expect(page.locator("#job")).to_be_hidden()  # nothing was sent
+    no_script_errors(page)
+
+
+def test_gallery_pages_and_loads_parameters_back_into_the_form(browser: Browser, base: str) -> None:
+    prompt = f"gallery {uuid.uuid4().hex[:6]}"
+    body = {
+        "prompt": prompt,
+        "negative_prompt": "blurry",
+        "n": 3,
+        "size": "80x64",
+        "steps": 5,
+        "guidance_scale": 3.5,
+        "scheduler": "euler",
+        "seed": 777,
+        "response_format": "url",
+    }
+    with httpx.Client(base_url=base, headers=AUTH, timeout=120) as http:
+        assert http.post("/v1/images/generations", json=body).status_code == 200
+
+    page = open_page(browser, base, path="/?gallery_limit=2")
+    try:
+        thumbs = page.locator("#gallery button.thumb")
+        expect(thumbs).to_have_count(2)
+        more = page.get_by_role("button", name="Load more")
+        expect(more).to_be_visible()
+        with httpx.Client(base_url=base, headers=AUTH, timeout=30) as http:
+            stored = [image["id"] for image in http.get("/v1/images", params={"limit": 100}).json()["data"]]
+        for shown in range(4, len(stored) + 2, 2):  # one more page per click, until there is none
+            more.click()
+            expect(thumbs).to_have_count(min(shown, len(stored)))
+        expect(more).to_be_hidden()
+        ids = thumbs.evaluate_all("items => items.map((item) => item.dataset.imageId)")
+        assert ids == stored  # every stored image once, newest first
+        labels = thumbs.evaluate_all("items => items.map((item) => item.getAttribute('aria-label'))")
+        # Newest first; the three were stored within moments of each other, in any order.
+        assert set(labels[:3]) == {f"Parameters of “{prompt}”, seed {seed}" for seed in (777, 778, 779)}
+        expect(thumbs.first.locator("img")).to_have_attribute("loading", "lazy")
+
+        # Keyboard only: open one of the three, close with Escape, open again, use it.
+        third = page.get_by_role("button", name=f"Parameters of “{prompt}”, seed 777")
+        third.focus()
+        page.keyboard.press("Enter")
+        dialog = page.locator("#image-dialog")
+        expect(dialog).to_be_visible()
+        expect(dialog.locator("dd[data-param='Seed']")).to_have_text("777")
+        expect(dialog.locator("dd[data-param='Size']")).to_have_text("80x64")
+        expect(dialog.locator("dd[data-param='Scheduler']")).to_have_text("euler")
+        expect(dialog.locator("dd[data-param='Prompt']")).to_have_text(prompt)
+        page.keyboard.press("Escape")
+        expect(dialog).to_be_hidden()
+        third.focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("button", name="Use these settings")).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(dialog).to_be_hidden()
+
+        expect(page.get_by_label("Prompt", exact=True)).to_have_value(prompt)
+        expect(page.get_by_label("Negative prompt")).to_have_value("blurry")
+        expect(page.locator("#size")).to_have_value("80x64")
+        expect(page.locator("#steps")).to_have_value("5")
+        expect(page.locator("#guidance_scale")).to_have_value("3.5")
+        expect(page.locator("#scheduler")).to_have_value("euler")
+        expect(page.locator("#seed")).to_have_value("777")
+        expect(page.get_by_label("Random seed")).not_to_be_checked()
+
+        # The loaded settings make the same image again: same seed, same size.
+        page.get_by_role("button", name="Generate").click()
+        wait_for_image(page, 80, 64)
+        expect(page.locator("#results .card").first).to_contain_text("seed 777")
+        no_script_errors(page)
+    finally:
+        page.context.close()
+
+
+def test_a_network_failure_mid_job_resumes_polling(page: Page, base: str) -> None:
+    start_blocker(base, steps=100)  # keeps the page's own job waiting while the network is down
+    generate_from_form(page, "through an outage", steps="20", size="64x72")
+    expect(page.locator("#job-status")).to_contain_text("Waiting for the model")
+
+    polls = re.compile(r"/v1/predictions/pred_")
+    page.route(polls, lambda route: route.abort("internetdisconnected"))
+    expect(page.locator("#job-status")).to_contain_text("Connection lost")
+    expect(page.locator("#job-status")).to_contain_text("Reconnecting")
+    page.unroute(polls)
+
+    wait_for_image(page, 64, 72)
+    expect(page.locator("#job-status")).to_contain_text("Done")
+    expect(page.locator("#generate-error")).to_be_empty()
+    no_script_errors(page)
