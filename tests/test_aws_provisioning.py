@@ -223,6 +223,16 @@ def test_bootstrap_writes_every_marked_value_into_cluster_yaml(aws: str, dlami: 
     assert [line for line in text.splitlines() if "raydiffusion-aws:" not in line] == kept
 
 
+def test_other_stack_names_reach_cluster_yaml(aws: str, dlami: str, tmp_path: Path) -> None:
+    cluster = _cluster_copy(tmp_path)
+    _run(_config(name="rd-named", bucket="rd-named-bucket", secret_id="rd-named"), cluster)
+    loaded = yaml.safe_load(cluster.read_text())
+    assert loaded["cluster_name"] == "rd-named"
+    for name, node_type in loaded["available_node_types"].items():
+        role = "rd-named-head" if name == loaded["head_node_type"] else "rd-named-worker"
+        assert node_type["node_config"]["IamInstanceProfile"] == {"Name": role}
+
+
 def test_dry_run_changes_nothing(aws: str, dlami: str, tmp_path: Path) -> None:
     cluster = _cluster_copy(tmp_path)
     before = cluster.read_bytes()

@@ -85,6 +85,9 @@ class Resolved:
     def stamp_values(self, config: StackConfig) -> dict[str, Any]:
         registry = self.repository_uri.split("/", 1)[0]
         return {
+            "cluster_name": config.name,
+            "head_profile": {"Name": config.head_role},
+            "worker_profile": {"Name": config.worker_role},
             "region": config.region,
             "availability_zone": ",".join(self.availability_zones),
             "ami": self.ami,
