@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,9 @@ from ray import serve
 from support import wait_for
 
 from serve_app.app import build_app
+from serve_app.diffusion_model import DiffusionModel
+from serve_app.ingress import ingress_deployment
+from serve_app.settings import AppSettings
 
 APP = "playground"
 API_KEY = "playground-key-7"
@@ -347,3 +351,39 @@ def test_a_network_failure_mid_job_resumes_polling(page: Page, base: str) -> Non
     expect(page.locator("#job-status")).to_contain_text("Done")
     expect(page.locator("#generate-error")).to_be_empty()
     no_script_errors(page)
+
+
+def test_a_503_is_shown_at_the_button_with_its_retry_after(
+    browser: Browser, base: str, tiny_model_dir: Path
+) -> None:
+    """Storage down: the prediction is refused with 503 + Retry-After; the page is under a prefix."""
+    with socket.socket() as probe:  # a port nothing listens on: every S3 call is refused
+        probe.bind(("127.0.0.1", 0))
+        s3_port = probe.getsockname()[1]
+    settings = AppSettings(
+        model=str(tiny_model_dir),
+        retry_after_s=3,
+        image_store="s3",
+        s3_bucket="down",
+        s3_region="us-east-1",
+        s3_endpoint_url=f"http://127.0.0.1:{s3_port}",
+    )
+    # No model replica: nothing here gets as far as rendering.
+    cold = {"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1}
+    model = DiffusionModel.options(autoscaling_config=cold).bind(settings)
+    serve.run(ingress_deployment(settings).bind(model, settings), name="down", route_prefix="/down")
+    page = open_page(browser, base, key=None, path="/down/")  # relative URLs: /down/v1/...
+    try:
+        expect(page.locator("#model-info")).to_contain_text("Model")
+        expect(page.locator("#gallery-status")).to_contain_text("Image storage is unavailable")
+        generate_from_form(page, "while storage is down")
+        error = page.locator("#generate-error")
+        expect(error).to_contain_text("Image storage is unavailable")
+        expect(error).to_contain_text("Retry in 3 s")
+        expect(page.get_by_role("button", name=re.compile(r"^Generate \(\d s\)$"))).to_be_disabled()
+        expect(page.get_by_role("button", name="Generate", exact=True)).to_be_enabled()
+        expect(page.locator("#job")).to_be_hidden()
+        no_script_errors(page)
+    finally:
+        page.context.close()
+        serve.delete("down")

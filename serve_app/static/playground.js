@@ -67,10 +67,20 @@ function numberOrText(raw) {
 
 // --- the API ----------------------------------------------------------------------------------
 
+const FALLBACK_MESSAGES = {
+  401: "an API key is required",
+  404: "not found",
+  429: "too many requests",
+  502: "the server is unreachable behind its proxy",
+  503: "the server is at capacity",
+  504: "the server took too long",
+};
+
 class ApiError extends Error {
   constructor(status, body, headers) {
     const error = (body && body.error) || {};
-    super(error.message || `HTTP ${status}`);
+    // A proxy's own refusal may have no JSON body: the status alone then speaks for it.
+    super(error.message || `${FALLBACK_MESSAGES[status] || "the server answered"} (HTTP ${status}).`);
     this.status = status;
     this.param = error.param || null;
     this.code = error.code || null;
@@ -176,7 +186,7 @@ function reportError(error) {
     showError("generate", "An API key is needed: enter it in the API key box above, then Generate again.");
   } else if (error.status === 503 || error.status === 429) {
     const wait = error.retryAfter || 5;
-    showError("generate", `The service is busy: ${error.message} Retry in ${wait} s.`);
+    showError("generate", `Unavailable right now: ${error.message} Retry in ${wait} s.`);
     holdButton(wait);
   } else {
     showError("generate", `Error ${error.status}: ${error.message}`);
