@@ -338,6 +338,8 @@ def test_gallery_pages_and_loads_parameters_back_into_the_form(browser: Browser,
 
 def test_a_network_failure_mid_job_resumes_polling(page: Page, base: str) -> None:
     start_blocker(base, steps=100)  # keeps the page's own job waiting while the network is down
+    created: list[str] = []
+    page.on("request", lambda r: r.method == "POST" and "predictions" in r.url and created.append(r.url))
     generate_from_form(page, "through an outage", steps="20", size="64x72")
     expect(page.locator("#job-status")).to_contain_text("Waiting for the model")
 
@@ -350,6 +352,7 @@ def test_a_network_failure_mid_job_resumes_polling(page: Page, base: str) -> Non
     wait_for_image(page, 64, 72)
     expect(page.locator("#job-status")).to_contain_text("Done")
     expect(page.locator("#generate-error")).to_be_empty()
+    assert len(created) == 1, created  # the outage resumed the job, never resubmitted it
     no_script_errors(page)
 
 
