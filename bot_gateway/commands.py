@@ -2,14 +2,15 @@
 
 The definition bounds what Discord's client lets people type; the server still validates every
 value through the same ``build_jobs`` as the HTTP API, since the definition registered and the
-server's settings can drift apart.
+server's settings can drift apart. An ``image`` attachment makes it image-to-image (at
+``strength``); the picture itself is fetched and checked later (``source_images``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bot_gateway.protocol import CommandOption, OptionType
+from bot_gateway.protocol import CdnAttachment, CommandOption, OptionType, Resolved
 from serve_app.generation import MAX_SEED
 from serve_app.schemas import GenerationParams
 
@@ -25,7 +26,7 @@ def imagine_command(
     return {
         "name": IMAGINE,
         "type": 1,
-        "description": "Generate an image from a text prompt",
+        "description": "Generate an image from a text prompt, or from a picture you attach",
         "options": [
             {
                 "type": OptionType.STRING,
@@ -68,6 +69,18 @@ def imagine_command(
                 "min_value": 0,
                 "max_value": 30,
             },
+            {
+                "type": OptionType.ATTACHMENT,
+                "name": "image",
+                "description": "Start from this picture (PNG, JPEG or WebP) instead of noise",
+            },
+            {
+                "type": OptionType.NUMBER,
+                "name": "strength",
+                "description": "With an image: how far to stray from it (0: keep it, 1: ignore it)",
+                "min_value": 0.01,
+                "max_value": 1,
+            },
         ],
     }
 
@@ -86,10 +99,15 @@ _FIELDS = {
 }
 
 
+_IMAGE_OPTIONS = frozenset({"image", "strength"})
+
+
 def params_from_options(options: list[CommandOption]) -> GenerationParams:
     """Turn ``/imagine`` options into GenerationParams; raises CommandOptionError or ValueError."""
     values: dict[str, Any] = {}
     for option in options:
+        if option.name in _IMAGE_OPTIONS:
+            continue  # see image_from_options
         if option.name not in _FIELDS:
             raise CommandOptionError(f"unknown option '{option.name}'")
         field, kind = _FIELDS[option.name]
@@ -102,3 +120,22 @@ def params_from_options(options: list[CommandOption]) -> GenerationParams:
     if "prompt" not in values:
         raise CommandOptionError("option 'prompt' is required")
     return GenerationParams(**values)
+
+
+def image_from_options(
+    options: list[CommandOption], resolved: Resolved
+) -> tuple[CdnAttachment | None, float | None]:
+    """The attached picture (an ATTACHMENT option's value is an id into ``resolved``) and strength."""
+    attachment, strength = None, None
+    for option in options:
+        if option.name == "image":
+            attachment = resolved.attachments.get(str(option.value))
+            if attachment is None or not attachment.url:
+                raise CommandOptionError("option 'image' names no attachment of this interaction")
+        elif option.name == "strength":
+            if not isinstance(option.value, int | float) or isinstance(option.value, bool):
+                raise CommandOptionError("option 'strength' must be a number")
+            strength = float(option.value)
+    if strength is not None and attachment is None:
+        raise CommandOptionError("option 'strength' needs an 'image' to start from")
+    return attachment, strength

@@ -140,7 +140,14 @@ class DiscordDelivery:
                 )
                 await webhook.edit_original(
                     target.token,
-                    finished_message(job, attachment.filename, final.predict_time_s or 0.0, note, link),
+                    finished_message(
+                        job,
+                        attachment.filename,
+                        final.predict_time_s or 0.0,
+                        note,
+                        link,
+                        target.source_image_url,
+                    ),
                     attachment,
                     deadline=edit_deadline,
                 )
@@ -153,7 +160,9 @@ class DiscordDelivery:
                 )
                 try:
                     await webhook.edit_original(
-                        target.token, failed_message(job, reason), deadline=edit_deadline
+                        target.token,
+                        failed_message(job, reason, target.source_image_url),
+                        deadline=edit_deadline,
                     )
                 except Exception:
                     logger.exception("could not tell Discord that job %s failed", record.id)

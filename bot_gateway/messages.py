@@ -1,19 +1,25 @@
 """What the bot shows in Discord, and how a button click recovers the parameters it was shown with.
 
 Buttons are stateless: the finished message's embed carries every parameter needed to render the
-image again, so a Re-roll works on any replica and after any restart, with nothing stored.
+image again, so a Re-roll works on any replica and after any restart, with nothing stored. An image
+that started from a picture also shows its mode, strength and the picture's URL (``Source``), so a
+Re-roll or Retry starts from the same picture; Variations and Upscale start from the message's own
+image (its attachment).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from bot_gateway.protocol import Embed
-from serve_app.generation import ImageJob
+from serve_app.generation import ImageJob, JobKind
 from serve_app.schemas import GenerationParams
 
 REROLL_ID = "imagine:reroll"
 RETRY_ID = "imagine:retry"
+VARIATIONS_ID = "imagine:variations"
+UPSCALE_ID = "imagine:upscale"
 ACCENT = 0x5865F2
 ERROR_RED = 0xED4245
 
@@ -24,7 +30,16 @@ def progress_text(state: str, step: int = 0, total: int = 0) -> str:
     return "⏳ Queued…"
 
 
-def _parameter_fields(job: ImageJob) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class StartImage:
+    """The picture a job starts from: where to fetch it, and what to do with it."""
+
+    url: str
+    kind: JobKind
+    strength: float
+
+
+def _parameter_fields(job: ImageJob, source: str | None = None) -> list[dict[str, Any]]:
     fields = [
         {"name": "Seed", "value": str(job.seed), "inline": True},
         {"name": "Steps", "value": str(job.steps), "inline": True},
@@ -32,6 +47,10 @@ def _parameter_fields(job: ImageJob) -> list[dict[str, Any]]:
         {"name": "Guidance", "value": f"{job.guidance_scale:g}", "inline": True},
         {"name": "Scheduler", "value": job.scheduler, "inline": True},
     ]
+    if job.kind != "txt2img" and source:
+        fields.append({"name": "Mode", "value": job.kind, "inline": True})
+        fields.append({"name": "Strength", "value": f"{job.strength:g}", "inline": True})
+        fields.append({"name": "Source", "value": source, "inline": False})
     if job.negative_prompt:
         fields.append({"name": "Negative prompt", "value": job.negative_prompt, "inline": False})
     return fields
@@ -42,9 +61,14 @@ def _button(label: str, custom_id: str, style: int = 1) -> dict[str, Any]:
 
 
 def finished_message(
-    job: ImageJob, filename: str, render_s: float, note: str = "", link: str | None = None
+    job: ImageJob,
+    filename: str,
+    render_s: float,
+    note: str = "",
+    link: str | None = None,
+    source: str | None = None,
 ) -> dict[str, Any]:
-    fields = _parameter_fields(job)
+    fields = _parameter_fields(job, source)
     fields.append({"name": "Render time", "value": f"{render_s:.1f} s", "inline": True})
     embed: dict[str, Any] = {
         "title": "/imagine",
@@ -58,12 +82,21 @@ def finished_message(
     return {
         "content": note,
         "embeds": [embed],
-        "components": [{"type": 1, "components": [_button("🎲 Re-roll", REROLL_ID)]}],
+        "components": [
+            {
+                "type": 1,
+                "components": [
+                    _button("🎲 Re-roll", REROLL_ID),
+                    _button("🎨 Variations", VARIATIONS_ID, style=2),
+                    _button("🔍 Upscale", UPSCALE_ID, style=2),
+                ],
+            }
+        ],
         "attachments": [{"id": 0, "filename": filename}],
     }
 
 
-def failed_message(job: ImageJob, reason: str) -> dict[str, Any]:
+def failed_message(job: ImageJob, reason: str, source: str | None = None) -> dict[str, Any]:
     return {
         "content": f"❌ {reason}",
         "embeds": [
@@ -71,7 +104,7 @@ def failed_message(job: ImageJob, reason: str) -> dict[str, Any]:
                 "title": "/imagine failed",
                 "description": job.prompt,
                 "color": ERROR_RED,
-                "fields": _parameter_fields(job),
+                "fields": _parameter_fields(job, source),
             }
         ],
         "components": [{"type": 1, "components": [_button("🔁 Retry", RETRY_ID, style=2)]}],
@@ -99,5 +132,21 @@ def params_from_embed(embeds: list[Embed], keep_seed: bool) -> GenerationParams:
             guidance_scale=float(fields["Guidance"]),
             scheduler=fields["Scheduler"],
         )
+    except (KeyError, ValueError) as error:
+        raise UnreadableMessageError(f"the /imagine embed is incomplete: {error}") from None
+
+
+def start_image_from_embed(embeds: list[Embed]) -> StartImage | None:
+    """The picture the message's image started from (None for text-to-image), to start again from it."""
+    if not embeds:
+        return None
+    fields = {field.name: field.value for field in embeds[0].fields}
+    if "Source" not in fields:
+        return None
+    kind = fields.get("Mode")
+    if kind not in ("img2img", "upscale"):
+        raise UnreadableMessageError(f"unknown mode {kind!r}")
+    try:
+        return StartImage(fields["Source"], kind, float(fields["Strength"]))
     except (KeyError, ValueError) as error:
         raise UnreadableMessageError(f"the /imagine embed is incomplete: {error}") from None

@@ -34,6 +34,7 @@ class OptionType(IntEnum):
     INTEGER = 4
     BOOLEAN = 5
     NUMBER = 10
+    ATTACHMENT = 11
 
 
 EPHEMERAL = 64
@@ -62,10 +63,27 @@ class CommandOption(_Lenient):
     value: Any = None
 
 
+class CdnAttachment(_Lenient):
+    """A file on Discord's CDN: an ATTACHMENT option's upload, or an image on a message."""
+
+    id: str | int | None = None
+    filename: str = ""
+    url: str | None = None  # only files already on the CDN have one
+    content_type: str | None = None
+    size: int | None = None
+
+
+class Resolved(_Lenient):
+    """Objects an interaction's options refer to by id; an ATTACHMENT option's value is such an id."""
+
+    attachments: dict[str, CdnAttachment] = Field(default_factory=dict)
+
+
 class InteractionData(_Lenient):
     name: str | None = None
     custom_id: str | None = None
     options: list[CommandOption] = Field(default_factory=list)
+    resolved: Resolved = Field(default_factory=Resolved)
 
 
 class EmbedField(_Lenient):
@@ -82,6 +100,7 @@ class Embed(_Lenient):
 class Message(_Lenient):
     id: str | None = None
     embeds: list[Embed] = Field(default_factory=list)
+    attachments: list[CdnAttachment] = Field(default_factory=list)
 
 
 class Interaction(_Lenient):

@@ -6,10 +6,15 @@ Discord gives an interactions endpoint 3 seconds for its first answer. Rendering
 arrives later by editing that message (see ``imagine_job``). Nothing in this request waits on
 the model, and the one storage write it needs is bounded: a store that does not answer in time
 turns into an ephemeral "try again", never into a missed deadline.
+
+A job that starts from a picture (an ``/imagine`` attachment; Variations and Upscale, which start
+from the clicked message's image) fetches and checks the picture here, before the answer, also
+bounded: the job is stored with its picture, so any replica can run or adopt it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -21,17 +26,36 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from bot_gateway.admission import JobsPerUser, banned_word_in, expected_wait_s, guild_allowed
-from bot_gateway.commands import IMAGINE, CommandOptionError, params_from_options
+from bot_gateway.commands import IMAGINE, CommandOptionError, image_from_options, params_from_options
 from bot_gateway.imagine_job import DELIVERY_MARGIN_S
-from bot_gateway.messages import REROLL_ID, RETRY_ID, UnreadableMessageError, params_from_embed
-from bot_gateway.protocol import TOKEN_LIFETIME_S, Interaction, InteractionType, ResponseType, ephemeral
+from bot_gateway.messages import (
+    REROLL_ID,
+    RETRY_ID,
+    UPSCALE_ID,
+    VARIATIONS_ID,
+    StartImage,
+    UnreadableMessageError,
+    params_from_embed,
+    start_image_from_embed,
+)
+from bot_gateway.protocol import (
+    TOKEN_LIFETIME_S,
+    Interaction,
+    InteractionType,
+    Message,
+    ResponseType,
+    ephemeral,
+)
+from bot_gateway.source_images import SourceImageError, start_image_jobs
 from bot_gateway.verification import InvalidSignatureError, verify_interaction
 from serve_app.errors import InvalidRequestError, ServiceUnavailableError, error_body
+from serve_app.generation import ImageJob
+from serve_app.image_inputs import upscale_size
 from serve_app.job_records import DiscordTarget, PredictionRecord, new_record
 from serve_app.job_runner import JobRunner
 from serve_app.schemas import GenerationParams
 from serve_app.secret_source import CredentialSource
-from serve_app.settings import AppSettings
+from serve_app.settings import AppSettings, parse_size
 
 logger = logging.getLogger("ray.serve")
 
@@ -39,6 +63,10 @@ MAX_BODY_BYTES = 1024 * 1024
 # Storing the job is the only wait before the ACK, and Discord drops an answer after 3 s: past
 # this the store counts as down for this interaction.
 ACCEPT_TIMEOUT_S = 1.5
+# Fetching and decoding a picture a job starts from, before the answer: with the store's 1.5 s,
+# this keeps the answer inside Discord's 3 s.
+SOURCE_IMAGE_TIMEOUT_S = 1.2
+BUTTONS = (REROLL_ID, RETRY_ID, VARIATIONS_ID, UPSCALE_ID)
 
 
 @dataclass(frozen=True)
@@ -103,24 +131,67 @@ class InteractionHandler:
                 return ephemeral("Unknown command.")
             try:
                 params = params_from_options(interaction.data.options)
+                attachment, strength = image_from_options(interaction.data.options, interaction.data.resolved)
             except (CommandOptionError, ValidationError, ValueError) as error:
                 return ephemeral(f"Invalid options: {_short(error)}")
-            return await self._start(interaction, params, context)
+            start = None
+            if attachment is not None:
+                if attachment.size is not None and attachment.size > self._settings.max_input_bytes:
+                    return ephemeral(
+                        f"The image is over the {self._settings.max_input_bytes / 1024 / 1024:.0f} MiB "
+                        "this bot takes."
+                    )
+                if strength is None:
+                    strength = self._settings.default_strength
+                start = StartImage(str(attachment.url), "img2img", strength)
+            return await self._start(interaction, params, context, start)
         if kind == InteractionType.MESSAGE_COMPONENT:
             custom_id = interaction.data.custom_id if interaction.data else None
-            if custom_id not in (REROLL_ID, RETRY_ID) or interaction.message is None:
+            if custom_id not in BUTTONS or interaction.message is None:
                 return ephemeral("This button is not supported.")
             try:
-                params = params_from_embed(interaction.message.embeds, keep_seed=custom_id == RETRY_ID)
+                params, start = self._from_message(interaction.message, str(custom_id))
             except (UnreadableMessageError, ValidationError) as error:
                 return ephemeral(f"Cannot repeat this image: {_short(error)}")
-            return await self._start(interaction, params, context)
+            except InvalidRequestError as error:
+                return ephemeral(f"Cannot do that: {error.message}")
+            return await self._start(interaction, params, context, start)
         if kind == InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE:
             return {"type": ResponseType.APPLICATION_COMMAND_AUTOCOMPLETE_RESULT, "data": {"choices": []}}
         raise InvalidRequestError(f"Unsupported interaction type {kind}.", param="type")
 
+    def _from_message(
+        self, message: Message, custom_id: str
+    ) -> tuple[GenerationParams, StartImage | None]:
+        """What a button on ``message`` renders: all of it read from the message (stateless).
+
+        Re-roll and Retry repeat the message's job (from its source picture, if it had one);
+        Variations and Upscale start from the message's own image.
+        """
+        params = params_from_embed(message.embeds, keep_seed=custom_id in (RETRY_ID, UPSCALE_ID))
+        if custom_id in (REROLL_ID, RETRY_ID):
+            return params, start_image_from_embed(message.embeds)
+        url = next((a.url for a in message.attachments if a.url), None)
+        if url is None:
+            raise UnreadableMessageError("the message has no image")
+        if custom_id == VARIATIONS_ID:
+            return params, StartImage(url, "img2img", self._settings.variation_strength)
+        try:
+            width, height = parse_size(str(params.size))
+        except ValueError:
+            raise UnreadableMessageError(f"the embed's size {params.size!r} is not WIDTHxHEIGHT") from None
+        doubled = upscale_size(width, height, self._settings, "size")
+        return (
+            params.model_copy(update={"size": doubled}),
+            StartImage(url, "upscale", self._settings.upscale_strength),
+        )
+
     async def _start(
-        self, interaction: Interaction, params: GenerationParams, context: _Context
+        self,
+        interaction: Interaction,
+        params: GenerationParams,
+        context: _Context,
+        start: StartImage | None = None,
     ) -> dict[str, Any]:
         settings = self._settings
         user_id = interaction.user_id
@@ -132,8 +203,19 @@ class InteractionHandler:
         if word is not None:
             return ephemeral(f"Your prompt contains a word that is not allowed here ({word!r}).")
         token_expires_at = interaction.created_at(context.received_at) + TOKEN_LIFETIME_S
+        jobs = None
+        if start is not None:
+            try:
+                async with asyncio.timeout(SOURCE_IMAGE_TIMEOUT_S):
+                    jobs = await start_image_jobs(params, start, settings)
+            except InvalidRequestError as error:
+                return ephemeral(f"Invalid options: {error.message}")
+            except SourceImageError as error:
+                return ephemeral(f"Cannot use this image: {error}")
+            except TimeoutError:
+                return ephemeral("The image took too long to fetch; try again, or a smaller image.")
         try:
-            record = self._record(interaction, params, context, token_expires_at)
+            record = self._record(interaction, params, context, token_expires_at, jobs, start)
         except InvalidRequestError as error:
             return ephemeral(f"Invalid options: {error.message}")
         # The job must be rendered by its deadline; anything expected to take longer is refused now.
@@ -166,6 +248,8 @@ class InteractionHandler:
         params: GenerationParams,
         context: _Context,
         token_expires_at: float,
+        jobs: list[ImageJob] | None = None,
+        start: StartImage | None = None,
     ) -> PredictionRecord:
         """The job with everything its delivery needs: any replica can finish it and edit the message."""
         target = DiscordTarget(
@@ -174,7 +258,9 @@ class InteractionHandler:
             token=interaction.token,
             token_expires_at=token_expires_at,
             attachment_size_limit=interaction.attachment_size_limit,
+            source_image_url=start.url if start else None,
         )
+        shown = {"kind": start.kind, "strength": start.strength, "image": start.url} if start else None
         return new_record(
             params,
             1,
@@ -183,6 +269,8 @@ class InteractionHandler:
             base_url=context.base_url,
             discord=target,
             deadline_at=token_expires_at - DELIVERY_MARGIN_S,
+            jobs=jobs,
+            extra_input=shown,
         )
 
 

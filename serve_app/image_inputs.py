@@ -88,6 +88,19 @@ def output_size(image: Image.Image, size: str | None, settings: AppSettings, sca
     return f"{side(image.width * scale)}x{side(image.height * scale)}"
 
 
+def upscale_size(width: int, height: int, settings: AppSettings, field: str) -> str:
+    """Twice ``width`` x ``height`` (multiples of 8). Past ``max_size`` it is refused, not clamped:
+    an "upscale" that quietly comes back the same size would look like a broken one."""
+    doubled = [max(settings.min_size, side * 2 // 8 * 8) for side in (width, height)]
+    if max(doubled) > settings.max_size:
+        raise InvalidRequestError(
+            f"'{field}': twice {width}x{height} is {doubled[0]}x{doubled[1]}, over the largest size "
+            f"this service renders ({settings.max_size}).",
+            param=field,
+        )
+    return f"{doubled[0]}x{doubled[1]}"
+
+
 def fit(image: Image.Image, width: int, height: int, mode: ResizeMode = 0) -> Image.Image:
     if mode == 1:  # crop and resize: fill the frame, cut what overflows
         return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)

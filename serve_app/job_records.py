@@ -9,21 +9,28 @@ at once is a write that cannot undo the other's:
   request is a separate marker key it never writes: no heartbeat can overwrite a cancel;
 - adopting a stale job is creating the next lease key, which only one replica can create
   (``ImageStore.create_json``: a hard link locally, a conditional put on S3).
+
+A job that starts from a picture keeps that picture out of its record: the record is rewritten
+about once a second and JSON holds no bytes. Each distinct input image is written once, before
+the record, under ``inputs/<prediction id>/``, and the record's jobs name its key; whoever runs the
+job (fresh, retried or adopted) reads it back, and it is deleted once the job is terminal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from serve_app.errors import GenerationFailedError
 from serve_app.generation import ImageJob
 from serve_app.image_store import ImageStore
 from serve_app.queue_position import QueueInfo
@@ -36,6 +43,8 @@ TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
 # one would be ENAMETOOLONG on the local store, a 503 instead of the 404 it is).
 PREDICTION_ID = re.compile(r"^pred_[A-Za-z0-9]{1,64}$")
 _IMAGE_JOB_FIELDS = frozenset(f.name for f in fields(ImageJob))
+# ImageJob's byte fields: stored as objects of their own, named in the job dict by "<field>_key".
+_INPUT_FIELDS = ("init_image", "mask_image")
 
 T = TypeVar("T")
 
@@ -55,6 +64,9 @@ class DiscordTarget(BaseModel):
     token: str = Field(repr=False)
     token_expires_at: float  # epoch seconds
     attachment_size_limit: int
+    # The picture the job started from (a Discord CDN URL), shown in the message so that its
+    # buttons can start from it again.
+    source_image_url: str | None = None
 
 
 class PredictionRecord(BaseModel):
@@ -86,14 +98,35 @@ class PredictionRecord(BaseModel):
     overload_waits: int = 0  # times a full model queue was waited out
     heartbeat_at: float | None = None
     webhook_attempts: int = 0
+    # Input images (store key -> PNG) of a record not yet accepted, or already read back: never
+    # serialised (``accept`` writes them once, under their keys).
+    _inputs: dict[str, bytes] = PrivateAttr(default_factory=dict)
 
     @property
     def key(self) -> str:
         return record_key(self.id)
 
     def image_jobs(self) -> list[ImageJob]:
+        """The jobs as recorded, without their input images (``JobStore.image_jobs`` adds them)."""
         # Only ImageJob's own fields: records may carry more per image than this version knows.
         return [ImageJob(**{k: v for k, v in job.items() if k in _IMAGE_JOB_FIELDS}) for job in self.jobs]
+
+    def set_jobs(self, jobs: list[ImageJob]) -> None:
+        """Record ``jobs``, their input images moved out to keys of their own (one per distinct image)."""
+        keys: dict[bytes, str] = {}
+        self._inputs = {}
+        self.jobs = []
+        for job in jobs:
+            data = asdict(job)
+            for field in _INPUT_FIELDS:
+                image = data.pop(field)
+                if image is None:
+                    continue
+                if image not in keys:
+                    keys[image] = f"{inputs_prefix(self.id)}{field}-{len(keys)}.json"
+                    self._inputs[keys[image]] = image
+                data[f"{field}_key"] = keys[image]
+            self.jobs.append(data)
 
 
 def new_record(
@@ -106,20 +139,27 @@ def new_record(
     base_url: str = "",
     discord: DiscordTarget | None = None,
     deadline_at: float | None = None,
+    jobs: list[ImageJob] | None = None,
+    extra_input: dict[str, Any] | None = None,
 ) -> PredictionRecord:
-    """Validate and resolve seeds: a record can be rerun anywhere and give the same images."""
-    jobs = build_jobs(params, count, settings)
-    return PredictionRecord(
+    """Validate and resolve seeds: a record can be rerun anywhere and give the same images.
+
+    ``jobs``: already built from ``params`` (jobs that start from a picture); ``extra_input``:
+    what the caller sent beyond ``params`` (kind, strength...), echoed in ``input``.
+    """
+    record = PredictionRecord(
         id=f"pred_{secrets.token_hex(10)}",
         source=source,
-        input={**params.model_dump(exclude_none=True), "n": count},
-        jobs=[asdict(job) for job in jobs],
+        input={**params.model_dump(exclude_none=True), "n": count, **(extra_input or {})},
+        jobs=[],
         webhook=webhook,
         base_url=settings.public_base_url or base_url,
         discord=discord,
         deadline_at=deadline_at,
         created_at=time.time(),
     )
+    record.set_jobs(jobs if jobs is not None else build_jobs(params, count, settings))
+    return record
 
 
 def record_key(prediction_id: str) -> str:
@@ -136,6 +176,10 @@ def cancel_key(prediction_id: str) -> str:
 
 def lease_prefix(prediction_id: str) -> str:
     return f"predictions-lease/{prediction_id}/"
+
+
+def inputs_prefix(prediction_id: str) -> str:
+    return f"inputs/{prediction_id}/"
 
 
 class JobStore:
@@ -174,6 +218,9 @@ class JobStore:
         abandoned = threading.Event()
 
         def write() -> bool:
+            # Inputs first: a record (which the adoption sweep may find) never names a missing one.
+            for key, image in record._inputs.items():
+                self._store.put_json(key, {"png_base64": base64.b64encode(image).decode()})
             self._store.put_json(record.key, record.model_dump(mode="json"))
             if abandoned.is_set():
                 return False
@@ -198,12 +245,42 @@ class JobStore:
         await self.save(record)
         if marked_active:
             await self.finish(record.id)
+        else:
+            await self._drop(inputs_prefix(record.id))
+
+    async def image_jobs(self, record: PredictionRecord) -> list[ImageJob]:
+        """The record's jobs with their input images, read back from the store when not in memory."""
+        jobs = []
+        for job, data in zip(record.image_jobs(), record.jobs, strict=True):
+            images: dict[str, bytes] = {}
+            for field in _INPUT_FIELDS:
+                key = data.get(f"{field}_key")
+                if key is not None:
+                    images[field] = await self._input(record, str(key))
+            jobs.append(replace(job, **images) if images else job)
+        return jobs
+
+    async def _input(self, record: PredictionRecord, key: str) -> bytes:
+        if key not in record._inputs:
+            stored = (
+                await self._run(self._store.get_json, key)
+                if key.startswith(inputs_prefix(record.id))  # never another job's, nor any other key
+                else None
+            )
+            if stored is None or not isinstance(stored.get("png_base64"), str):
+                raise GenerationFailedError("The job's input image is missing from the store.")
+            record._inputs[key] = base64.b64decode(stored["png_base64"])
+        return record._inputs[key]
 
     async def finish(self, prediction_id: str) -> None:
-        """The job is terminal: drop the markers that only a running job needs."""
+        """The job is terminal: drop the markers (and input images) that only a running job needs."""
         await self._run(self._store.delete, active_key(prediction_id))
         await self._run(self._store.delete, cancel_key(prediction_id))
-        for key in await self._run(self._store.list_keys, lease_prefix(prediction_id)):
+        await self._drop(lease_prefix(prediction_id))
+        await self._drop(inputs_prefix(prediction_id))
+
+    async def _drop(self, prefix: str) -> None:
+        for key in await self._run(self._store.list_keys, prefix):
             await self._run(self._store.delete, key)
 
     async def active_ids(self) -> list[str]:

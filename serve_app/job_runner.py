@@ -173,7 +173,7 @@ class JobRunner:
                 raise GenerationFailedError("The job was interrupted and could not be completed.")
             if cancel.is_set() or await self._jobs.cancel_requested(record.id):
                 raise PredictionCanceled
-            jobs = record.image_jobs()
+            jobs = await self._jobs.image_jobs(record)  # with their input images
             while True:
                 if cancel.is_set():
                     raise PredictionCanceled

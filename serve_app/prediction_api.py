@@ -18,12 +18,15 @@ from serve_app.errors import NotFoundError
 from serve_app.image_store import ImageStore
 from serve_app.job_records import TERMINAL, JobStore, PredictionRecord, new_record
 from serve_app.job_runner import Execute, JobRunner
+from serve_app.prediction_images import ImageInputFields, prediction_image_jobs
 from serve_app.schemas import GenerationParams
 from serve_app.settings import AppSettings
 from serve_app.webhooks import deliver_webhook, validate_webhook
 
 
-class PredictionInput(GenerationParams):
+class PredictionInput(GenerationParams, ImageInputFields):
+    """Text-to-image parameters, plus a picture to start from (img2img, inpainting, upscale)."""
+
     n: int = Field(default=1, ge=1, le=64)
 
 
@@ -113,10 +116,15 @@ def create_prediction_router(
 
     @router.post("/v1/predictions", status_code=201)
     async def create_prediction(body: PredictionRequest, request: Request) -> JSONResponse:
-        params = GenerationParams.model_validate(body.input.model_dump(exclude={"n"}))
+        params = GenerationParams.model_validate(
+            body.input.model_dump(include=set(GenerationParams.model_fields))
+        )
         if body.webhook:  # refused now (400) rather than silently never called later
             await validate_webhook(str(body.webhook), settings.webhook_allowed_hosts)
         base = base_url_of(request)
+        image_jobs, image_input = await prediction_image_jobs(
+            body.input, params, body.input.n, jobs.images, settings, base
+        )
         record = new_record(
             params,
             body.input.n,
@@ -124,6 +132,8 @@ def create_prediction_router(
             "api",
             webhook=str(body.webhook) if body.webhook else None,
             base_url=base,
+            jobs=image_jobs,
+            extra_input=image_input,
         )
         await jobs.accept(record)  # accepted (201) only once it is stored
         runner.start(record)

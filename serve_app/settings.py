@@ -196,9 +196,20 @@ class AppSettings(BaseSettings):
         description="Wait the bot assumes before it has measured a render (a model replica may "
         "have to start and load the weights first).",
     )
+    discord_attachment_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["cdn.discordapp.com", "media.discordapp.net"],
+        description="Hosts the bot may fetch images from (an /imagine attachment, a message's image "
+        "for Variations and Upscale). Names must still resolve to public addresses; IPs or CIDR "
+        "blocks listed here are allowed even when private (a test server on loopback).",
+    )
 
     @field_validator(
-        "api_keys", "discord_allowed_guilds", "discord_banned_words", "webhook_allowed_hosts", mode="before"
+        "api_keys",
+        "discord_allowed_guilds",
+        "discord_banned_words",
+        "discord_attachment_hosts",
+        "webhook_allowed_hosts",
+        mode="before",
     )
     @classmethod
     def _split_keys(cls, value: object) -> object:

@@ -1,7 +1,9 @@
 """A local stand-in for Discord's HTTP API (real HTTP on loopback), and a Discord-style signer.
 
 The server records every call (JSON or multipart, parsed), answers like Discord does, and can be
-scripted to answer 429 or 5xx for the next calls to a path, to exercise the bot's retries.
+scripted to answer 429 or 5xx for the next calls to a path, to exercise the bot's retries. Like
+Discord's CDN it serves files: ones a test hosts (a user's attachment) and every file uploaded with
+a message edit, whose URLs come back in the edited message's ``attachments`` as Discord's do.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class RecordedCall:
     json: Any = None
     files: dict[str, tuple[str, str, bytes]] = field(default_factory=dict)  # part -> (name, type, data)
     connection: int = 0  # which TCP connection carried it (see FakeDiscord.closed_connections)
+    answer: Any = None  # the JSON body answered (an edited message, as Discord returns it)
 
     @property
     def payload(self) -> Any:
@@ -48,6 +51,7 @@ class FakeDiscord:
         self.closed_connections: set[int] = set()
         self._connection_ids = itertools.count(1)
         self._script: dict[str, list[ScriptedAnswer]] = {}
+        self._files: dict[str, tuple[str, bytes]] = {}  # path -> (content type, bytes)
         self._lock = threading.Lock()
         self._condition = threading.Condition(self._lock)
         fake = self
@@ -81,7 +85,17 @@ class FakeDiscord:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/api/v10"
+        return f"{self.origin}/api/v10"
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def host(self, path: str, data: bytes, content_type: str = "image/png") -> str:
+        """Serve ``data`` at ``path`` (as Discord's CDN serves attachments); returns its URL."""
+        with self._lock:
+            self._files[path.split("?", 1)[0]] = (content_type, data)  # the query is a signature
+        return f"{self.origin}{path}"
 
     def close(self) -> None:
         self._server.shutdown()
@@ -156,11 +170,23 @@ class FakeDiscord:
                 if path_part in handler.path and queue:
                     answer = queue.pop(0)
                     break
-            if answer is None:
+            hosted = self._files.get(handler.path.split("?", 1)[0]) if handler.command == "GET" else None
+            if answer is None and hosted is None:
                 answer = ScriptedAnswer(200, self._default_body(call))
-            call.status = answer.status
+                self._host_uploads(call, answer.body)
+            call.status = answer.status if answer is not None else 200
+            call.answer = answer.body if answer is not None else None
             self.calls.append(call)
             self._condition.notify_all()
+        if answer is None and hosted is not None:
+            content_type, content = hosted
+            handler.send_response(200)
+            handler.send_header("Content-Type", content_type)
+            handler.send_header("Content-Length", str(len(content)))
+            handler.end_headers()
+            handler.wfile.write(content)
+            return
+        assert answer is not None
         data = json.dumps(answer.body).encode()
         handler.send_response(answer.status)
         handler.send_header("Content-Type", "application/json")
@@ -169,6 +195,27 @@ class FakeDiscord:
             handler.send_header(key, value)
         handler.end_headers()
         handler.wfile.write(data)
+
+    def _host_uploads(self, call: RecordedCall, body: Any) -> None:
+        """Files sent with a message become CDN URLs in the answered message (caller holds the lock)."""
+        if not call.files or not isinstance(body, dict):
+            return
+        attachments = []
+        for filename, content_type, data in call.files.values():
+            path = f"/attachments/{len(self._files)}/{filename}"
+            self._files[path] = (content_type, data)
+            url = f"{self.origin}{path}"
+            attachments.append(
+                {
+                    "id": str(9000 + len(self._files)),
+                    "filename": filename,
+                    "size": len(data),
+                    "url": url,
+                    "proxy_url": url,
+                    "content_type": content_type,
+                }
+            )
+        body["attachments"] = attachments
 
     @staticmethod
     def _default_body(call: RecordedCall) -> Any:

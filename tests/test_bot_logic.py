@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,19 +14,33 @@ from PIL import Image
 
 from bot_gateway.admission import JobsPerUser, banned_word_in, expected_wait_s, guild_allowed
 from bot_gateway.attachments import AttachmentTooLargeError, fit_attachment
-from bot_gateway.commands import CommandOptionError, imagine_command, params_from_options
+from bot_gateway.commands import (
+    CommandOptionError,
+    image_from_options,
+    imagine_command,
+    params_from_options,
+)
 from bot_gateway.messages import (
+    REROLL_ID,
+    UPSCALE_ID,
+    VARIATIONS_ID,
+    StartImage,
     UnreadableMessageError,
     failed_message,
     finished_message,
     params_from_embed,
     progress_text,
+    start_image_from_embed,
 )
-from bot_gateway.protocol import CommandOption, Embed, Interaction
+from bot_gateway.protocol import CommandOption, Embed, Interaction, InteractionData, Resolved
+from bot_gateway.source_images import host_allowed
 from bot_gateway.verification import InvalidSignatureError, verify_interaction
 from bot_gateway.webhook_client import DiscordAPIError, DiscordWebhookClient, TokenExpiredError
+from serve_app.errors import InvalidRequestError
 from serve_app.generation import ImageJob
+from serve_app.image_inputs import upscale_size
 from serve_app.load_tracking import LoadTracker
+from serve_app.settings import AppSettings
 
 # --- verification --------------------------------------------------------------------------------
 
@@ -78,9 +93,33 @@ def test_bad_options_are_rejected(options: list[CommandOption]) -> None:
 def test_command_definition_bounds_match_the_options_we_parse() -> None:
     definition = imagine_command(("64x64",), max_steps=50)
     names = {option["name"] for option in definition["options"]}
-    assert names == {"prompt", "negative_prompt", "seed", "steps", "size", "guidance"}
+    assert names == {"prompt", "negative_prompt", "seed", "steps", "size", "guidance", "image", "strength"}
     steps = next(o for o in definition["options"] if o["name"] == "steps")
     assert steps["max_value"] == 50
+    kinds = {option["name"]: option["type"] for option in definition["options"]}
+    assert (kinds["image"], kinds["strength"]) == (11, 10)  # ATTACHMENT, NUMBER
+
+
+def test_attachment_option_is_looked_up_in_resolved() -> None:
+    attachment = {"id": "555", "filename": "cat.png", "url": "https://cdn.discordapp.com/a/cat.png"}
+    data = InteractionData.model_validate(
+        {
+            "name": "imagine",
+            "options": [
+                {"name": "prompt", "type": 3, "value": "a cat"},
+                {"name": "image", "type": 11, "value": "555"},
+                {"name": "strength", "type": 10, "value": 0.4},
+            ],
+            "resolved": {"attachments": {"555": attachment}},
+        }
+    )
+    assert params_from_options(data.options).prompt == "a cat"  # the image options are not params
+    found, strength = image_from_options(data.options, data.resolved)
+    assert found is not None and found.url == attachment["url"] and strength == 0.4
+    with pytest.raises(CommandOptionError, match="names no attachment"):
+        image_from_options(data.options, Resolved())
+    with pytest.raises(CommandOptionError, match="needs an 'image'"):
+        image_from_options([CommandOption(name="strength", type=10, value=0.5)], Resolved())
 
 
 # --- messages ------------------------------------------------------------------------------------
@@ -107,6 +146,49 @@ def test_finished_message_round_trips_through_its_embed() -> None:
 def test_failed_message_keeps_parameters_for_retry() -> None:
     embeds = [Embed.model_validate(e) for e in failed_message(JOB, "boom")["embeds"]]
     assert params_from_embed(embeds, keep_seed=True).seed == 99
+
+
+def test_a_message_from_a_picture_names_it_for_its_buttons() -> None:
+    txt2img = [Embed.model_validate(e) for e in finished_message(JOB, "a.png", 1.0)["embeds"]]
+    assert start_image_from_embed(txt2img) is None
+    source = "https://cdn.discordapp.com/attachments/1/2/cat.png?ex=1&hm=2"
+    upscaled = replace(JOB, kind="upscale", strength=0.3)
+    message = finished_message(upscaled, "a.png", 1.0, source=source)
+    buttons = [b["custom_id"] for b in message["components"][0]["components"]]
+    assert buttons == [REROLL_ID, VARIATIONS_ID, UPSCALE_ID]
+    embeds = [Embed.model_validate(e) for e in message["embeds"]]
+    assert start_image_from_embed(embeds) == StartImage(source, "upscale", 0.3)
+    failed = [Embed.model_validate(e) for e in failed_message(upscaled, "boom", source)["embeds"]]
+    assert start_image_from_embed(failed) == StartImage(source, "upscale", 0.3)
+    assert params_from_embed(embeds, keep_seed=True).size == "512x768"
+
+
+def test_only_allowed_attachment_hosts_are_fetched() -> None:
+    hosts = AppSettings().discord_attachment_hosts
+    assert host_allowed("https://cdn.discordapp.com/attachments/1/2/a.png?ex=1", hosts)
+    assert host_allowed("https://media.discordapp.net/attachments/1/2/a.png", hosts)
+    for url in (
+        "https://cdn.discordapp.com.evil.example/a.png",
+        "https://evil.example/a.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:8000/images/x.png",
+        "http://localhost/a.png",
+        "ftp://cdn.discordapp.com/a.png",
+        "cdn.discordapp.com/a.png",
+        "http://[::1",
+    ):
+        assert not host_allowed(url, hosts), url
+    # An address entry allows that address (a test server on loopback), and only it.
+    assert host_allowed("http://127.0.0.1:9999/a.png", ["127.0.0.1"])
+    assert not host_allowed("http://localhost:9999/a.png", ["127.0.0.1"])
+
+
+def test_upscale_doubles_within_the_largest_size() -> None:
+    settings = AppSettings(max_size=1024)
+    assert upscale_size(512, 384, settings, "size") == "1024x768"
+    with pytest.raises(InvalidRequestError) as refused:
+        upscale_size(1024, 512, settings, "size")
+    assert refused.value.param == "size" and "2048x1024" in refused.value.message
 
 
 def test_unreadable_embeds_raise() -> None:

@@ -7,6 +7,8 @@ interactions are signed with a test Ed25519 key exactly as Discord signs them.
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import itertools
 import json
 import os
@@ -19,13 +21,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import ray
 from fake_discord import DiscordSigner, FakeDiscord, RecordedCall, ScriptedAnswer, snowflake
+from PIL import Image
 from ray import serve
-from support import HangingServer, decode_png, deploy_fixed_capacity_app, wait_for
+from support import HangingServer, decode_png, deploy_fixed_capacity_app, max_pixel_difference, wait_for
 
 from bot_gateway.imagine_job import DELIVERY_MARGIN_S
+from bot_gateway.messages import finished_message
 from bot_gateway.protocol import TOKEN_LIFETIME_S
 from serve_app.app import build_app
 from serve_app.generation import ImageJob
@@ -84,6 +89,8 @@ def discord_args(fake: FakeDiscord, signer: DiscordSigner) -> dict:
         "discord_max_jobs_per_user": 2,
         "discord_banned_words": ["forbidden"],
         "discord_allowed_guilds": [GUILD, "g2"],
+        # The fake Discord's "CDN" listens on loopback: allowed by address (names must be public).
+        "discord_attachment_hosts": ["127.0.0.1"],
     }
 
 
@@ -151,7 +158,11 @@ def click(message_payload: dict, custom_id: str, user: str = "u1") -> dict:
         "guild_id": GUILD,
         "member": {"user": {"id": user}},
         "data": {"custom_id": custom_id, "component_type": 2},
-        "message": {"id": "m1", "embeds": message_payload["embeds"]},
+        "message": {
+            "id": "m1",
+            "embeds": message_payload["embeds"],
+            "attachments": message_payload.get("attachments", []),
+        },
     }
 
 
@@ -300,7 +311,7 @@ def test_imagine_defers_then_edits_original_with_png(
     assert embed["url"].startswith(f"{bot}/images/img_")
     assert decode_png(httpx.get(embed["url"], timeout=30).content).shape == (96, 64, 3)
     buttons = payload["components"][0]["components"]
-    assert [b["custom_id"] for b in buttons] == ["imagine:reroll"]
+    assert [b["custom_id"] for b in buttons] == ["imagine:reroll", "imagine:variations", "imagine:upscale"]
     # The message said "Queued" before the image replaced it.
     first = fake.calls_to(interaction["token"])[0]
     assert first.json["content"].startswith("⏳ Queued")
@@ -555,6 +566,164 @@ def test_job_that_cannot_finish_in_the_token_window_is_refused_up_front(
     assert_nothing_sent(failing_bot, signer, fake, refused["token"], prefix="/failing")
 
 
+# --- starting from a picture: attachments, Variations, Upscale ------------------------------------
+
+
+def noise_png(seed: int, size: int = 64) -> bytes:
+    pixels = (np.random.RandomState(seed).rand(size, size, 3) * 255).astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def with_attachment(interaction: dict, url: str, size: int = 1000, **options: object) -> dict:
+    """The interaction as Discord sends an ATTACHMENT option: an id, resolved in ``data.resolved``."""
+    data = interaction["data"]
+    data["options"].append({"name": "image", "type": 11, "value": "4242"})
+    data["options"] += [{"name": k, "type": 10, "value": v} for k, v in options.items()]
+    attachment = {"id": "4242", "filename": "in.png", "url": url, "size": size, "content_type": "image/png"}
+    data["resolved"] = {"attachments": {"4242": attachment}}
+    return interaction
+
+
+def shown_message(call: RecordedCall) -> dict:
+    """The message as a later click carries it: its embeds, and its attachments with CDN URLs."""
+    return {"embeds": call.json["embeds"], "attachments": call.answer["attachments"]}
+
+
+def fields_of(call: RecordedCall) -> dict[str, str]:
+    return {f["name"]: f["value"] for f in call.json["embeds"][0]["fields"]}
+
+
+def image_edit(base: str, image: bytes, **fields: object) -> np.ndarray:
+    """The same job through the OpenAI edits API: what the Discord job must have rendered."""
+    response = httpx.post(
+        f"{base}/v1/images/edits",
+        data={k: str(v) for k, v in fields.items()},
+        files={"image": ("image.png", image, "image/png")},
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    return decode_png(base64.b64decode(response.json()["data"][0]["b64_json"]))
+
+
+def fetched(fake: FakeDiscord, url: str) -> list[RecordedCall]:
+    path = httpx.URL(url).path
+    return [c for c in fake.calls if c.method == "GET" and c.path.split("?")[0] == path]
+
+
+def test_imagine_with_an_attachment_renders_from_that_picture(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord
+) -> None:
+    picture = noise_png(1)
+    url = fake.host(f"/ephemeral-attachments/{uuid.uuid4().hex}/in.png?ex=1&hm=2", picture)
+    interaction = with_attachment(command("a painting", seed=41, size="64x64"), url, strength=0.5)
+    assert post(bot, signer, interaction).json() == {"type": 5}
+    assert len(fetched(fake, url)) == 1  # fetched once, before the answer
+    final = final_edit(fake, interaction["token"])
+    assert final.files, final.json
+    fields = fields_of(final)
+    assert (fields["Mode"], fields["Strength"], fields["Seed"]) == ("img2img", "0.5", "41")
+    assert fields["Source"] == url  # Re-roll and Retry start from it again
+    rendered = decode_png(final.files["files[0]"][2])
+    # It rendered exactly the img2img job of that picture (the same job through the edits API).
+    same = image_edit(bot, picture, prompt="a painting", seed=41, strength=0.5, size="64x64", steps=4)
+    assert max_pixel_difference(rendered, same) <= 1
+    other = image_edit(bot, noise_png(2), prompt="a painting", seed=41, strength=0.5, size="64x64", steps=4)
+    assert max_pixel_difference(rendered, other) > 10  # and the picture mattered
+    buttons = [b["custom_id"] for b in final.json["components"][0]["components"]]
+    assert buttons == ["imagine:reroll", "imagine:variations", "imagine:upscale"]
+
+
+def test_variations_and_upscale_buttons_start_from_the_message_image(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord
+) -> None:
+    original = command("a harbour", seed=5, steps=4, size="64x64")
+    post(bot, signer, original)
+    shown = final_edit(fake, original["token"])
+    message = shown_message(shown)
+    image_url = message["attachments"][0]["url"]
+    png = shown.files["files[0]"][2]
+
+    variation = click(message, "imagine:variations")
+    assert post(bot, signer, variation).json() == {"type": 5}
+    varied = final_edit(fake, variation["token"])
+    fields = fields_of(varied)
+    assert (fields["Mode"], fields["Strength"], fields["Source"]) == ("img2img", "0.6", image_url)
+    assert fields["Seed"] != "5" and fields["Size"] == "64x64"
+    seed = fields["Seed"]
+    expected = image_edit(bot, png, prompt="a harbour", seed=seed, strength=0.6, size="64x64", steps=4)
+    assert max_pixel_difference(decode_png(varied.files["files[0]"][2]), expected) <= 1
+
+    upscale = click(message, "imagine:upscale")
+    assert post(bot, signer, upscale).json() == {"type": 5}
+    upscaled = final_edit(fake, upscale["token"])
+    fields = fields_of(upscaled)
+    assert (fields["Mode"], fields["Strength"]) == ("upscale", "0.3")
+    assert (fields["Seed"], fields["Size"]) == ("5", "128x128")
+    big = decode_png(upscaled.files["files[0]"][2])
+    assert big.shape == (128, 128, 3)
+    # The resize then the low-strength img2img pass, of the message's image.
+    expected = image_edit(bot, png, prompt="a harbour", seed=5, strength=0.3, size="128x128", steps=4)
+    assert max_pixel_difference(big, expected) <= 1
+
+    # Stateless: a Re-roll of the upscaled message starts again from its source, at its size.
+    reroll = click(shown_message(upscaled), "imagine:reroll")
+    assert post(bot, signer, reroll).json() == {"type": 5}
+    rerolled = final_edit(fake, reroll["token"])
+    fields = fields_of(rerolled)
+    assert (fields["Mode"], fields["Source"], fields["Size"]) == ("upscale", image_url, "128x128")
+    assert fields["Seed"] != "5"
+    assert decode_png(rerolled.files["files[0]"][2]).shape == (128, 128, 3)
+    assert len(fetched(fake, image_url)) == 3  # the picture came from the message's attachment
+
+
+def test_upscale_past_the_largest_size_is_refused_before_fetching(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord
+) -> None:
+    url = fake.host(f"/attachments/{uuid.uuid4().hex}/big.png", noise_png(3))
+    job = ImageJob("huge", 1024, 512, 4, 7.5, "ddim", seed=1)
+    message = {
+        "embeds": finished_message(job, "big.png", 1.0)["embeds"],
+        "attachments": [{"id": "1", "url": url}],
+    }
+    response = post(bot, signer, click(message, "imagine:upscale")).json()
+    assert response["type"] == 4 and response["data"]["flags"] == 64, response
+    assert "2048x1024" in response["data"]["content"] and "largest size" in response["data"]["content"]
+    assert fetched(fake, url) == []
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["localhost", "metadata", "not-an-image", "too-large"],
+)
+def test_attachments_from_elsewhere_or_unusable_are_refused(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord, where: str
+) -> None:
+    path = f"/attachments/{uuid.uuid4().hex}/in.png"
+    data = b"not an image at all" if where == "not-an-image" else noise_png(4)
+    url = fake.host(path, data)
+    size = len(data)
+    if where == "localhost":  # the same fake server by a name that is not on the allow-list
+        url = url.replace("127.0.0.1", "localhost")
+    elif where == "metadata":
+        url = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
+    elif where == "too-large":
+        size = 30 * 1024 * 1024  # Discord says how large the upload is: over max_input_bytes
+    interaction = with_attachment(command("from elsewhere"), url, size=size)
+    body = post(bot, signer, interaction).json()
+    assert body["type"] == 4 and body["data"]["flags"] == 64, body
+    expected = {
+        "localhost": "only taken from Discord",
+        "metadata": "only taken from Discord",
+        "not-an-image": "not a PNG, JPEG or WebP",
+        "too-large": "MiB",
+    }[where]
+    assert expected in body["data"]["content"], body
+    assert len(fetched(fake, path)) == (1 if where == "not-an-image" else 0)
+    assert fake.calls_to(interaction["token"]) == []
+
+
 # --- registration ----------------------------------------------------------------------------
 
 
@@ -583,8 +752,12 @@ def test_register_puts_the_command_definitions(fake: FakeDiscord) -> None:
     assert imagine["name"] == "imagine"
     options = {o["name"]: o for o in imagine["options"]}
     assert options["prompt"]["required"] is True and options["prompt"]["type"] == 3
-    assert set(options) == {"prompt", "negative_prompt", "seed", "steps", "size", "guidance"}
+    assert set(options) == {
+        "prompt", "negative_prompt", "seed", "steps", "size", "guidance", "image", "strength"
+    }
     assert options["steps"]["type"] == 4 and options["guidance"]["type"] == 10
+    assert options["image"]["type"] == 11 and options["strength"]["type"] == 10
+    assert "required" not in options["image"]
     assert {c["value"] for c in options["size"]["choices"]} >= {"512x512"}
 
 

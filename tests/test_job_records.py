@@ -8,9 +8,11 @@ bounded wait.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
@@ -19,8 +21,12 @@ from conftest import free_port
 from moto.server import ThreadedMotoServer
 from support import HangingServer
 
+from serve_app.errors import GenerationFailedError
 from serve_app.image_store import ImageStore, LocalImageStore, S3ImageStore
 from serve_app.job_records import JobStore, PredictionRecord
+from serve_app.job_records import new_record as record_for
+from serve_app.schemas import GenerationParams, build_jobs
+from serve_app.settings import AppSettings
 
 BUCKET = "raydiffusion-job-records"
 
@@ -142,6 +148,44 @@ def test_finishing_a_job_drops_its_markers(store: ImageStore) -> None:
 
     active, canceled, leases = asyncio.run(scenario())
     assert "pred_finished" not in active and not canceled and leases == []
+
+
+def test_input_images_round_trip_through_the_store_once_and_leave_with_the_job(store: ImageStore) -> None:
+    settings = AppSettings(default_size="64x64", default_steps=4)
+    init, mask = b"\x89PNG init \xff\x00", b"\x89PNG mask \xfe"
+    jobs = [
+        replace(job, kind="inpaint", init_image=init, mask_image=mask, strength=0.5)
+        for job in build_jobs(GenerationParams(prompt="x", seed=3), 2, settings)
+    ]
+    record = record_for(GenerationParams(prompt="x", seed=3), 2, settings, "api", jobs=jobs)
+    # The record (rewritten every second) holds keys, never the bytes: JSON holds none.
+    serialised = json.dumps(record.model_dump(mode="json"))
+    assert "init_image\"" not in serialised and "mask_image\"" not in serialised
+
+    async def scenario() -> tuple[list, list[str], list[str]]:
+        await JobStore(store).accept(record)
+        stored = await asyncio.to_thread(store.list_keys, f"inputs/{record.id}/")
+        # Another replica (a fresh JobStore, nothing in memory) adopts it and reads the images back.
+        adopted = await JobStore(store).load(record.id)
+        assert adopted is not None
+        back = await JobStore(store).image_jobs(adopted)
+        await JobStore(store).finish(record.id)
+        return back, stored, await asyncio.to_thread(store.list_keys, f"inputs/{record.id}/")
+
+    back, stored, left = asyncio.run(scenario())
+    assert back == jobs
+    assert len(stored) == 2  # one object per distinct image, not per job
+    assert left == []
+
+
+def test_a_missing_or_foreign_input_image_fails_the_job_cleanly(store: ImageStore) -> None:
+    record = new_record("pred_noinput")
+    record.jobs[0]["kind"], record.jobs[0]["strength"] = "img2img", 0.5
+    store.put_json("inputs/pred_other/init_image-0.json", {"png_base64": "aGVsbG8="})
+    for key in ("inputs/pred_noinput/init_image-0.json", "inputs/pred_other/init_image-0.json"):
+        record.jobs[0]["init_image_key"] = key
+        with pytest.raises(GenerationFailedError, match="input image is missing"):
+            asyncio.run(JobStore(store).image_jobs(PredictionRecord.model_validate(record.model_dump())))
 
 
 def test_overlong_and_odd_ids_are_unknown_without_touching_the_store(store: ImageStore) -> None:

@@ -6,6 +6,9 @@ app with the local store and one with the S3 store. Webhooks go to a local recor
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import io
 import json
 import os
 import time
@@ -15,17 +18,30 @@ from pathlib import Path
 
 import boto3
 import httpx
+import numpy as np
 import pytest
 import ray
 from conftest import free_port
 from fake_discord import FakeDiscord, ScriptedAnswer
 from moto.server import ThreadedMotoServer
+from PIL import Image
 from ray import serve
-from support import HangingServer, decode_png, deploy_fixed_capacity_app, wait_for
+from support import (
+    HangingServer,
+    assert_error_shape,
+    decode_png,
+    deploy_fixed_capacity_app,
+    max_pixel_difference,
+    wait_for,
+)
 
 from serve_app.app import build_app
 from serve_app.diffusion_model import DiffusionModel
+from serve_app.image_inputs import image_jobs
+from serve_app.image_store import LocalImageStore
 from serve_app.ingress import Ingress
+from serve_app.job_records import JobStore, new_record
+from serve_app.schemas import GenerationParams, build_jobs
 from serve_app.settings import AppSettings
 
 BUCKET = "raydiffusion-images"
@@ -264,6 +280,97 @@ def test_prediction_input_is_validated_like_every_other_request(app: dict) -> No
         assert http.post(f"/v1/predictions/{overlong}/cancel").status_code == 404
 
 
+def noise_png(seed: int, size: int = 64) -> bytes:
+    pixels = (np.random.RandomState(seed).rand(size, size, 3) * 255).astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def edited(http: httpx.Client, png: bytes, **fields: object) -> np.ndarray:
+    """The same job through the OpenAI edits API: what the prediction must have rendered."""
+    response = http.post(
+        "/v1/images/edits",
+        data={"prompt": "a boat", **{k: str(v) for k, v in fields.items()}},
+        files={"image": ("image.png", png, "image/png")},
+    )
+    assert response.status_code == 200, response.text
+    return decode_png(base64.b64decode(response.json()["data"][0]["b64_json"]))
+
+
+def succeeded_image(app: dict, http: httpx.Client, body: dict) -> tuple[dict, np.ndarray, dict]:
+    """Run a prediction to success; its image and the stored image's record."""
+    created = http.post("/v1/predictions", json=body)
+    assert created.status_code == 201, created.text
+    done = wait_terminal(http, created.json()["id"])
+    assert done["status"] == "succeeded", done
+    (url,) = done["output"]
+    image_id = url.split("/")[-1].split(".png")[0]
+    return done, decode_png(httpx.get(url, timeout=30).content), stored_record(app, image_id)
+
+
+def test_predictions_start_from_a_data_url_or_a_stored_image(app: dict) -> None:
+    picture = noise_png(11)
+    with client_for(app) as http:
+        done, image, record = succeeded_image(
+            app, http, {"input": {"prompt": "a boat", "image": data_url(picture), "strength": 0.5, "seed": 3}}
+        )
+        assert (record["kind"], record["strength"]) == ("img2img", 0.5)
+        assert (done["input"]["kind"], done["input"]["strength"]) == ("img2img", 0.5)
+        assert len(done["input"]["image"]) < 100  # the data URL is not echoed whole
+        same = edited(http, picture, seed=3, strength=0.5, size="64x64")
+        assert max_pixel_difference(image, same) <= 1
+        assert max_pixel_difference(image, edited(http, noise_png(12), seed=3, strength=0.5)) > 10
+
+        # A URL this service handed out (on S3: the store's own presigned URL) is read from the store.
+        stored = http.post(
+            "/v1/images/generations", json={"prompt": "a dock", "seed": 8, "response_format": "url"}
+        ).json()["data"][0]["url"]
+        done, image, record = succeeded_image(
+            app, http, {"input": {"prompt": "a boat", "init_image": stored, "seed": 4}}
+        )
+        assert (record["kind"], record["strength"]) == ("img2img", 0.75)  # default_strength
+        assert done["input"]["image"] == stored
+        source = httpx.get(stored, timeout=30).content
+        assert max_pixel_difference(image, edited(http, source, seed=4, strength=0.75)) <= 1
+
+        # Upscale: twice the picture's size, a low-strength pass (upscale_strength).
+        done, image, record = succeeded_image(
+            app, http, {"input": {"prompt": "a boat", "image": stored, "upscale": True, "seed": 5}}
+        )
+        assert image.shape == (128, 128, 3)
+        assert (record["kind"], record["strength"], done["input"]["size"]) == ("upscale", 0.3, "128x128")
+
+
+def test_prediction_image_inputs_are_only_data_urls_or_our_own_images(app: dict) -> None:
+    with client_for(app) as http:
+        stored = http.post(
+            "/v1/images/generations", json={"prompt": "a dock", "response_format": "url"}
+        ).json()["data"][0]["url"]
+        image_id = stored.split("/")[-1].split(".png")[0]
+        elsewhere = f"http://images.example.com/images/{image_id}.png"
+        for extra, param in [
+            ({"image": elsewhere}, "input.image"),  # our file name on another host: not ours
+            ({"image": "http://127.0.0.1:1/admin.png"}, "input.image"),
+            ({"image": "http://169.254.169.254/latest/meta-data/"}, "input.image"),
+            ({"init_image": "file:///etc/passwd"}, "input.init_image"),
+            ({"image": "/images/img_0000000000000deadbeef00.png"}, "input.image"),  # no such image
+            ({"image": "data:image/png;base64,bm90IGFuIGltYWdl"}, "input.image"),  # not an image
+            ({"image": stored, "strength": 1.5}, "input.strength"),
+            ({"image": stored, "mask": elsewhere}, "input.mask"),
+            ({"mask": stored}, "input.mask"),  # a mask needs an image
+            ({"upscale": True}, "input.upscale"),
+            ({"image": stored, "size": "2048x2048"}, "size"),
+        ]:
+            response = http.post("/v1/predictions", json={"input": {"prompt": "x", **extra}})
+            assert response.status_code == 400, (extra, response.text)
+            assert_error_shape(response.json(), param=param)
+
+
 def test_progress_then_cancel_interrupts_the_render(app: dict) -> None:
     receiver = HangingServer()  # a webhook that never answers: the cancel must not wait for it
     with client_for(app) as http:
@@ -409,6 +516,32 @@ def test_records_survive_an_ingress_restart_and_stale_jobs_are_adopted(
         adopted = wait_terminal(http, orphan_id, 120)
         assert adopted["status"] == "succeeded", adopted
         assert adopted["attempts"] == 2 and adopted["seeds"] == [77]
+
+
+def test_an_adopted_image_job_renders_the_same_image(apps: dict) -> None:
+    """The record round trip: written by one process, its input image read back by the adopter."""
+    local = apps["local"]
+    picture = noise_png(21)
+    with client_for({"base": local["base"], "headers": {}}) as http:
+        body = {"input": {"prompt": "kept", "image": data_url(picture), "strength": 0.6, "seed": 9}}
+        _, fresh, _ = succeeded_image({"kind": "local", **local}, http, body)
+        # The same job, accepted by "another ingress" that died at once: silent, one attempt used.
+        settings = AppSettings(default_size="64x64", default_steps=4, data_dir=str(local["dir"]))
+        params = GenerationParams(prompt="kept", seed=9)
+        jobs = image_jobs(build_jobs(params, 1, settings), "img2img", Image.open(io.BytesIO(picture)), 0.6)
+        orphan = new_record(params, 1, settings, "api", jobs=jobs)
+        orphan.status, orphan.attempts = "processing", 1
+        orphan.created_at = orphan.heartbeat_at = time.time() - 60
+        asyncio.run(JobStore(LocalImageStore(local["dir"])).accept(orphan))
+        assert list((local["dir"] / "inputs" / orphan.id).iterdir())
+
+        adopted = wait_terminal(http, orphan.id, 120)
+        assert adopted["status"] == "succeeded" and adopted["attempts"] == 2, adopted
+        image = decode_png(httpx.get(adopted["output"][0], timeout=30).content)
+        assert max_pixel_difference(image, fresh) <= 1
+        assert not (local["dir"] / "inputs" / orphan.id).exists() or not list(
+            (local["dir"] / "inputs" / orphan.id).iterdir()
+        )  # the input leaves with the finished job
 
 
 @pytest.fixture
