@@ -390,3 +390,15 @@ def test_a_503_is_shown_at_the_button_with_its_retry_after(
     finally:
         page.context.close()
         serve.delete("down")
+
+
+def test_a_reload_resumes_watching_the_job(page: Page, base: str) -> None:
+    start_blocker(base, steps=100)  # the page's job is still waiting when the page reloads
+    generate_from_form(page, "across a reload", steps="8", size="72x64")
+    expect(page.locator("#job-status")).to_contain_text("Waiting for the model")
+    page.reload()
+    expect(page.locator("#job")).to_be_visible()
+    wait_for_image(page, 72, 64)
+    expect(page.locator("#results .card").first).to_contain_text("72x64")
+    assert page.evaluate("localStorage.getItem('raydiffusion.activePrediction')") is None
+    no_script_errors(page)
