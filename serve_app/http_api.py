@@ -20,6 +20,7 @@ from fastapi.responses import Response
 
 from bot_gateway.imagine_job import DiscordDelivery
 from bot_gateway.router import create_discord_router
+from serve_app.a1111_api import create_a1111_router
 from serve_app.content_policy import image_entries, raise_if_all_flagged
 from serve_app.errors import AuthenticationError, NotFoundError, install_error_handlers
 from serve_app.image_edit_api import create_image_edit_router
@@ -175,6 +176,7 @@ def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
 
     app.include_router(protected)
     app.include_router(create_image_edit_router(client, store, settings, protected.dependencies))
+    app.include_router(create_a1111_router(client, settings, protected.dependencies))
     app.include_router(create_prediction_router(runner, settings, protected.dependencies))
     # Discord authenticates with its own signatures, not API keys.
     app.include_router(create_discord_router(settings, runner, credentials))

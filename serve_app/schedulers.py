@@ -27,6 +27,7 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
     "dpmpp_2m": SchedulerSpec("DPMSolverMultistepScheduler"),
     "dpmpp_2m_karras": SchedulerSpec("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
     "dpmpp_sde": SchedulerSpec("DPMSolverSinglestepScheduler"),
+    "dpmpp_sde_karras": SchedulerSpec("DPMSolverSinglestepScheduler", {"use_karras_sigmas": True}),
     "heun": SchedulerSpec("HeunDiscreteScheduler"),
     "lms": SchedulerSpec("LMSDiscreteScheduler"),
     "unipc": SchedulerSpec("UniPCMultistepScheduler"),
