@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import PurePath
@@ -306,7 +307,9 @@ def create_a1111_router(client: ModelClient, settings: AppSettings, dependencies
             raise InvalidRequestError("'image' is required: a base64 image.", param="image")
         image = await asyncio.to_thread(decode_base64_image, body.image, "image", settings)
         width, height = _upscale_size(body, image, settings)
-        params = GenerationParams(prompt="upscale", size=f"{width}x{height}")
+        # Enough steps that the refining pass at upscale_strength runs at least one.
+        steps = min(settings.max_steps, max(settings.default_steps, math.ceil(1 / settings.upscale_strength)))
+        params = GenerationParams(prompt="upscale", size=f"{width}x{height}", steps=steps)
         crop = 1 if body.resize_mode == 1 and body.upscaling_crop else 0
         jobs = await asyncio.to_thread(
             image_jobs,

@@ -55,6 +55,8 @@ def models_listing(
                     "attention": settings.attention,
                     "compile": settings.compile,
                     "variant": settings.variant,
+                    # GPU speed recipes as configured; what a replica applied is under "replica".
+                    "speed": settings.speed.model_dump(),
                 },
                 # Last seen on a rendered image; None until this ingress has received one.
                 "replica": replica,
