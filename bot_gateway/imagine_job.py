@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable
 
 from bot_gateway.attachments import AttachmentTooLargeError, fit_attachment
 from bot_gateway.messages import failed_message, finished_message, progress_text
-from bot_gateway.webhook_client import DiscordWebhookClient
+from bot_gateway.webhook_client import DiscordAPIError, DiscordWebhookClient
+from serve_app import service_metrics
 from serve_app.generation import ProgressEvent
 from serve_app.job_records import JobStore, PredictionRecord
 from serve_app.job_runner import Execute
@@ -153,6 +154,8 @@ class DiscordDelivery:
                 )
             except Exception as error:
                 logger.warning("discord job %s not delivered: %r", record.id, error)
+                if isinstance(error, DiscordAPIError):
+                    service_metrics.discord_edit_failed()
                 reason = (
                     str(error)
                     if isinstance(error, RenderFailedError | AttachmentTooLargeError)
@@ -166,3 +169,4 @@ class DiscordDelivery:
                     )
                 except Exception:
                     logger.exception("could not tell Discord that job %s failed", record.id)
+                    service_metrics.discord_edit_failed()

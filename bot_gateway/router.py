@@ -48,6 +48,7 @@ from bot_gateway.protocol import (
 )
 from bot_gateway.source_images import SourceImageError, start_image_jobs
 from bot_gateway.verification import InvalidSignatureError, verify_interaction
+from serve_app import service_metrics
 from serve_app.errors import InvalidRequestError, ServiceUnavailableError, error_body
 from serve_app.generation import ImageJob
 from serve_app.image_inputs import upscale_size
@@ -106,6 +107,7 @@ class InteractionHandler:
             )
         except InvalidSignatureError as error:
             logger.info("rejected interaction: %s", error)
+            service_metrics.rejected("auth")
             return _client_error(401, "Invalid request signature.", "authentication_error")
         try:
             document = json.loads(body)
@@ -223,11 +225,13 @@ class InteractionHandler:
         expected = expected_wait_s(self._runner.client.load, job, settings.discord_cold_start_s)
         allowed = min(settings.discord_max_wait_s, float(record.deadline_at or 0) - time.time())
         if expected > allowed:
+            service_metrics.rejected("admission")
             return ephemeral(
                 f"The queue is too long right now (about {expected / 60:.0f} min); "
                 "try again in a few minutes."
             )
         if not self._limits.try_acquire(user_id):
+            service_metrics.rejected("admission")
             return ephemeral(
                 f"You already have {settings.discord_max_jobs_per_user} images rendering; "
                 "wait for one to finish."
@@ -303,6 +307,11 @@ def create_discord_router(
 
     @router.post("/discord/interactions", include_in_schema=True, summary="Discord interactions endpoint")
     async def discord_interactions(request: Request) -> JSONResponse:
-        return await handler.handle(request)
+        received = time.perf_counter()
+        try:
+            return await handler.handle(request)
+        finally:
+            # Discord drops an interaction not answered within 3 s: this is the number to watch.
+            service_metrics.discord_acked(time.perf_counter() - received)
 
     return router

@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serve_app import service_metrics
+
 logger = logging.getLogger("ray.serve")
 
 
@@ -145,13 +147,28 @@ def validation_error_response(error: RequestValidationError) -> JSONResponse:
     return InvalidRequestError(message, param=param, code=code).response()
 
 
+def rejection_reason(error: APIError) -> service_metrics.RejectReason | None:
+    """Which refusal an error is, for ``raydiffusion_rejected_total``; None for failures after work."""
+    if isinstance(error, OverloadedError):
+        return "overload"
+    if isinstance(error, AuthenticationError):
+        return "auth"
+    if isinstance(error, InvalidRequestError) and not isinstance(error, ContentPolicyError):
+        return "bad_input"
+    return None
+
+
 def install_error_handlers(app: FastAPI, retry_after_s: int = 5) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, error: APIError) -> JSONResponse:
+        reason = rejection_reason(error)
+        if reason is not None:
+            service_metrics.rejected(reason)
         return error.response()
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
+        service_metrics.rejected("bad_input")
         return validation_error_response(error)
 
     @app.exception_handler(OSError)

@@ -25,10 +25,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from serve_app import service_metrics
 from serve_app.content_policy import MESSAGE as FLAGGED_MESSAGE
 from serve_app.errors import APIError, ContentPolicyError, GenerationFailedError, OverloadedError
 from serve_app.generation import ImageJob, ImageResult, ProgressEvent
 from serve_app.image_store import save_results
+from serve_app.job_log import log_finished_job
 from serve_app.job_records import TERMINAL, JobStore, PredictionRecord, Progress
 from serve_app.model_client import ModelClient
 from serve_app.queue_position import QueueSnapshot
@@ -168,6 +170,7 @@ class JobRunner:
         wait_until = loop.time() + self._settings.request_timeout_s
         if deadline is not None:
             wait_until = min(wait_until, deadline)
+        results: list[ImageResult] = []
         try:
             if record.attempts >= MAX_ATTEMPTS:
                 raise GenerationFailedError("The job was interrupted and could not be completed.")
@@ -232,6 +235,8 @@ class JobRunner:
         if record.started_at is not None:
             record.predict_time_s = round(record.completed_at - record.started_at, 3)
         await self._finish(record)
+        service_metrics.job_finished(record.source, record.status)
+        log_finished_job(record, results, self._settings.served_model_name)
         return record
 
     async def _render(

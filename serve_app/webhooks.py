@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from serve_app import service_metrics
 from serve_app.errors import InvalidRequestError
 from serve_app.outbound_urls import (
     AllowList,
@@ -65,15 +66,18 @@ async def deliver_webhook(
                         shown,
                         response.status_code,
                     )
+                    service_metrics.webhook_failed()
                     return 0
                 if response.status_code < 500 and response.status_code not in (408, 429):
                     logger.warning("webhook %s refused the payload: HTTP %d", shown, response.status_code)
+                    service_metrics.webhook_failed()
                     return 0
                 reason = f"HTTP {response.status_code}"
             except UnresolvableHostError as error:
                 reason = str(error)
             except ForbiddenDestinationError as error:
                 logger.warning("webhook %s not called: %s", shown, error)
+                service_metrics.webhook_failed()
                 return 0
             except httpx.HTTPError as error:
                 reason = type(error).__name__
@@ -82,6 +86,7 @@ async def deliver_webhook(
                 await asyncio.sleep(backoff)
                 backoff *= 2
     logger.warning("webhook %s not delivered after %d attempts", shown, max_attempts)
+    service_metrics.webhook_failed()
     return 0
 
 
