@@ -29,6 +29,7 @@ from typing import Any
 import psutil
 from ray import serve
 
+from serve_app import service_metrics
 from serve_app.batching import group_indices
 from serve_app.generation import ImageJob, ImageResult, JobTicket, ProgressEvent
 from serve_app.image_pipelines import TaskPipelines
@@ -215,6 +216,7 @@ class DiffusionModel:
             _Waiting(job, ticket, loop.create_future()) for job, ticket in zip(jobs, tickets, strict=True)
         ]
         self._waiting.extend(waiting)
+        service_metrics.queue_depth(len(self._waiting))
         self._waiting_changed.set()
         if self._render_loop is None or self._render_loop.done():
             self._render_loop = asyncio.create_task(self._render_forever())
@@ -227,10 +229,12 @@ class DiffusionModel:
             while self._waiting:
                 size = self._batching.max_batch_size
                 taken, self._waiting = self._waiting[:size], self._waiting[size:]
+                service_metrics.queue_depth(len(self._waiting))
                 live = [w for w in taken if not w.ticket.cancelled]
                 for w in taken:
                     if w.ticket.cancelled:
                         w.result.set_result(asyncio.CancelledError())
+                        self._count_images([w.job], "canceled")
                 if not live:
                     continue
                 try:
@@ -278,8 +282,15 @@ class DiffusionModel:
                 self._health.failed(error)
                 for index in group:
                     results[index] = error
+                self._count_images(group_jobs, "failed")
                 continue
             self._health.succeeded()
+            service_metrics.batch_rendered(
+                len(group), rendered.render_s, [render_started - t.accepted_at for t in group_tickets]
+            )
+            # A render every caller left is interrupted between steps: not a success.
+            interrupted = all(ticket.cancelled for ticket in group_tickets)
+            self._count_images(group_jobs, "canceled" if interrupted else "succeeded")
             entry["steps_done"][group_index] = rendered.steps_done
             replica = self.describe()
             for index, (png, flagged) in zip(group, rendered.images, strict=True):
@@ -301,6 +312,10 @@ class DiffusionModel:
         entry["render_s"] = round(time.perf_counter() - batch_started, 4)
         self._images_rendered += sum(isinstance(r, ImageResult) for r in results)
         return results
+
+    def _count_images(self, jobs: list[ImageJob], outcome: str) -> None:
+        for job in jobs:
+            service_metrics.images_done(self._settings.served_model_name, job.kind, outcome)
 
     def _run_group(self, jobs: list[ImageJob], tickets: list[JobTicket]) -> _Rendered:
         """One blocking pipeline call for jobs that share kind, size, steps, strength, guidance, scheduler."""
