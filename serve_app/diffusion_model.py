@@ -111,7 +111,7 @@ class DiffusionModel:
         self._load_s = time.perf_counter() - started
         self._schedulers = SchedulerCache(self._pipe)
         # img2img, inpainting and upscale run on pipelines sharing these weights (from_pipe).
-        self._tasks = TaskPipelines(self._pipe, vae_tiling_pixels=settings.vae_tiling_pixels)
+        self._tasks = TaskPipelines.load(self._pipe, settings, self._plan)
         self._call_lock = threading.Lock()
         # One long-lived thread for every pipeline call: OpenMP keeps a thread team (and the thread
         # count) per calling thread, so a pool of threads would each build and spin their own.

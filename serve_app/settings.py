@@ -114,6 +114,16 @@ class AppSettings(BaseSettings):
     upscale_strength: float = Field(
         default=0.3, gt=0.0, le=1.0, description="The refining img2img pass of an upscale ('hires fix')."
     )
+    inpainting_model: str | None = Field(
+        default=None,
+        description="A dedicated inpainting checkpoint (hub id, folder or s3://); default: the main model "
+        "through from_pipe.",
+    )
+    upscaler_model: str | None = Field(
+        default=None,
+        description="A dedicated 2x upscaler (e.g. stabilityai/sd-x2-latent-upscaler); default: resize, "
+        "then img2img at upscale_strength.",
+    )
     vae_tiling_pixels: int = Field(
         default=1024 * 1024,
         ge=0,

@@ -18,6 +18,7 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 TINY_MODEL_SEED = 0
 
@@ -57,21 +58,10 @@ def build_tiny_pipeline() -> object:
         AutoencoderKL,
         DDIMScheduler,
         StableDiffusionPipeline,
-        UNet2DConditionModel,
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    torch.manual_seed(TINY_MODEL_SEED)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-    )
+    unet = _tiny_unet(in_channels=4)
     torch.manual_seed(TINY_MODEL_SEED)
     vae = AutoencoderKL(
         block_out_channels=[32, 64],
@@ -118,14 +108,71 @@ def build_tiny_pipeline() -> object:
     )
 
 
-def save_tiny_model(directory: str | Path) -> Path:
-    """Write the tiny pipeline to ``directory`` atomically, so a half-built folder is never loaded."""
+def _tiny_unet(in_channels: int, out_channels: int = 4, **extra: Any) -> Any:
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(TINY_MODEL_SEED)
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        **extra,
+    )
+
+
+def build_tiny_inpainting() -> object:
+    """A dedicated inpainting checkpoint's shape: a 9-channel UNet (latents, mask, masked image)."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    base: Any = build_tiny_pipeline()
+    return StableDiffusionInpaintPipeline(
+        vae=base.vae,
+        text_encoder=base.text_encoder,
+        tokenizer=base.tokenizer,
+        unet=_tiny_unet(in_channels=9),
+        scheduler=base.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def build_tiny_upscaler() -> object:
+    """sd-x2-latent-upscaler's shape: latents + the low-res latents in, a variance channel out,
+    conditioned on the pooled text embedding and a noise-level embedding (128 + 32)."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionLatentUpscalePipeline
+
+    base: Any = build_tiny_pipeline()
+    return StableDiffusionLatentUpscalePipeline(
+        vae=base.vae,
+        text_encoder=base.text_encoder,
+        tokenizer=base.tokenizer,
+        unet=_tiny_unet(in_channels=8, out_channels=5, time_cond_proj_dim=128 + 32),
+        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),
+    )
+
+
+BUILDERS = {
+    "text2img": build_tiny_pipeline,
+    "inpainting": build_tiny_inpainting,
+    "upscaler": build_tiny_upscaler,
+}
+
+
+def save_tiny_model(directory: str | Path, kind: str = "text2img") -> Path:
+    """Write a tiny pipeline to ``directory`` atomically, so a half-built folder is never loaded."""
     target = Path(directory)
     if (target / "model_index.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-sd-", dir=target.parent))
-    build_tiny_pipeline().save_pretrained(staging)  # type: ignore[attr-defined]
+    BUILDERS[kind]().save_pretrained(staging)  # type: ignore[attr-defined]
     staging.rename(target)
     return target
 
@@ -133,9 +180,15 @@ def save_tiny_model(directory: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory", help="folder to write the diffusers pipeline into")
+    parser.add_argument(
+        "--kind",
+        choices=sorted(BUILDERS),
+        default="text2img",
+        help="text2img (default), or a dedicated inpainting / 2x latent upscaler checkpoint",
+    )
     args = parser.parse_args(argv)
-    path = save_tiny_model(args.directory)
-    print(f"tiny Stable Diffusion pipeline ready in {path}")
+    path = save_tiny_model(args.directory, args.kind)
+    print(f"tiny {args.kind} pipeline ready in {path}")
     return 0
 
 
