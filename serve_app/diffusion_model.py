@@ -16,6 +16,7 @@ pipeline call runs at a time: diffusers schedulers keep per-call state and are n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import threading
@@ -31,11 +32,20 @@ from ray import serve
 
 from serve_app import service_metrics
 from serve_app.batching import group_indices
+from serve_app.compiled_shapes import (
+    PipelineCall,
+    dynamo_counters,
+    pad_jobs,
+    plan_calls,
+    shape_policy,
+    warmup_shapes,
+)
 from serve_app.generation import ImageJob, ImageResult, JobTicket, ProgressEvent
 from serve_app.image_pipelines import TaskPipelines
 from serve_app.pipeline_loading import SchedulerCache, load_pipeline, plan_runtime
 from serve_app.render_health import RenderHealth
 from serve_app.settings import AppSettings, BatchingSettings
+from serve_app.speed_recipes import apply_recipes, compile_cache_dir, use_compile_cache
 from serve_app.step_progress import requested_step
 
 logger = logging.getLogger("ray.serve")
@@ -106,9 +116,18 @@ class DiffusionModel:
         torch.set_num_threads(self._torch_threads)
         self._settings = settings
         self._plan = plan_runtime(settings)
+        # Shapes are compiled at warm-up (reconfigure, once the pixel budget from user_config is
+        # known); the recompile limit must already cover every bucket then.
+        bucket_count = len(warmup_shapes(shape_policy(settings, self._plan.compile)))
+        if self._plan.compile:
+            use_compile_cache(compile_cache_dir(settings.speed, settings.model_cache_dir))
         started = time.perf_counter()
         self._pipe = load_pipeline(settings, self._plan)
+        self._recipes = apply_recipes(self._pipe, self._plan, settings.speed, bucket_count)
         self._load_s = time.perf_counter() - started
+        self._warmed: set[tuple[int, int, int]] = set()
+        self._warmup_s = 0.0
+        self._graphs_at_ready: int | None = None
         self._schedulers = SchedulerCache(self._pipe)
         # img2img, inpainting and upscale run on pipelines sharing these weights (from_pipe).
         self._tasks = TaskPipelines.load(self._pipe, settings, self._plan)
@@ -134,8 +153,14 @@ class DiffusionModel:
     # --- Serve hooks -------------------------------------------------------------------------
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Retune batching live: `serve deploy` with a new user_config needs no replica restart."""
+        """Retune batching live: `serve deploy` with a new user_config needs no replica restart.
+
+        Serve calls this before the replica reports ready, so a compiled replica warms up its shapes
+        here (their batch sizes depend on the pixel budget, which arrives with user_config).
+        """
         self._apply_batching(BatchingSettings.model_validate(user_config or {}))
+        if self._plan.compile:
+            self._pipeline_thread.submit(self._warm_up).result()
 
     def check_health(self) -> None:
         if self._pipe is None:
@@ -184,12 +209,70 @@ class DiffusionModel:
             "load_seconds": round(self._load_s, 3),
             "max_batch_size": self._batching.max_batch_size,
             "batch_wait_timeout_s": self._batching.batch_wait_timeout_s,
+            "max_batch_pixels": self._batching.max_batch_pixels or None,
+            "recipes": self._recipes,
+            "compile": self._compile_report(),
             "images_rendered": self._images_rendered,
             "rss_bytes": psutil.Process().memory_info().rss,
             "safety_checker": getattr(self._pipe, "safety_checker", None) is not None,
             **self._tasks.describe(),
             "consecutive_failed_renders": self._health.consecutive_failures,
         }
+
+    def _compile_report(self) -> dict[str, Any] | None:
+        """Warm-up and dynamo's counters: graphs compiled since ready should stay at 0."""
+        if not self._plan.compile:
+            return None
+        counters = dynamo_counters()
+        ready = self._graphs_at_ready
+        return {
+            "warmed_shapes": [f"{w}x{h}x{b}" for w, h, b in sorted(self._warmed)],
+            "warmup_seconds": round(self._warmup_s, 3),
+            "outside_buckets": self._settings.speed.outside_buckets,
+            "graphs_compiled": counters["unique_graphs"],
+            "graphs_compiled_since_ready": None if ready is None else counters["unique_graphs"] - ready,
+            "dynamo": counters,
+        }
+
+    def _warm_up(self) -> None:
+        """Compile every (size bucket, batch bucket) shape not yet compiled, in the pipeline thread."""
+        import torch
+
+        torch.set_num_threads(self._torch_threads)
+        policy = shape_policy(self._settings, True, self._batching.max_batch_pixels)
+        started = time.perf_counter()
+        settings = self._settings
+        with self._call_lock:
+            torch.compiler.set_stance("default")
+            for width, height, batch in warmup_shapes(policy):
+                if (width, height, batch) in self._warmed:
+                    continue
+                shape_started = time.perf_counter()
+                job = ImageJob(
+                    prompt="warm-up",
+                    width=width,
+                    height=height,
+                    steps=2,
+                    guidance_scale=settings.default_guidance_scale,
+                    scheduler=settings.default_scheduler,
+                    seed=0,
+                )
+                scheduler = self._schedulers.use(job.scheduler)
+                generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
+                self._tasks([job] * batch, generators, lambda *args: args[-1], scheduler)
+                self._warmed.add((width, height, batch))
+                took = time.perf_counter() - shape_started
+                logger.info("compiled %dx%d x%d in %.1fs", width, height, batch, took)
+            if not settings.speed.recompile_while_serving:
+                # A shape warm-up missed (another scheduler's timestep dtype, guidance 0 halving the
+                # UNet batch) then runs eagerly: never a compile pause inside a request.
+                torch.compiler.set_stance("eager_on_recompile")
+        self._warmup_s += time.perf_counter() - started
+        self._graphs_at_ready = dynamo_counters()["unique_graphs"]
+
+    def _plan_calls(self, count: int, width: int, height: int) -> list[PipelineCall]:
+        policy = shape_policy(self._settings, self._plan.compile, self._batching.max_batch_pixels)
+        return plan_calls(count, width, height, policy)
 
     def batch_log(self) -> list[dict[str, Any]]:
         """Recent batches as run: sizes and groups. Tests and benchmarks read batching from here."""
@@ -267,64 +350,98 @@ class DiffusionModel:
         batch_started = time.perf_counter()
         results: list[ImageResult | BaseException] = []
         results.extend(RuntimeError("not rendered") for _ in jobs)
-        for group_index, group in enumerate(groups):
-            group_jobs = [jobs[i] for i in group]
-            group_tickets = [tickets[i] for i in group]
-            if all(ticket.cancelled for ticket in group_tickets):
-                continue
-            render_started = time.perf_counter()
+        # Per group: the batch size of each pipeline call, padding included (compiled buckets,
+        # pixel budget: serve_app/compiled_shapes.py).
+        entry["calls"] = [[] for _ in groups]
+        for group_index, whole_group in enumerate(groups):
+            first = jobs[whole_group[0]]
             try:
-                rendered = await asyncio.get_running_loop().run_in_executor(
-                    self._pipeline_thread, self._run_group, group_jobs, group_tickets
-                )
-            except Exception as error:
-                logger.exception("pipeline call failed for %d image(s)", len(group))
-                self._health.failed(error)
-                for index in group:
+                calls = self._plan_calls(len(whole_group), first.width, first.height)
+            except ValueError as error:  # a size a compiled replica refuses
+                for index in whole_group:
                     results[index] = error
-                self._count_images(group_jobs, "failed")
                 continue
-            self._health.succeeded()
-            service_metrics.batch_rendered(
-                len(group), rendered.render_s, [render_started - t.accepted_at for t in group_tickets]
-            )
-            # A render every caller left is interrupted between steps: not a success.
-            interrupted = all(ticket.cancelled for ticket in group_tickets)
-            self._count_images(group_jobs, "canceled" if interrupted else "succeeded")
-            entry["steps_done"][group_index] = rendered.steps_done
-            replica = self.describe()
-            for index, (png, flagged) in zip(group, rendered.images, strict=True):
-                job = jobs[index]
-                results[index] = ImageResult(
-                    png=png,
-                    seed=job.seed,
-                    width=job.width,
-                    height=job.height,
-                    steps=job.steps,
-                    queue_s=render_started - tickets[index].accepted_at,
-                    render_s=rendered.render_s,
-                    batch_size=len(group),
-                    nsfw_content_detected=flagged,
-                    replica=replica,
-                )
+            for call in calls:
+                group = [whole_group[i] for i in call.indices]
+                await self._render_call(jobs, tickets, group, call, results, entry, group_index)
         # Wall time of the whole batch in the render thread: the benchmark compares it with the same
         # batch called in-process to tell slow renders apart from serving overhead.
         entry["render_s"] = round(time.perf_counter() - batch_started, 4)
         self._images_rendered += sum(isinstance(r, ImageResult) for r in results)
         return results
 
+    async def _render_call(
+        self,
+        jobs: list[ImageJob],
+        tickets: list[JobTicket],
+        group: list[int],
+        call: PipelineCall,
+        results: list[ImageResult | BaseException],
+        entry: dict[str, Any],
+        group_index: int,
+    ) -> None:
+        group_jobs = [jobs[i] for i in group]
+        group_tickets = [tickets[i] for i in group]
+        if all(ticket.cancelled for ticket in group_tickets):
+            return
+        entry["calls"][group_index].append(call.batch)
+        render_started = time.perf_counter()
+        try:
+            rendered = await asyncio.get_running_loop().run_in_executor(
+                self._pipeline_thread, self._run_group, group_jobs, group_tickets, call
+            )
+        except Exception as error:
+            logger.exception("pipeline call failed for %d image(s)", len(group))
+            self._health.failed(error)
+            for index in group:
+                results[index] = error
+            self._count_images(group_jobs, "failed")
+            return
+        self._health.succeeded()
+        service_metrics.batch_rendered(
+            len(group), rendered.render_s, [render_started - t.accepted_at for t in group_tickets]
+        )
+        # A render every caller left is interrupted between steps: not a success.
+        interrupted = all(ticket.cancelled for ticket in group_tickets)
+        self._count_images(group_jobs, "canceled" if interrupted else "succeeded")
+        entry["steps_done"][group_index] = max(entry["steps_done"][group_index], rendered.steps_done)
+        replica = self.describe()
+        for index, (png, flagged) in zip(group, rendered.images, strict=True):
+            job = jobs[index]
+            results[index] = ImageResult(
+                png=png,
+                seed=job.seed,
+                width=job.width,
+                height=job.height,
+                steps=job.steps,
+                queue_s=render_started - tickets[index].accepted_at,
+                render_s=rendered.render_s,
+                batch_size=len(group),
+                nsfw_content_detected=flagged,
+                replica=replica,
+            )
+
     def _count_images(self, jobs: list[ImageJob], outcome: str) -> None:
         for job in jobs:
             service_metrics.images_done(self._settings.served_model_name, job.kind, outcome)
 
-    def _run_group(self, jobs: list[ImageJob], tickets: list[JobTicket]) -> _Rendered:
-        """One blocking pipeline call for jobs that share kind, size, steps, strength, guidance, scheduler."""
+    def _run_group(
+        self, jobs: list[ImageJob], tickets: list[JobTicket], call: PipelineCall | None = None
+    ) -> _Rendered:
+        """One blocking pipeline call for jobs that share kind, size, steps, strength, guidance, scheduler.
+
+        Padded up to ``call.batch`` with copies of the last job when the call runs a compiled
+        shape; the copies' images are dropped here, before anything is encoded.
+        """
         import torch
 
         # Threads: OpenMP thread counts are per thread, and this thread starts with Ray's
         # OMP_NUM_THREADS (1 for a 1-CPU worker); set it here or the render runs single-threaded.
         torch.set_num_threads(self._torch_threads)
         first = jobs[0]
+        real = len(jobs)
+        if call is not None and call.padding:
+            jobs = pad_jobs(jobs, call.batch)
         generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
         done = [0]
 
@@ -341,12 +458,15 @@ class DiffusionModel:
         with self._call_lock:
             started = time.perf_counter()
             scheduler = self._schedulers.use(first.scheduler)
-            output = self._tasks(jobs, generators, on_step_end, scheduler)
+            # A compiled replica runs a size outside its buckets eagerly: no new graph mid-request.
+            eager = self._plan.compile and call is not None and not call.compiled
+            with torch.compiler.set_stance("force_eager") if eager else contextlib.nullcontext():
+                output = self._tasks(jobs, generators, on_step_end, scheduler)
             render_s = time.perf_counter() - started
         # Pipelines with a safety checker black out flagged images and say which; others say None.
         flags = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
         encoded = []
-        for image, flagged in zip(output.images, flags, strict=True):
+        for image, flagged in zip(output.images[:real], flags[:real], strict=True):
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
             encoded.append((buffer.getvalue(), bool(flagged)))

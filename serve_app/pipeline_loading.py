@@ -3,8 +3,9 @@
 A replica learns what it has only when it starts (Ray may place it on a GPU node or, on a laptop or
 in CI, on a CPU with a *logical* GPU that torch cannot see), so every choice here is made from what
 torch reports at load time: CUDA -> fp16 weights, xformers attention when installed, optional
-``torch.compile``; CPU -> fp32 and PyTorch's SDPA attention. The choices are pure functions so the
-CUDA branches are tested on machines without a GPU.
+``torch.compile`` and the other speed recipes (serve_app/speed_recipes.py); CPU -> fp32 and PyTorch's
+SDPA attention. The choices are pure functions so the CUDA branches are tested on machines without a
+GPU.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 from serve_app.schedulers import build_scheduler
 from serve_app.settings import AppSettings
+from serve_app.speed_recipes import choose_attention, choose_compile, choose_fuse_qkv, choose_toggle
+from serve_app.speed_settings import preset_for
 from serve_app.weight_files import usable_variant
 
 logger = logging.getLogger("ray.serve")
@@ -30,6 +33,13 @@ class RuntimePlan:
     dtype: str
     attention: str
     compile: bool
+    # Speed recipes (serve_app/speed_recipes.py); off unless chosen, so a plan built by hand for a
+    # CPU test keeps meaning "plain pipeline".
+    channels_last: bool = False
+    fuse_qkv: bool = False
+    vae_slicing: bool = False
+    compile_vae: bool = False
+    preset: str = "none"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,23 +75,6 @@ def choose_dtype(requested: str, device: str) -> str:
     return "float16" if device == "cuda" else "float32"
 
 
-def choose_attention(requested: str, device: str, xformers_available: bool) -> str:
-    """xformers needs CUDA; everywhere else torch's SDPA is the fast path (and the default)."""
-    if requested == "xformers" and not (device == "cuda" and xformers_available):
-        raise ValueError("attention 'xformers' needs a CUDA device and the xformers package")
-    if requested == "auto":
-        return "xformers" if device == "cuda" and xformers_available else "sdpa"
-    return requested
-
-
-def choose_compile(requested: bool, device: str) -> bool:
-    """torch.compile pays off on CUDA; on CPU its compile time outweighs the gain, so skip it."""
-    if requested and device != "cuda":
-        logger.warning("compile=true ignored on %s: torch.compile is only used with CUDA", device)
-        return False
-    return requested
-
-
 def xformers_installed() -> bool:
     try:
         import xformers  # noqa: F401
@@ -93,12 +86,20 @@ def xformers_installed() -> bool:
 def plan_runtime(settings: AppSettings) -> RuntimePlan:
     import torch
 
+    speed = settings.speed
     device = choose_device(settings.device, torch.cuda.is_available())
+    compiled = choose_compile(settings.compile, device, allow_cpu=speed.compile_on_cpu)
+    attention = choose_attention(settings.attention, device, xformers_installed(), compiled)
     return RuntimePlan(
         device=device,
         dtype=choose_dtype(settings.dtype, device),
-        attention=choose_attention(settings.attention, device, xformers_installed()),
-        compile=choose_compile(settings.compile, device),
+        attention=attention,
+        compile=compiled,
+        channels_last=choose_toggle(speed.channels_last, device),
+        fuse_qkv=choose_fuse_qkv(speed.fuse_qkv, device, attention),
+        vae_slicing=choose_toggle(speed.vae_slicing, device),
+        compile_vae=compiled and speed.compile_vae,
+        preset=preset_for(settings.model, speed.preset),
     )
 
 
@@ -147,16 +148,26 @@ def load_pipeline(settings: AppSettings, plan: RuntimePlan) -> Any:
     if not settings.safety_checker:
         kwargs["safety_checker"] = None
         kwargs["requires_safety_checker"] = False
+    if settings.speed.fp16_vae:
+        kwargs["vae"] = load_fp16_vae(settings.speed.fp16_vae, kwargs["dtype"])
     logger.info("loading %s with %s", source, plan)
     pipe = AutoPipelineForText2Image.from_pretrained(source, **kwargs)
     pipe = pipe.to(plan.device)
     pipe.set_progress_bar_config(disable=True)
-    if plan.attention == "xformers":
-        pipe.enable_xformers_memory_efficient_attention()
-    if plan.compile:
-        # One compiled graph per (batch, size) shape: keep request sizes to a few buckets on GPU.
-        pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=True)
+    # Attention, fused QKV, channels-last, slicing and compile: apply_recipes, once the warm-up
+    # plan is known (the recompile limit must cover its shapes).
     return pipe
+
+
+def load_fp16_vae(source: str, dtype: Any) -> Any:
+    """A VAE that decodes in fp16 (SDXL's own overflows and is upcast to fp32: slower, more memory)."""
+    from diffusers import AutoencoderKL
+
+    path, is_local = resolve_model_source(source)
+    vae = AutoencoderKL.from_pretrained(path, dtype=dtype, local_files_only=is_local)
+    # The fixed VAE's config says so itself; make sure the pipeline never upcasts it again.
+    vae.register_to_config(force_upcast=False)
+    return vae
 
 
 class SchedulerCache:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from serve_app.compiled_shapes import check_size_served
 from serve_app.errors import InvalidRequestError
 from serve_app.generation import MAX_SEED, ImageJob, random_seed
 from serve_app.schedulers import UnknownSchedulerError, canonical_scheduler_name
@@ -117,4 +118,5 @@ def resolve_size(size: str | None, settings: AppSettings) -> tuple[int, int]:
                 f"{settings.max_size}, got {size!r}.",
                 param="size",
             )
+    check_size_served(width, height, settings)
     return width, height

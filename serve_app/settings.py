@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from serve_app.speed_settings import SpeedSettings, apply_preset
+
 SIZE_PATTERN = re.compile(r"^\s*(\d{1,5})\s*[xX\u00d7]\s*(\d{1,5})\s*$")
 
 
@@ -32,6 +34,9 @@ class BatchingSettings(BaseModel):
 
     max_batch_size: int = Field(default=8, ge=1, le=256)
     batch_wait_timeout_s: float = Field(default=0.1, ge=0.0, le=10.0)
+    # A 1024x1024 batch of 8 does not fit where 512x512 does: one pipeline call takes at most this
+    # many output pixels (width x height x images; 0: no limit). Per GPU type in deployments/aws.yaml.
+    max_batch_pixels: int = Field(default=0, ge=0)
 
 
 class AppSettings(BaseSettings):
@@ -67,6 +72,9 @@ class AppSettings(BaseSettings):
     )
     safety_checker: bool = Field(
         default=True, description="Keep the model's safety checker when it ships one."
+    )
+    speed: SpeedSettings = Field(
+        default_factory=SpeedSettings, description="GPU speed recipes (serve_app/speed_settings.py)."
     )
 
     # --- request defaults and bounds -------------------------------------------------------
@@ -233,6 +241,11 @@ class AppSettings(BaseSettings):
         from serve_app.schedulers import canonical_scheduler_name
 
         return canonical_scheduler_name(value)
+
+    @model_validator(mode="after")
+    def _speed_preset(self) -> AppSettings:
+        apply_preset(self)
+        return self
 
     @model_validator(mode="after")
     def _consistent_bounds(self) -> AppSettings:
