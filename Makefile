@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 MODEL_DIR ?= .cache/tiny-sd
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install browser run test lint bench clean lock image deploy
+.PHONY: install browser run test lint bench bench-gpu clean lock image deploy
 
 install: $(STAMP)
 
@@ -49,6 +49,12 @@ lint: $(STAMP)
 bench: $(STAMP) $(MODEL_DIR)/model_index.json
 	test -f .cache/autoscaling-sim.json || $(PY) -m pytest -q tests/test_autoscaling.py
 	$(PY) -m bench
+
+# Speed recipes on this machine's GPU with the real SD 1.5 / SDXL architectures and random weights (no
+# download, no network): bench/results/<date>-gpu-<device>.json, a plot and a table. Without CUDA it
+# runs the tiny model at 64x64 (proves it works; not GPU figures).
+bench-gpu: $(STAMP)
+	$(PY) -m bench.gpu
 
 # The GPU image's exact versions (constraints-gpu.txt), resolved from PyPI for the image's platform.
 lock: $(STAMP)
