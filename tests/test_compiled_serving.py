@@ -119,3 +119,16 @@ def test_size_outside_the_buckets_runs_eagerly_without_compiling(apps: str) -> N
     (image,) = _generate(apps, "/c", n=1, size="72x72", seed=5)
     assert image.shape == (72, 72, 3)
     assert _compile_report("compiled")["graphs_compiled_since_ready"] == 0
+
+
+def test_pixel_budget_splits_a_group(apps: str, tiny_model_dir: Path) -> None:
+    model = _model("plain")
+    args = _args(tiny_model_dir, False)
+    args["batching"] = {"max_batch_size": 4, "batch_wait_timeout_s": 0.5, "max_batch_pixels": 2 * 64 * 64}
+    serve.run(build_app(args), name="plain", route_prefix="/p")
+    described = model.describe.remote().result()
+    assert described["max_batch_pixels"] == 2 * 64 * 64
+    before = model.batch_log.remote().result()
+    assert len(_generate(apps, "/p", n=3, seed=9)) == 3
+    (entry,) = model.batch_log.remote().result()[len(before) :]
+    assert (entry["groups"], entry["calls"]) == ([3], [[2, 1]])
