@@ -57,7 +57,11 @@ def decode_image(data: bytes, field: str, settings: AppSettings) -> Image.Image:
 
 def decode_base64_image(value: str, field: str, settings: AppSettings) -> Image.Image:
     """A data URL (``data:image/png;base64,...``) or bare base64, as A1111 clients send them."""
-    payload = value.split(",", 1)[1] if value.startswith("data:") else value
+    payload = value
+    if value.startswith("data:"):
+        _, comma, payload = value.partition(",")
+        if not comma:  # what a browser's FileReader makes of an empty file: "data:"
+            raise InvalidRequestError(f"'{field}' is a data URL without data.", param=field)
     try:
         data = base64.b64decode(payload.strip(), validate=False)
     except (binascii.Error, ValueError):

@@ -58,6 +58,15 @@ def models_listing(
                     # GPU speed recipes as configured; what a replica applied is under "replica".
                     "speed": settings.speed.model_dump(),
                 },
+                # Starting from a picture (predictions' input.image): the strengths the service's
+                # own variations and upscales use, so a client (the browser page) sends the same.
+                "image_inputs": {
+                    "default_strength": settings.default_strength,
+                    "variation_strength": settings.variation_strength,
+                    "upscale_strength": settings.upscale_strength,
+                    "max_input_bytes": settings.max_input_bytes,
+                    "max_input_pixels": settings.max_input_pixels,
+                },
                 # Last seen on a rendered image; None until this ingress has received one.
                 "replica": replica,
             }

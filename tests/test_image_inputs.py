@@ -27,6 +27,9 @@ from ray import serve
 from support import assert_error_shape, decode_png, max_pixel_difference
 
 from serve_app.app import build_app
+from serve_app.errors import InvalidRequestError
+from serve_app.image_inputs import decode_base64_image
+from serve_app.settings import AppSettings
 
 APP = "images-in"
 STEPS = 10
@@ -260,3 +263,11 @@ def test_missing_image_and_prompt(client: httpx.Client) -> None:
     assert response.status_code == 400 and response.json()["error"]["param"] == "image"
     response = client.post("/v1/images/edits", data={}, files={"image": ("i.png", noise_png(1), "image/png")})
     assert response.status_code == 400 and response.json()["error"]["param"] == "prompt"
+
+
+@pytest.mark.parametrize("value", ["data:", "data:image/png;base64", "data:image/png;base64,"])
+def test_a_data_url_without_data_is_a_400_naming_the_field(value: str) -> None:
+    """An empty file picked in a browser arrives as ``data:``: a 400, never a 500."""
+    with pytest.raises(InvalidRequestError) as refused:
+        decode_base64_image(value, "input.image", AppSettings(model="m"))
+    assert refused.value.param == "input.image"

@@ -108,6 +108,19 @@ def test_models_listing_reports_the_last_replica_seen_with_its_age() -> None:
     assert warm["replica"]["device"] == "cuda" and warm["replica"]["age_s"] == 42.0
 
 
+def test_models_listing_says_which_strengths_image_inputs_use() -> None:
+    """The browser page's Vary sends ``variation_strength`` from here, as the service's own do."""
+    settings = AppSettings(model="some/model", variation_strength=0.55, upscale_strength=0.25)
+    (model,) = models_listing(settings, ReplicaReports())["data"]
+    assert model["image_inputs"] == {
+        "default_strength": 0.75,
+        "variation_strength": 0.55,
+        "upscale_strength": 0.25,
+        "max_input_bytes": settings.max_input_bytes,
+        "max_input_pixels": settings.max_input_pixels,
+    }
+
+
 def test_a_prediction_never_hands_out_a_flagged_image(tmp_path) -> None:
     from serve_app.image_store import LocalImageStore
     from serve_app.job_records import PredictionRecord
