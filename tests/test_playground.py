@@ -13,11 +13,13 @@ import re
 import shutil
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from ray import serve
 from support import wait_for
@@ -59,6 +61,8 @@ def base(serve_url: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPath
         "max_images": 4,
         "api_keys": [API_KEY],
         "retry_after_s": 2,
+        # Not the default (0.6): Vary must send what /v1/models reports.
+        "variation_strength": 0.55,
         # A gallery of this module's images only.
         "data_dir": str(tmp_path_factory.mktemp("playground-data")),
         # One image per pipeline call: a second job queues behind the first.
@@ -133,6 +137,28 @@ def generate_from_form(page: Page, prompt: str, **fields: str) -> None:
     for name, value in fields.items():
         page.locator(f"#{name}").fill(value)
     page.get_by_role("button", name="Generate").click()
+
+
+def png_file(path: Path, width: int, height: int, seed: int, mode: str = "RGB") -> Path:
+    noise = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(noise).convert(mode).save(path)
+    return path
+
+
+def created_by(page: Page, action: Callable[[], None]) -> tuple[dict, dict]:
+    """What ``action`` made the page POST to /v1/predictions, and the 201's prediction."""
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and r.url.endswith("/v1/predictions")
+    ) as answer:
+        action()
+    response = answer.value
+    assert response.status == 201, response.text()
+    return response.request.post_data_json["input"], response.json()
+
+
+def finished(base: str, prediction_id: str) -> dict:
+    with httpx.Client(base_url=base, headers=AUTH, timeout=30) as http:
+        return http.get(f"/v1/predictions/{prediction_id}").json()
 
 
 def test_page_is_served_with_its_assets_and_a_strict_policy(base: str) -> None:
@@ -401,4 +427,126 @@ def test_a_reload_resumes_watching_the_job(page: Page, base: str) -> None:
     wait_for_image(page, 72, 64)
     expect(page.locator("#results .card").first).to_contain_text("72x64")
     assert page.evaluate("localStorage.getItem('raydiffusion.activePrediction')") is None
+    no_script_errors(page)
+
+
+def test_an_init_image_and_a_mask_picked_as_files_start_img2img_and_inpainting(
+    page: Page, base: str, tmp_path: Path
+) -> None:
+    picture = png_file(tmp_path / "picture.png", 72, 64, seed=1)
+    page.get_by_label("Init image").set_input_files(picture)
+    page.get_by_label("Strength").fill("0.5")
+    sent, prediction = created_by(page, lambda: generate_from_form(page, "from a file", steps="8"))
+    assert sent["image"].startswith("data:image/png;base64,") and sent["strength"] == 0.5
+    assert prediction["input"]["kind"] == "img2img"
+    card = page.locator("#results .card").first
+    expect(card).to_contain_text("img2img at strength 0.5", timeout=TIMEOUT_MS)
+    wait_for_image(page, 72, 64)  # the picture's own size: Size was left empty
+    (url,) = finished(base, prediction["id"])["output"]
+
+    # The stored image's record says how it was made, and the gallery dialog shows it.
+    thumb = page.locator("#gallery button.thumb").first
+    expect(thumb.locator("img")).to_have_attribute("src", url, timeout=TIMEOUT_MS)
+    thumb.click()
+    dialog = page.locator("#image-dialog")
+    expect(dialog.locator("dd[data-param='Kind']")).to_have_text("img2img")
+    expect(dialog.locator("dd[data-param='Strength']")).to_have_text("0.5")
+    page.get_by_role("button", name="Close").click()
+
+    # With a mask it is inpainting (the strength field left to the server's default, 1).
+    mask = np.zeros((64, 72), dtype=np.uint8)
+    mask[:, 36:] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    page.get_by_label("Mask (white = repaint)").set_input_files(tmp_path / "mask.png")
+    page.get_by_label("Strength").fill("")
+    sent, prediction = created_by(page, lambda: page.get_by_role("button", name="Generate").click())
+    assert sent["mask"].startswith("data:image/png;base64,")
+    assert prediction["input"]["kind"] == "inpaint" and prediction["input"]["strength"] == 1.0
+    expect(card).to_contain_text("inpaint at strength 1", timeout=TIMEOUT_MS)  # the new card
+    wait_for_image(page, 72, 64)
+    assert finished(base, prediction["id"])["status"] == "succeeded"
+    no_script_errors(page)
+
+
+def test_upscale_and_vary_a_result_from_its_buttons_and_from_the_gallery(page: Page, base: str) -> None:
+    page.get_by_label("Random seed").uncheck()
+    generate_from_form(page, "to be upscaled", seed="4321", steps="8")
+    wait_for_image(page, 64, 64)
+    card = page.locator("#results .card").first
+    first_url = card.locator("img").get_attribute("src")
+
+    # Upscale: the stored image's URL (never re-uploaded), twice the size, the same seed.
+    sent, prediction = created_by(
+        page, lambda: card.get_by_role("button", name="Upscale the image with seed 4321").click()
+    )
+    assert sent["image"] == first_url and sent["upscale"] is True and sent["seed"] == 4321
+    assert prediction["input"]["kind"] == "upscale" and prediction["input"]["size"] == "128x128"
+    # The server's upscale_strength, on the new card (the old one goes when the job starts).
+    expect(card).to_contain_text("upscale at strength 0.3", timeout=TIMEOUT_MS)
+    wait_for_image(page, 128, 128)
+    expect(card).to_contain_text("seed 4321")
+    upscaled_url = card.locator("img").get_attribute("src")
+    assert upscaled_url != first_url
+
+    # Vary: that image at the variation strength /v1/models reports, a new seed, the same size.
+    sent, prediction = created_by(
+        page, lambda: card.get_by_role("button", name="Vary the image with seed 4321").click()
+    )
+    assert sent["image"] == upscaled_url and sent["strength"] == 0.55 and "seed" not in sent
+    (new_seed,) = prediction["seeds"]
+    assert new_seed != 4321 and prediction["input"]["kind"] == "img2img"
+    expect(card).to_contain_text(f"seed {new_seed}", timeout=TIMEOUT_MS)
+    expect(card).to_contain_text("img2img at strength 0.55")
+    wait_for_image(page, 128, 128)
+    varied = finished(base, prediction["id"])
+    assert varied["status"] == "succeeded" and varied["output"][0] not in (first_url, upscaled_url)
+
+    # The same from the gallery dialog: Vary on the first (64x64) image.
+    page.get_by_role("button", name="Parameters of “to be upscaled”, seed 4321").last.click()
+    dialog = page.locator("#image-dialog")
+    expect(dialog.locator("img")).to_have_attribute("src", first_url)
+    expect(dialog.locator("dd[data-param='Kind']")).to_have_text("txt2img")
+    sent, prediction = created_by(page, lambda: dialog.get_by_role("button", name="Vary").click())
+    assert sent["image"] == first_url and sent["strength"] == 0.55
+    expect(dialog).to_be_hidden()
+    expect(card).to_contain_text(f"seed {prediction['seeds'][0]}", timeout=TIMEOUT_MS)
+    wait_for_image(page, 64, 64)
+    no_script_errors(page)
+
+
+def test_bad_picture_inputs_are_shown_next_to_their_fields(page: Page, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a picture")
+    page.get_by_label("Init image").set_input_files(tmp_path / "notes.txt")
+    generate_from_form(page, "from a text file")
+    expect(page.locator("#image-error")).to_contain_text("'input.image' is not a PNG, JPEG or WebP image")
+    expect(page.locator("#image")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#image")).to_be_focused()
+    expect(page.locator("#generate-error")).to_be_empty()
+    expect(page.locator("#job")).to_be_hidden()
+
+    (tmp_path / "empty.png").write_bytes(b"")
+    page.get_by_label("Init image").set_input_files(tmp_path / "empty.png")
+    expect(page.locator("#image-error")).to_be_empty()  # a new pick clears the old error
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#image-error")).to_contain_text("'input.image'")
+
+    page.get_by_label("Init image").set_input_files(png_file(tmp_path / "picture.png", 72, 64, seed=2))
+    page.get_by_label("Strength").fill("1.5")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#strength-error")).to_contain_text("greater than 0 and at most 1")
+    expect(page.locator("#image")).not_to_have_attribute("aria-invalid", "true")
+
+    page.get_by_label("Strength").fill("")
+    page.get_by_label("Mask (white = repaint)").set_input_files(png_file(tmp_path / "m.png", 64, 64, 3, "L"))
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#mask-error")).to_contain_text("is 64x64 but the image is 72x64")
+
+    # Clear picture empties all four; a strength alone is then refused at the strength field.
+    page.get_by_role("button", name="Clear picture").click()
+    expect(page.locator("#mask-error")).to_be_empty()
+    assert page.locator("#image").evaluate("input => input.files.length") == 0
+    page.get_by_label("Strength").fill("0.5")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#strength-error")).to_contain_text("needs 'input.image'")
+    expect(page.locator("#job")).to_be_hidden()
     no_script_errors(page)

@@ -16,8 +16,8 @@ const RECONNECT_MAX_MS = 5000;
 const GALLERY_LIMIT = Number(new URLSearchParams(location.search).get("gallery_limit")) || 12;
 
 // Every form input that becomes a field of the prediction's "input". A capability the API gains
-// (init image, mask, strength, model, LoRA) is one element in index.html plus one entry here:
-// read() gives the value to send (undefined: leave it to the server), write() loads a stored one.
+// (model, LoRA) is one element in index.html plus one entry here: read() gives the value to send
+// (undefined: leave it to the server; a promise for a file), write() loads a stored one.
 const FIELDS = [
   textField("prompt"),
   textField("negative_prompt"),
@@ -35,7 +35,18 @@ const FIELDS = [
     },
   },
   numberField("n"),
+  fileField("image"),
+  fileField("mask"),
+  numberField("strength"),
+  {
+    name: "upscale",
+    read: () => ($("upscale").checked ? true : undefined),
+    write: (value) => { $("upscale").checked = Boolean(value); },
+  },
 ];
+const PICTURE_FIELDS = ["image", "mask", "strength", "upscale"];
+// What the API calls a field that is shown under another name here.
+const FIELD_ALIASES = { init_image: "image" };
 
 function $(id) {
   return document.getElementById(id);
@@ -55,6 +66,28 @@ function numberField(name) {
     read: () => numberOrText($(name).value),
     write: (value) => { $(name).value = value ?? ""; },
   };
+}
+
+// A picked file goes as a data URL, whatever it holds: the API decodes and checks it, and its 400
+// names this field. A file input can only be cleared, never filled from a stored value.
+function fileField(name) {
+  return {
+    name,
+    read: () => {
+      const file = $(name).files[0];
+      return file ? dataUrl(file, name) : undefined;
+    },
+    write: (value) => { if (!value) $(name).value = ""; },
+  };
+}
+
+function dataUrl(file, name) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new FieldError(name, `Could not read ${file.name}: ${reader.error}`));
+    reader.readAsDataURL(file);
+  });
 }
 
 // Sent as typed: a number when it is one, else the text itself, so the API's 400 says what is wrong.
@@ -89,6 +122,14 @@ class ApiError extends Error {
 }
 
 class NetworkError extends Error {}
+
+// Found in the browser before anything was sent (a file that cannot be read).
+class FieldError extends Error {
+  constructor(field, message) {
+    super(message);
+    this.field = field;
+  }
+}
 
 async function api(path, options = {}) {
   const headers = { Accept: "application/json", ...(options.headers || {}) };
@@ -151,7 +192,8 @@ function setUpKeyForm() {
 
 function fieldOf(param) {
   // "input.size" (the prediction body's path) and "size" both belong to the size field.
-  const name = String(param || "").replace(/^input\./, "");
+  const sent = String(param || "").replace(/^input\./, "");
+  const name = FIELD_ALIASES[sent] || sent;
   return FIELDS.some((field) => field.name === name) ? name : null;
 }
 
@@ -174,6 +216,11 @@ function clearAllErrors() {
 }
 
 function reportError(error) {
+  if (error instanceof FieldError) {
+    showError(error.field, error.message);
+    $(error.field).focus();
+    return;
+  }
   if (error instanceof NetworkError) {
     showError("generate", `Could not reach the server (${error.message}). Check the connection and try again.`);
     return;
@@ -217,21 +264,31 @@ function syncSeedToggle() {
   $("seed").disabled = $("seed-random").checked;
 }
 
-function readInput() {
+async function readInput() {
   const input = {};
   for (const field of FIELDS) {
-    const value = field.read();
+    const value = await field.read();
     if (value !== undefined) input[field.name] = value;
   }
   return input;
 }
 
+// Loaded settings make the same image again, so a picture left in the form must not turn them
+// into an image-to-image job.
 function loadIntoForm(params) {
+  clearPicture();
   for (const field of FIELDS) {
     if (field.name in params && field.name !== "n") field.write(params[field.name]);
   }
   clearAllErrors();
   $("prompt").focus();
+}
+
+function clearPicture() {
+  for (const name of PICTURE_FIELDS) {
+    FIELDS.find((field) => field.name === name).write(undefined);
+    clearError(name);
+  }
 }
 
 // --- a job, from Generate to its images ---------------------------------------------------------
@@ -241,25 +298,74 @@ let activeJob = null; // {id, input}
 async function generate(event) {
   event.preventDefault();
   clearAllErrors();
-  const input = readInput();
-  if (!input.prompt) {
+  if (!$("prompt").value.trim()) {
     showError("prompt", "Enter a prompt.");
     $("prompt").focus();
     return;
   }
   $("generate").disabled = true;
   try {
-    const prediction = await api(API.predictions, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ input }),
-    });
-    startWatching({ id: prediction.id, input: prediction.input || input });
-    render(prediction);
+    await submit(await readInput());
   } catch (error) {
     $("generate").disabled = false;
     reportError(error);
   }
+}
+
+async function submit(input) {
+  const prediction = await api(API.predictions, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ input }),
+  });
+  startWatching({ id: prediction.id, input: prediction.input || input });
+  render(prediction);
+}
+
+// --- Vary and Upscale: a new prediction starting from an image this service stored -------------
+
+let pictureDefaults = null; // /v1/models' image_inputs: the strengths the service's own actions use
+
+// The stored image's URL is sent as is: the API reads it from the store by its id, never fetches.
+async function pictureInput(action, url, params) {
+  const input = { prompt: params.prompt, image: url };
+  for (const name of ["negative_prompt", "steps", "guidance_scale", "scheduler"]) {
+    if (params[name] !== undefined && params[name] !== null && params[name] !== "") input[name] = params[name];
+  }
+  if (action === "upscale") {
+    input.upscale = true; // twice the size, at the server's upscale_strength
+    input.seed = params.seed;
+    return input;
+  }
+  if (!pictureDefaults) await loadModels();
+  if (!pictureDefaults) throw new Error("the server's variation strength is unknown (see the header above).");
+  input.strength = pictureDefaults.variation_strength; // and no seed: a new one
+  return input;
+}
+
+// Errors of an action go next to the button that was clicked, in words.
+async function startFromPicture(action, url, params, errorLine) {
+  errorLine.textContent = "";
+  if (activeJob) {
+    errorLine.textContent = "Wait for the current job to finish, or cancel it.";
+    return false;
+  }
+  try {
+    await submit(await pictureInput(action, url, params));
+    return true;
+  } catch (error) {
+    errorLine.textContent = `${action === "upscale" ? "Upscale" : "Vary"} failed: ${actionMessage(error)}`;
+    return false;
+  }
+}
+
+function actionMessage(error) {
+  if (error instanceof NetworkError) return `could not reach the server (${error.message}).`;
+  if (error.status === 401) return "an API key is needed: enter it in the API key box above.";
+  if (error.status === 503 || error.status === 429) {
+    return `unavailable right now: ${error.message} Retry in ${error.retryAfter || 5} s.`;
+  }
+  return error.message;
 }
 
 function startWatching(job) {
@@ -402,11 +508,37 @@ function imageCard(url, params) {
   download.className = "button secondary";
   download.textContent = "Download";
   download.setAttribute("aria-label", `Download the image with seed ${params.seed}`);
-  actions.append(reuse, download);
-  caption.append(summary, actions);
+  const errorLine = document.createElement("p");
+  errorLine.className = "error";
+  errorLine.setAttribute("role", "alert");
+  const vary = actionButton("Vary", `Vary the image with seed ${params.seed}`, async () => {
+    await startFromPicture("vary", url, params, errorLine);
+  });
+  const upscale = actionButton("Upscale", `Upscale the image with seed ${params.seed}`, async () => {
+    await startFromPicture("upscale", url, params, errorLine);
+  });
+  actions.append(reuse, vary, upscale, download);
+  caption.append(summary, actions, errorLine);
   figure.append(image, caption);
   item.append(figure);
   return item;
+}
+
+function actionButton(text, label, onClick) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "secondary";
+  button.textContent = text;
+  button.setAttribute("aria-label", label);
+  button.addEventListener("click", async () => {
+    button.disabled = true; // one click, one job
+    try {
+      await onClick();
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return button;
 }
 
 // Lazy and asynchronous: a slow image never holds up the page; width and height reserve its box.
@@ -426,6 +558,7 @@ function lazyImage(url, alt, size) {
 
 function describe(params) {
   const parts = [`seed ${params.seed}`];
+  if (params.kind && params.kind !== "txt2img") parts.push(`${params.kind} at strength ${params.strength}`);
   if (params.size) parts.push(params.size);
   if (params.steps !== undefined) parts.push(`${params.steps} steps`);
   if (params.guidance_scale !== undefined) parts.push(`guidance ${params.guidance_scale}`);
@@ -521,6 +654,8 @@ function openRecord(record) {
     ["Guidance", params.guidance_scale],
     ["Scheduler", params.scheduler],
     ["Seed", params.seed],
+    ["Kind", record.kind || "txt2img"],
+    ["Strength", record.strength ?? "none (from text)"],
     ["Model", record.model],
     ["Render time", record.timings ? `${record.timings.render_s} s (batch of ${record.timings.batch_size})` : "?"],
     ["Created", new Date(record.created * 1000).toLocaleString()],
@@ -535,8 +670,18 @@ function openRecord(record) {
     detail.dataset.param = name;
     list.append(term, detail);
   }
+  $("dialog-error").textContent = "";
   $("image-dialog").showModal();
   $("dialog-use").focus();
+}
+
+async function dialogAction(action) {
+  if (!dialogRecord) return;
+  const record = dialogRecord;
+  if (await startFromPicture(action, record.url, recordParams(record), $("dialog-error"))) {
+    $("image-dialog").close();
+    $("results-title").scrollIntoView({ block: "nearest" });
+  }
 }
 
 // --- model information -------------------------------------------------------------------------
@@ -557,6 +702,10 @@ function showModel(model) {
   if (!model) {
     $("model-info").textContent = "No model is configured.";
     return;
+  }
+  pictureDefaults = model.image_inputs || null;
+  if (pictureDefaults) {
+    $("strength").placeholder = `server default (${pictureDefaults.default_strength})`;
   }
   const parts = [`Model ${model.id}`, `safety checker ${model.safety_checker ? "on" : "off"}`];
   const replica = model.replica;
@@ -589,13 +738,22 @@ function main() {
   $("cancel").addEventListener("click", cancelJob);
   $("gallery-more").addEventListener("click", loadGalleryPage);
   $("dialog-close").addEventListener("click", () => $("image-dialog").close());
+  $("dialog-vary").addEventListener("click", () => dialogAction("vary"));
+  $("dialog-upscale").addEventListener("click", () => dialogAction("upscale"));
+  $("clear-picture").addEventListener("click", () => {
+    clearPicture();
+    $("image").focus();
+  });
   $("dialog-use").addEventListener("click", () => {
     $("image-dialog").close();
     if (dialogRecord) loadIntoForm(recordParams(dialogRecord));
   });
   for (const field of FIELDS) {
     const input = $(field.name);
-    if (input) input.addEventListener("input", () => clearError(field.name));
+    if (input) {
+      input.addEventListener("input", () => clearError(field.name));
+      input.addEventListener("change", () => clearError(field.name)); // file pickers and checkboxes
+    }
   }
   refreshAll();
   const saved = localStorage.getItem(JOB_STORAGE);
