@@ -22,6 +22,7 @@ from serve_app import service_metrics
 from serve_app.generation import ProgressEvent
 from serve_app.job_records import JobStore, PredictionRecord
 from serve_app.job_runner import Execute
+from serve_app.queue_position import QueueInfo
 from serve_app.settings import AppSettings
 
 logger = logging.getLogger("ray.serve")
@@ -44,13 +45,26 @@ class ProgressPublisher:
     def __init__(self, edit: Callable[[str], Awaitable[None]], interval_s: float) -> None:
         self._edit = edit
         self._interval_s = interval_s
+        self._state = ProgressEvent(state="queued")
+        self._queue: QueueInfo | None = None
         self._latest = progress_text("queued")
         self._sent: str | None = None
         self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._run())
 
     def update(self, event: ProgressEvent) -> None:
-        self._latest = progress_text(event.state, event.step, event.total)
+        self._state = event
+        self._latest = self._text()
+
+    def queued(self, info: QueueInfo | None) -> None:
+        self._queue = info
+        self._latest = self._text()
+
+    def _text(self) -> str:
+        event, queue = self._state, self._queue
+        if event.state == "rendering" or queue is None:
+            return progress_text(event.state, event.step, event.total)
+        return progress_text("queued", ahead=queue.position, wait_s=queue.expected_wait_s)
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -24,10 +24,18 @@ ACCENT = 0x5865F2
 ERROR_RED = 0xED4245
 
 
-def progress_text(state: str, step: int = 0, total: int = 0) -> str:
+def progress_text(
+    state: str, step: int = 0, total: int = 0, ahead: int | None = None, wait_s: float | None = None
+) -> str:
+    """The message while a job waits or renders; a waiting caller sees their place in line."""
     if state == "rendering" and total:
         return f"🎨 Rendering step {step}/{total}…"
-    return "⏳ Queued…"
+    if ahead is None:
+        return "⏳ Queued…"
+    place = f"⏳ Queued: {ahead} ahead of you"
+    if wait_s is None:
+        return place + "…"
+    return f"{place}, about {max(1, round(wait_s))} s…"
 
 
 @dataclass(frozen=True)

@@ -148,3 +148,7 @@ class ProgressResponse(BaseModel):
     current_image: str | None = None
     textinfo: str | None = None
     current_task: str | None = None
+    # Ours, beside A1111's fields: images ahead of this task's and the seconds until it is done,
+    # while none of its images renders yet (None otherwise).
+    queue_position: int | None = None
+    expected_wait_s: float | None = None

@@ -26,7 +26,9 @@ from typing import Any
 from serve_app.a1111_models import ProgressResponse
 from serve_app.errors import GenerationFailedError, InvalidRequestError
 from serve_app.generation import ImageJob, ImageResult
+from serve_app.load_tracking import LoadTracker
 from serve_app.model_client import ModelClient
+from serve_app.queue_position import QueueInfo, QueueSnapshot
 
 # Finished tasks stay answerable by id for a while (clients poll once more after the answer).
 RECENT_TASKS = 256
@@ -49,6 +51,8 @@ class A1111Task:
     done_steps: list[int] = field(default_factory=list)
     finished: list[bool] = field(default_factory=list)
     ended: bool = False
+    queue: QueueSnapshot | None = None  # taken when its images are submitted
+    load: LoadTracker | None = None
 
     def __post_init__(self) -> None:
         self.done_steps = [0] * len(self.steps)
@@ -80,11 +84,18 @@ class A1111Task:
             "sampling_steps": max(self.steps, default=0),
         }
 
+    def waiting(self) -> QueueInfo | None:
+        """Where its images stand in line, until the first of them starts rendering."""
+        if self.ended or any(self.done_steps) or self.queue is None or self.load is None:
+            return None
+        return self.queue.now(self.load)
+
     def textinfo(self) -> str:
         if self.ended:
             return "Interrupted" if self.interrupted.is_set() else "Done"
         if not any(self.done_steps):
-            return "Waiting..."
+            waiting = self.waiting()
+            return "Waiting..." if waiting is None else f"In queue: {waiting.position} ahead"
         return f"Sampling step {sum(self.done_steps)}/{sum(self.steps)}"
 
 
@@ -134,6 +145,7 @@ class A1111Tasks:
                 task.done_steps[index] = min(event.step, job.steps)
             raise GenerationFailedError("The model stream ended without an image.")
 
+        task.queue, task.load = QueueSnapshot(client.load, list(jobs)), client.load
         images = [asyncio.create_task(one(i, job)) for i, job in enumerate(jobs)]
         interrupted = asyncio.create_task(task.interrupted.wait())
         try:
@@ -170,6 +182,9 @@ class A1111Tasks:
         progress = 1.0 if task.ended and not task.interrupted.is_set() else task.progress
         elapsed = time.time() - task.started_at
         eta = elapsed / progress - elapsed if 0 < progress < 1 and not task.ended else 0.0
+        waiting = task.waiting()
+        if waiting is not None and waiting.expected_wait_s is not None:
+            eta = waiting.expected_wait_s
         return ProgressResponse(
             progress=progress,
             eta_relative=eta,
@@ -177,6 +192,8 @@ class A1111Tasks:
             current_image=None,
             textinfo=task.textinfo(),
             current_task=task.id,
+            queue_position=None if waiting is None else waiting.position,
+            expected_wait_s=None if waiting is None else waiting.expected_wait_s,
         )
 
     def _find(self, task_id: str | None) -> A1111Task | None:

@@ -33,7 +33,7 @@ from serve_app.image_store import save_results
 from serve_app.job_log import log_finished_job
 from serve_app.job_records import TERMINAL, JobStore, PredictionRecord, Progress
 from serve_app.model_client import ModelClient
-from serve_app.queue_position import QueueSnapshot
+from serve_app.queue_position import QueueInfo, QueueSnapshot
 from serve_app.settings import AppSettings
 
 logger = logging.getLogger("ray.serve")
@@ -48,6 +48,9 @@ CANCEL_WAIT_S = 2 * HEARTBEAT_S + 1.0
 
 class ProgressObserver(Protocol):
     def update(self, event: ProgressEvent) -> None: ...
+
+    # The job's place in line while none of its images renders yet; None once one does.
+    def queued(self, info: QueueInfo | None) -> None: ...
 
 
 Execute = Callable[[ProgressObserver | None], Awaitable[PredictionRecord]]
@@ -260,6 +263,8 @@ class JobRunner:
             raise GenerationFailedError("The model stream ended without an image.")
 
         images = [asyncio.create_task(one(i, job)) for i, job in enumerate(jobs)]
+        if observer is not None:
+            observer.queued(queued.now(self._client.load))
         canceled = asyncio.create_task(cancel.wait())
         last_beat = time.monotonic()
         try:
@@ -275,6 +280,8 @@ class JobRunner:
                         raise error  # the finally below stops the siblings
                 if cancel.is_set():
                     raise PredictionCanceled
+                if observer is not None:
+                    observer.queued(queued.now(self._client.load) if not any(steps) else None)
                 if pending and time.monotonic() - last_beat >= HEARTBEAT_S:
                     last_beat = time.monotonic()
                     record.progress = Progress(step=sum(steps), total=total)

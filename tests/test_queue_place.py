@@ -1,0 +1,197 @@
+"""Every waiting caller sees their place in line: predictions, Discord's "Queued" message, A1111.
+
+Real Ray Serve with one model replica that renders one image at a time, real HTTP over loopback, a
+local fake Discord. Two long predictions hold the model; a third caller must be told that two are
+ahead of them, then one, then be rendered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fake_discord import DiscordSigner, FakeDiscord, snowflake
+from support import deploy_fixed_capacity_app, wait_for
+
+from serve_app.job_records import TERMINAL
+from serve_app.settings import AppSettings
+
+APP_ID = "app-queue"
+# Long renders that hold the model until the test cancels them (a canceled image leaves the
+# queue like a finished one), so the test does not depend on this machine's speed.
+BLOCKER_STEPS = 500
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeDiscord]:
+    server = FakeDiscord()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def signer() -> DiscordSigner:
+    return DiscordSigner()
+
+
+@pytest.fixture(scope="module")
+def base(
+    serve_url: str,
+    tiny_model_dir: Path,
+    fake: FakeDiscord,
+    signer: DiscordSigner,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
+    settings = AppSettings(
+        model=str(tiny_model_dir),
+        default_size="64x64",
+        default_steps=2,
+        max_steps=500,
+        request_timeout_s=300,
+        data_dir=str(tmp_path_factory.mktemp("queue-store")),
+        discord_public_key=signer.public_key_hex,
+        discord_application_id=APP_ID,
+        discord_api_base_url=fake.url,
+        discord_progress_interval_s=0.2,
+        discord_max_jobs_per_user=5,
+    )
+    deploy_fixed_capacity_app(settings, "queue", "/q", in_flight=1, queued=16)
+    return f"{serve_url}/q"
+
+
+@pytest.fixture(scope="module")
+def warm(base: str) -> str:
+    """One render first: the ingress has measured the model's speed and can promise a wait."""
+    with httpx.Client(base_url=base, timeout=120) as http:
+        assert finished(http, create(http, steps=2))["status"] == "succeeded"
+    return base
+
+
+def create(http: httpx.Client, steps: int, prompt: str = "queue") -> str:
+    body = {"input": {"prompt": prompt, "steps": steps, "seed": 1}}
+    response = http.post("/v1/predictions", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def finished(http: httpx.Client, prediction_id: str) -> dict:
+    return wait_for(
+        lambda: (body := http.get(f"/v1/predictions/{prediction_id}").json())["status"] in TERMINAL
+        and body,
+        180,
+        f"prediction {prediction_id} to finish",
+    )
+
+
+def hold_the_model(http: httpx.Client) -> list[str]:
+    """Two long predictions: the first rendering, the second sent to the model behind it."""
+    first = create(http, BLOCKER_STEPS, "first")
+    wait_for(
+        lambda: ((http.get(f"/v1/predictions/{first}").json().get("progress") or {}).get("step") or 0) > 0,
+        60,
+        "the first blocker to be rendering",
+    )
+    second = create(http, BLOCKER_STEPS, "second")
+    # Its queue field appears once its image was sent to the model (the runner's heartbeat).
+    wait_for(
+        lambda: http.get(f"/v1/predictions/{second}").json().get("queue") is not None,
+        60,
+        "the second blocker to be queued",
+    )
+    return [first, second]
+
+
+def release(http: httpx.Client, blocker: str) -> None:
+    http.post(f"/v1/predictions/{blocker}/cancel")
+    assert finished(http, blocker)["status"] in ("canceled", "succeeded")
+
+
+class Watcher:
+    """Releases the blockers one by one once the caller was seen at each place."""
+
+    def __init__(self, http: httpx.Client, blockers: list[str]) -> None:
+        self._http = http
+        self._blockers = list(blockers)
+
+    def saw(self, position: int) -> None:
+        if self._blockers and position == len(self._blockers):
+            release(self._http, self._blockers.pop(0))
+
+
+def test_a_third_prediction_sees_two_ahead_then_one_then_renders(warm: str) -> None:
+    with httpx.Client(base_url=warm, timeout=60) as http:
+        watcher = Watcher(http, hold_the_model(http))
+        third = create(http, 2, "third")
+        positions: list[int] = []
+        waits: list[float | None] = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            body = http.get(f"/v1/predictions/{third}").json()
+            if body["status"] in TERMINAL:
+                break
+            if body.get("queue"):
+                positions.append(body["queue"]["position"])
+                waits.append(body["queue"]["expected_wait_s"])
+                watcher.saw(positions[-1])
+            time.sleep(0.2)
+        assert body["status"] == "succeeded", body
+    assert positions[0] == 2, positions
+    assert 1 in positions, positions
+    assert positions == sorted(positions, reverse=True), positions  # it only ever falls
+    # With the speed measured, a wait is promised, and a longer one with two ahead than with one.
+    two = [w for p, w in zip(positions, waits, strict=True) if p == 2]
+    one = [w for p, w in zip(positions, waits, strict=True) if p == 1]
+    assert two[0] is not None and one[0] is not None
+    assert two[0] > one[-1]
+
+
+def ahead_in(fake: FakeDiscord, token: str) -> tuple[list[int], list[str]]:
+    texts = [str(c.json.get("content", "")) for c in fake.calls_to(token) if c.json and not c.files]
+    return [int(m[1]) for text in texts if (m := re.search(r"(\d+) ahead of you", text))], texts
+
+
+def test_a_third_discord_caller_is_told_two_ahead_then_one(
+    warm: str, fake: FakeDiscord, signer: DiscordSigner
+) -> None:
+    fake.reset()
+    with httpx.Client(base_url=warm, timeout=60) as http:
+        watcher = Watcher(http, hold_the_model(http))
+        token = f"tok-{snowflake()}"
+        interaction = {
+            "id": snowflake(),
+            "application_id": APP_ID,
+            "type": 2,
+            "token": token,
+            "data": {
+                "id": "cmd1",
+                "name": "imagine",
+                "type": 1,
+                "options": [
+                    {"name": "prompt", "type": 3, "value": "third in line"},
+                    {"name": "steps", "type": 4, "value": 2},
+                ],
+            },
+            "guild_id": "g1",
+            "member": {"user": {"id": "u3", "username": "u3"}},
+        }
+        raw = json.dumps(interaction).encode()
+        answer = http.post("/discord/interactions", content=raw, headers=signer.headers(raw))
+        assert answer.json() == {"type": 5}, answer.text
+
+        def delivered() -> bool:
+            ahead, _ = ahead_in(fake, token)
+            if ahead:
+                watcher.saw(ahead[-1])
+            return any(c.files for c in fake.calls_to(token))
+
+        wait_for(delivered, 180, "the third image", interval_s=0.2)
+    ahead, texts = ahead_in(fake, token)
+    assert ahead and ahead[0] == 2, texts
+    assert 1 in ahead, texts
+    assert ahead == sorted(ahead, reverse=True), texts
+    assert any(re.search(r"2 ahead of you, about \d+ s", text) for text in texts), texts
