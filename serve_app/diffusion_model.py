@@ -29,6 +29,7 @@ from typing import Any
 
 import psutil
 from ray import serve
+from ray.serve import metrics
 
 from serve_app import service_metrics
 from serve_app.batching import group_indices
@@ -42,6 +43,7 @@ from serve_app.compiled_shapes import (
 )
 from serve_app.generation import ImageJob, ImageResult, JobTicket, ProgressEvent
 from serve_app.image_pipelines import TaskPipelines
+from serve_app.live_previews import PreviewDecoder
 from serve_app.pipeline_loading import SchedulerCache, load_pipeline, plan_runtime
 from serve_app.render_health import RenderHealth
 from serve_app.settings import AppSettings, BatchingSettings
@@ -79,6 +81,7 @@ class _Rendered:
     images: list[tuple[bytes, bool]]  # (PNG, flagged by the safety checker)
     render_s: float
     steps_done: int
+    preview_s: float = 0.0  # of render_s, spent decoding live previews
 
 
 @dataclass
@@ -124,8 +127,15 @@ class DiffusionModel:
         started = time.perf_counter()
         self._pipe = load_pipeline(settings, self._plan)
         self._recipes = apply_recipes(self._pipe, self._plan, settings.speed, bucket_count)
+        self._previews = PreviewDecoder.load(settings.speed, self._plan.device, self._plan.dtype)
         self._load_s = time.perf_counter() - started
         self._warmed: set[tuple[int, int, int]] = set()
+        # Exported as ray_raydiffusion_graphs_compiled_since_ready: anything but 0 on a compiled
+        # replica means a request paid for a compile (or ran eagerly) after warm-up.
+        self._graphs_gauge = metrics.Gauge(
+            "raydiffusion_graphs_compiled_since_ready",
+            description="torch.compile graphs dynamo built after the replica's warm-up.",
+        )
         self._warmup_s = 0.0
         self._graphs_at_ready: int | None = None
         self._schedulers = SchedulerCache(self._pipe)
@@ -211,6 +221,7 @@ class DiffusionModel:
             "batch_wait_timeout_s": self._batching.batch_wait_timeout_s,
             "max_batch_pixels": self._batching.max_batch_pixels or None,
             "recipes": self._recipes,
+            "previews": self._previews.describe() if self._previews else None,
             "compile": self._compile_report(),
             "images_rendered": self._images_rendered,
             "rss_bytes": psutil.Process().memory_info().rss,
@@ -367,6 +378,8 @@ class DiffusionModel:
         # Wall time of the whole batch in the render thread: the benchmark compares it with the same
         # batch called in-process to tell slow renders apart from serving overhead.
         entry["render_s"] = round(time.perf_counter() - batch_started, 4)
+        if self._plan.compile and self._graphs_at_ready is not None:
+            self._graphs_gauge.set(dynamo_counters()["unique_graphs"] - self._graphs_at_ready)
         self._images_rendered += sum(isinstance(r, ImageResult) for r in results)
         return results
 
@@ -405,6 +418,8 @@ class DiffusionModel:
         interrupted = all(ticket.cancelled for ticket in group_tickets)
         self._count_images(group_jobs, "canceled" if interrupted else "succeeded")
         entry["steps_done"][group_index] = max(entry["steps_done"][group_index], rendered.steps_done)
+        if rendered.preview_s:
+            entry["preview_s"] = round(entry.get("preview_s", 0.0) + rendered.preview_s, 4)
         replica = self.describe()
         for index, (png, flagged) in zip(group, rendered.images, strict=True):
             job = jobs[index]
@@ -444,6 +459,8 @@ class DiffusionModel:
             jobs = pad_jobs(jobs, call.batch)
         generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
         done = [0]
+        previewed = [0]  # the step last previewed (second-order schedulers repeat a step)
+        preview_s = [0.0]
 
         def on_step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict:
             if all(ticket.cancelled for ticket in tickets):
@@ -451,8 +468,21 @@ class DiffusionModel:
             # Iterations, not steps: second-order schedulers run about two per requested step.
             iterations = getattr(pipe, "_num_timesteps", None) or len(pipe.scheduler.timesteps)
             done[0] = requested_step(step + 1, iterations, first.steps)
-            for ticket in tickets:
-                ticket.report(ProgressEvent(state="rendering", step=done[0], total=first.steps))
+            previews: dict[int, bytes] = {}
+            # Only the rows of callers watching progress (never the padding rows).
+            watching = [i for i, t in enumerate(tickets) if t.wants_progress and not t.cancelled]
+            due = self._previews and previewed[0] != done[0] and self._previews.due(done[0], first.steps)
+            if due and watching:
+                previewed[0] = done[0]
+                started = time.perf_counter()
+                previews = self._previews.decode(kwargs["latents"], watching)  # type: ignore[union-attr]
+                preview_s[0] += time.perf_counter() - started
+            for index, ticket in enumerate(tickets):
+                ticket.report(
+                    ProgressEvent(
+                        state="rendering", step=done[0], total=first.steps, preview=previews.get(index)
+                    )
+                )
             return kwargs
 
         with self._call_lock:
@@ -470,4 +500,4 @@ class DiffusionModel:
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
             encoded.append((buffer.getvalue(), bool(flagged)))
-        return _Rendered(encoded, render_s, done[0])
+        return _Rendered(encoded, render_s, done[0], preview_s[0])

@@ -94,6 +94,13 @@ class ProgressEvent:
     state: Literal["queued", "rendering"]
     step: int = 0
     total: int = 0
+    # A small JPEG of the image at this step, when the model has a preview decoder configured
+    # (serve_app/live_previews.py); only on some steps.
+    preview: bytes | None = None
+
+    def __repr__(self) -> str:  # keep preview bytes out of logs
+        preview = f", preview={len(self.preview)}B" if self.preview else ""
+        return f"ProgressEvent(state={self.state!r}, step={self.step}, total={self.total}{preview})"
 
 
 @dataclass
