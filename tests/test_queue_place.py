@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import ray
 from fake_discord import DiscordSigner, FakeDiscord, snowflake
 from support import deploy_fixed_capacity_app, wait_for
 
@@ -150,6 +151,26 @@ def test_a_third_prediction_sees_two_ahead_then_one_then_renders(warm: str) -> N
     assert two[0] > one[-1]
 
 
+def imagine(token: str, prompt: str, steps: int) -> dict:
+    return {
+        "id": snowflake(),
+        "application_id": APP_ID,
+        "type": 2,
+        "token": token,
+        "data": {
+            "id": "cmd1",
+            "name": "imagine",
+            "type": 1,
+            "options": [
+                {"name": "prompt", "type": 3, "value": prompt},
+                {"name": "steps", "type": 4, "value": steps},
+            ],
+        },
+        "guild_id": "g1",
+        "member": {"user": {"id": "u3", "username": "u3"}},
+    }
+
+
 def ahead_in(fake: FakeDiscord, token: str) -> tuple[list[int], list[str]]:
     texts = [str(c.json.get("content", "")) for c in fake.calls_to(token) if c.json and not c.files]
     return [int(m[1]) for text in texts if (m := re.search(r"(\d+) ahead of you", text))], texts
@@ -162,23 +183,7 @@ def test_a_third_discord_caller_is_told_two_ahead_then_one(
     with httpx.Client(base_url=warm, timeout=60) as http:
         watcher = Watcher(http, hold_the_model(http))
         token = f"tok-{snowflake()}"
-        interaction = {
-            "id": snowflake(),
-            "application_id": APP_ID,
-            "type": 2,
-            "token": token,
-            "data": {
-                "id": "cmd1",
-                "name": "imagine",
-                "type": 1,
-                "options": [
-                    {"name": "prompt", "type": 3, "value": "third in line"},
-                    {"name": "steps", "type": 4, "value": 2},
-                ],
-            },
-            "guild_id": "g1",
-            "member": {"user": {"id": "u3", "username": "u3"}},
-        }
+        interaction = imagine(token, "third in line", steps=2)
         raw = json.dumps(interaction).encode()
         answer = http.post("/discord/interactions", content=raw, headers=signer.headers(raw))
         assert answer.json() == {"type": 5}, answer.text
@@ -195,3 +200,54 @@ def test_a_third_discord_caller_is_told_two_ahead_then_one(
     assert 1 in ahead, texts
     assert ahead == sorted(ahead, reverse=True), texts
     assert any(re.search(r"2 ahead of you, about \d+ s", text) for text in texts), texts
+
+
+# --- structured logs ---------------------------------------------------------------------------
+
+
+def job_log_lines() -> list[str]:
+    """``job_finished`` lines in this session's Serve replica logs (Ray writes "ray.serve" there)."""
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
+    return [
+        line
+        for path in logs.glob("*.log")
+        for line in path.read_text(errors="replace").splitlines()
+        if '"event":"job_finished"' in line
+    ]
+
+
+def one_step_discord(line: str) -> bool:
+    entry = json.loads(line[line.index('{"') :])
+    return entry["source"] == "discord" and entry["steps"] == 1
+
+
+def job_log_entries(prediction_id: str) -> list[dict]:
+    return [json.loads(line[line.index('{"') :]) for line in job_log_lines() if prediction_id in line]
+
+
+def test_every_finished_job_writes_one_json_line_without_secrets(
+    warm: str, fake: FakeDiscord, signer: DiscordSigner
+) -> None:
+    with httpx.Client(base_url=warm, timeout=60) as http:
+        prediction = create(http, 3, "logged")
+        assert finished(http, prediction)["status"] == "succeeded"
+        token = f"tok-secret-{snowflake()}"
+        interaction = imagine(token, "logged on discord", steps=1)  # the only 1-step job here
+        raw = json.dumps(interaction).encode()
+        assert http.post("/discord/interactions", content=raw, headers=signer.headers(raw)).json() == {
+            "type": 5
+        }
+        wait_for(lambda: any(c.files for c in fake.calls_to(token)), 120, "the Discord image")
+    [entry] = wait_for(lambda: job_log_entries(prediction), 30, "the prediction's log line")
+    assert entry["source"] == "api" and entry["outcome"] == "succeeded"
+    assert entry["sizes"] == ["64x64"] and entry["steps"] == 3 and entry["seeds"] == [1]
+    assert entry["images"] == 1 and entry["batch_sizes"] == [1]
+    assert entry["queue_s"] >= 0 and entry["render_s"] > 0
+    assert entry["model"]
+    discord_line = wait_for(
+        lambda: next((line for line in job_log_lines() if one_step_discord(line)), None),
+        30,
+        "the Discord job's log line",
+    )
+    assert token not in discord_line  # the interaction token is a secret: never logged
+    assert '"outcome":"succeeded"' in discord_line
