@@ -252,3 +252,25 @@ def test_fp16_safe_vae_replaces_the_models_own(tiny_model_dir: Path, tmp_path: P
     assert torch.equal(loaded, fixed.decoder.conv_in.weight)
     assert not torch.equal(loaded, original.decoder.conv_in.weight)
     assert pipe.vae.config.force_upcast is False  # never upcast to fp32 at decode
+
+
+def test_after_warm_up_a_missed_shape_runs_eagerly_instead_of_compiling() -> None:
+    """The serving default (recompile_while_serving: false): dynamo's eager_on_recompile stance."""
+    from serve_app.compiled_shapes import dynamo_counters
+
+    pipe = build_tiny_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    plan = RuntimePlan("cpu", "float32", "sdpa", True)
+    applied = apply_recipes(pipe, plan, SpeedSettings(compile_backend="eager", compile_on_cpu=True), shapes=1)
+    assert applied["compiled"] == ["unet"]
+    _render(pipe, [1])  # warm-up: batch 1 compiled
+    warmed = dynamo_counters()["unique_graphs"]
+    torch.compiler.set_stance("eager_on_recompile")
+    try:
+        images = _render(pipe, [1, 2, 3])  # a batch size never compiled
+    finally:
+        torch.compiler.set_stance("default")
+    assert dynamo_counters()["unique_graphs"] == warmed
+    assert images.shape == (3, 64, 64, 3) and np.abs(images[0] - images[1]).max() > 20
+    _render(pipe, [1, 2, 3])  # with the default stance the same shape does compile: the check can fail
+    assert dynamo_counters()["unique_graphs"] > warmed
