@@ -274,3 +274,21 @@ def test_after_warm_up_a_missed_shape_runs_eagerly_instead_of_compiling() -> Non
     assert images.shape == (3, 64, 64, 3) and np.abs(images[0] - images[1]).max() > 20
     _render(pipe, [1, 2, 3])  # with the default stance the same shape does compile: the check can fail
     assert dynamo_counters()["unique_graphs"] > warmed
+
+
+def test_compile_cache_goes_to_the_model_cache_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from serve_app.speed_recipes import use_compile_cache
+
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE", "TRITON_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    folder = compile_cache_dir(SpeedSettings(), str(tmp_path / "models"))
+    use_compile_cache(folder)
+    import os
+
+    assert folder.is_dir() and folder.parent == tmp_path / "models"
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(folder)
+    assert os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] == "1"
+    assert os.environ["TRITON_CACHE_DIR"] == str(folder / "triton")
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    assert cache_dir() == str(folder)  # what inductor itself will use
