@@ -19,6 +19,7 @@ from bot_gateway.attachments import AttachmentTooLargeError, fit_attachment
 from bot_gateway.messages import failed_message, finished_message, progress_text
 from bot_gateway.webhook_client import DiscordAPIError, DiscordWebhookClient
 from serve_app import service_metrics
+from serve_app.failure_alerts import failure_alerts
 from serve_app.generation import ProgressEvent
 from serve_app.job_records import JobStore, PredictionRecord
 from serve_app.job_runner import Execute
@@ -170,6 +171,7 @@ class DiscordDelivery:
                 logger.warning("discord job %s not delivered: %r", record.id, error)
                 if isinstance(error, DiscordAPIError):
                     service_metrics.discord_edit_failed()
+                    failure_alerts(self._settings).discord_undeliverable(record.id, str(error))
                 reason = (
                     str(error)
                     if isinstance(error, RenderFailedError | AttachmentTooLargeError)
@@ -184,3 +186,4 @@ class DiscordDelivery:
                 except Exception:
                     logger.exception("could not tell Discord that job %s failed", record.id)
                     service_metrics.discord_edit_failed()
+                    failure_alerts(self._settings).discord_undeliverable(record.id, reason)

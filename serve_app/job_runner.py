@@ -28,6 +28,7 @@ from typing import Protocol
 from serve_app import service_metrics
 from serve_app.content_policy import MESSAGE as FLAGGED_MESSAGE
 from serve_app.errors import APIError, ContentPolicyError, GenerationFailedError, OverloadedError
+from serve_app.failure_alerts import failure_alerts
 from serve_app.generation import ImageJob, ImageResult, ProgressEvent
 from serve_app.image_store import save_results
 from serve_app.job_log import log_finished_job
@@ -239,6 +240,10 @@ class JobRunner:
             record.predict_time_s = round(record.completed_at - record.started_at, 3)
         await self._finish(record)
         service_metrics.job_finished(record.source, record.status)
+        if record.status == "failed":
+            failure_alerts(self._settings).job_failed(
+                record.id, record.source, record.error_code, record.error
+            )
         log_finished_job(record, results, self._settings.served_model_name)
         return record
 

@@ -158,6 +158,21 @@ class AppSettings(BaseSettings):
         description="Host names, IPs or CIDR blocks webhooks may reach even though they are not "
         "public (loopback, private, link-local); everything else must resolve to public addresses.",
     )
+    # --- failure alerts (serve_app/failure_alerts.py) -------------------------------------------
+    alerts_sns_topic_arn: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("alerts_sns_topic_arn", "ALERTS_SNS_TOPIC_ARN"),
+        description="SNS topic that failed jobs and undeliverable Discord messages are published to.",
+    )
+    alert_webhook_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("alert_webhook_url", "ALERT_WEBHOOK_URL"),
+        description="URL POSTed a JSON alert for the same failures (same address rules as job webhooks).",
+    )
+    alerts_max_per_window: int = Field(
+        default=5, ge=0, description="Alerts sent per window and process at most; the rest are counted."
+    )
+    alerts_window_s: float = Field(default=600.0, gt=0)
     prediction_stale_s: float = Field(
         default=60.0, gt=0, description="A running job silent this long is adopted and rerun."
     )
