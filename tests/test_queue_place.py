@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,3 +252,35 @@ def test_every_finished_job_writes_one_json_line_without_secrets(
     )
     assert token not in discord_line  # the interaction token is a secret: never logged
     assert '"outcome":"succeeded"' in discord_line
+
+
+def test_a_third_a1111_caller_sees_its_queue_position_in_progress(warm: str) -> None:
+    task_id = "task(third-in-line)"
+    answer: dict[str, httpx.Response] = {}
+
+    def render() -> None:
+        with httpx.Client(base_url=warm, timeout=300) as http:
+            body = {"prompt": "third", "steps": 2, "width": 64, "height": 64, "force_task_id": task_id}
+            answer["response"] = http.post("/sdapi/v1/txt2img", json=body)
+
+    with httpx.Client(base_url=warm, timeout=60) as http:
+        watcher = Watcher(http, hold_the_model(http))
+        thread = threading.Thread(target=render)
+        thread.start()
+        positions: list[int] = []
+        texts: list[str] = []
+        try:
+            while thread.is_alive():
+                progress = http.get("/sdapi/v1/progress", params={"id_task": task_id}).json()
+                if progress.get("queue_position") is not None:
+                    positions.append(progress["queue_position"])
+                    texts.append(progress["textinfo"])
+                    watcher.saw(positions[-1])
+                thread.join(0.2)
+        finally:
+            thread.join(300)
+    assert answer["response"].status_code == 200, answer["response"].text
+    assert positions and positions[0] == 2, positions
+    assert 1 in positions, positions
+    assert positions == sorted(positions, reverse=True), positions
+    assert "In queue: 2 ahead" in texts
