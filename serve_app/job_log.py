@@ -1,4 +1,5 @@
-"""One JSON line per finished job, so Ray's log files or CloudWatch Logs can be queried by field.
+"""One JSON line per finished job or synchronous request: Ray's log files and CloudWatch Logs
+can then be queried by field.
 
 Fields are picked one by one, never the whole record: a record holds the caller's webhook URL
 (which may carry a secret) and the Discord interaction token, and neither may reach a log. Prompts
@@ -9,15 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from typing import Any
 
-from serve_app.generation import ImageResult
+from serve_app.generation import ImageJob, ImageResult
 from serve_app.job_records import PredictionRecord
 
 # Ray Serve writes the "ray.serve" logger of a replica to its log file (logs/serve/ in the session).
 logger = logging.getLogger("ray.serve")
 
 EVENT = "job_finished"
+REQUEST_EVENT = "request_finished"
 
 
 def finished_job_entry(
@@ -43,6 +46,32 @@ def finished_job_entry(
         "attempts": record.attempts,
         "overload_waits": record.overload_waits,
     }
+
+
+def finished_request_entry(
+    jobs: list[ImageJob], results: list[ImageResult], outcome: str
+) -> dict[str, Any]:
+    """A synchronous request (OpenAI, /imagine): no record, so its own id; the model from a result."""
+    return {
+        "event": REQUEST_EVENT,
+        "id": f"req_{secrets.token_hex(8)}",
+        "source": "sync",
+        "model": results[0].replica.get("model") if results and results[0].replica else None,
+        "outcome": outcome,
+        "kind": jobs[0].kind if jobs else None,
+        "images": len(jobs),
+        "sizes": sorted({f"{job.width}x{job.height}" for job in jobs}),
+        "steps": jobs[0].steps if jobs else None,
+        "seeds": [job.seed for job in jobs],
+        "queue_s": round(max(r.queue_s for r in results), 3) if results else None,
+        "render_s": round(max(r.render_s for r in results), 3) if results else None,
+        "batch_sizes": [r.batch_size for r in results],
+    }
+
+
+def log_finished_request(jobs: list[ImageJob], results: list[ImageResult], outcome: str) -> None:
+    entry = finished_request_entry(jobs, results, outcome)
+    logger.info(json.dumps(entry, separators=(",", ":"), sort_keys=True))
 
 
 def log_finished_job(record: PredictionRecord, results: list[ImageResult], model: str) -> None:

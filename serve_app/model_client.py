@@ -18,6 +18,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentRes
 
 from serve_app.errors import GenerationFailedError, GenerationTimeoutError, OverloadedError
 from serve_app.generation import ImageJob, ImageResult, ProgressEvent
+from serve_app.job_log import log_finished_request
 from serve_app.load_tracking import LoadTracker, work_units
 from serve_app.model_info import ReplicaReports
 
@@ -60,6 +61,8 @@ class ModelClient:
             for response in responses:
                 _cancel_quietly(response)
             translated = self._translate(error)
+            outcome = getattr(translated, "code", None) or "canceled"
+            log_finished_request(jobs, [], str(outcome))
             if translated is error:
                 raise
             raise translated from error
@@ -68,6 +71,7 @@ class ModelClient:
         for result in results:
             self.replicas.observe(result)
             self.load.observe(result.render_s, result.batch_size, _units(result))
+        log_finished_request(jobs, results, "succeeded")
         return results
 
     async def generate_stream(self, job: ImageJob) -> AsyncIterator[ProgressEvent | ImageResult]:

@@ -9,6 +9,7 @@ Export lags a few seconds, so every check polls with a deadline.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import httpx
@@ -70,6 +71,17 @@ def base(serve_url: str, tiny_model_dir: Path) -> str:
     return f"{serve_url}/m"
 
 
+def request_log_entries() -> list[dict]:
+    """``request_finished`` JSON lines in this session's Serve replica logs."""
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
+    return [
+        json.loads(line[line.index('{"') :])
+        for path in logs.glob("*.log")
+        for line in path.read_text(errors="replace").splitlines()
+        if '"event":"request_finished"' in line
+    ]
+
+
 def generate(http: httpx.Client, prompt: str, **extra: object) -> httpx.Response:
     body = {"prompt": prompt, "n": 1, "size": "64x64", "response_format": "b64_json", **extra}
     return http.post("/v1/images/generations", json=body)
@@ -126,6 +138,19 @@ def test_a_503_moves_rejected_total_overload(base: str) -> None:
     assert all(r.json()["error"]["type"] == "overloaded_error" for r in overloaded)
     after = settles_at("raydiffusion_rejected_total", before + len(overloaded), reason="overload")
     assert after == before + len(overloaded)
+    # Each refused and each served request also wrote its JSON log line.
+    entries = wait_for(
+        lambda: (e := request_log_entries())
+        and sum(x["outcome"] == "overloaded" for x in e) >= len(overloaded)
+        and e,
+        30,
+        "the requests' log lines",
+    )
+    assert sum(x["outcome"] == "overloaded" for x in entries) == len(overloaded)
+    served = [x for x in entries if x["outcome"] == "succeeded"]
+    assert len(served) >= 8 - len(overloaded)
+    assert all(x["source"] == "sync" and x["sizes"] == ["64x64"] and x["render_s"] > 0 for x in served)
+    assert all(x["model"] and len(x["seeds"]) == 1 and x["batch_sizes"] == [1] for x in served)
 
 
 def test_a_bad_request_moves_rejected_total_bad_input(base: str) -> None:
