@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -108,9 +109,10 @@ def _metrics() -> _Metrics:
 
 
 def _recorder() -> _Metrics | None:
-    import ray
-
-    if not ray.is_initialized():
+    # Never the first to import ray: importing it reconfigures the "ray" loggers, which a process
+    # without Ray (a unit test reading its logs) must not see happen.
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
         return None
     try:
         return _metrics()
