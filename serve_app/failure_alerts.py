@@ -1,6 +1,7 @@
 """Failure alerts without Prometheus: an SNS topic and/or an alert webhook, rate limited.
 
-A job that ends ``failed`` after its retries and a Discord message that could not be delivered are
+A job that ends ``failed`` after its retries, a Discord message that could not be delivered and a
+model replica that died under a request (Serve replaces it) are
 things an operator must hear about even when nobody runs Prometheus. An outage fails everything at
 once, so alerts are rate limited per process: at most ``alerts_max_per_window`` in any
 ``alerts_window_s``; the rest are counted (``raydiffusion_alerts_total{outcome="suppressed"}``) and
@@ -75,6 +76,13 @@ class FailureAlerts:
             "discord_undeliverable",
             f"raydiffusion: Discord message for job {job_id} not delivered",
             {"id": job_id, "reason": reason},
+        )
+
+    def replica_lost(self, detail: str) -> None:
+        self.publish(
+            "replica_lost",
+            "raydiffusion: a model replica died under a request",
+            {"detail": detail},
         )
 
     def publish(self, kind: str, subject: str, detail: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from ray.serve import Deployment
 from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
+from serve_app.failure_alerts import failure_alerts
 from serve_app.http_api import create_http_app
 from serve_app.model_client import ModelClient
 from serve_app.settings import AppSettings
@@ -27,7 +28,12 @@ from serve_app.settings import AppSettings
 class Ingress:
     def __init__(self, model: DeploymentHandle, settings: AppSettings) -> None:
         self._settings = settings
-        self._client = ModelClient(model, settings.request_timeout_s, settings.retry_after_s)
+        self._client = ModelClient(
+            model,
+            settings.request_timeout_s,
+            settings.retry_after_s,
+            on_replica_lost=failure_alerts(settings).replica_lost,
+        )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_http_app(self._client, self._settings)

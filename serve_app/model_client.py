@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
@@ -26,10 +26,19 @@ logger = logging.getLogger("ray.serve")
 
 
 class ModelClient:
-    def __init__(self, handle: DeploymentHandle, timeout_s: float, retry_after_s: int) -> None:
+    def __init__(
+        self,
+        handle: DeploymentHandle,
+        timeout_s: float,
+        retry_after_s: int,
+        on_replica_lost: Callable[[str], None] | None = None,
+    ) -> None:
         self._handle = handle
         self._timeout_s = timeout_s
         self._retry_after_s = retry_after_s
+        # Told when a model replica died under a request (crash, OOM kill, spot reclaim): Serve
+        # replaces it, and an operator should hear of it (failure alerts).
+        self._on_replica_lost = on_replica_lost
         self.load = LoadTracker()
         self.replicas = ReplicaReports()
 
@@ -52,6 +61,7 @@ class ModelClient:
                     except (RayActorError, ActorUnavailableError) as error:
                         for response in responses:
                             _cancel_quietly(response)
+                        self._replica_lost(error)
                         if attempt == 2:
                             raise
                         logger.warning(
@@ -89,12 +99,21 @@ class ModelClient:
         except BaseException as error:
             if stream is not None:
                 _cancel_quietly(stream)
+            if isinstance(error, RayActorError | ActorUnavailableError):
+                self._replica_lost(error)
             translated = self._translate(error)
             if translated is error:
                 raise
             raise translated from error
         finally:
             self.load.finished()
+
+    def _replica_lost(self, error: BaseException) -> None:
+        if self._on_replica_lost is not None:
+            try:
+                self._on_replica_lost(f"{type(error).__name__}: {str(error)[:300]}")
+            except Exception:  # an alert must never fail the request
+                logger.exception("replica-lost callback failed")
 
     def _translate(self, error: BaseException) -> BaseException:
         if isinstance(error, BackPressureError):

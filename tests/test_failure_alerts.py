@@ -19,6 +19,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+import ray
 from conftest import free_port
 from moto.server import ThreadedMotoServer
 from support import deploy_fixed_capacity_app, wait_for
@@ -197,3 +198,40 @@ def test_a_failed_prediction_alerts_sns_and_the_webhook(
     assert prediction in message["subject"]
     [hook] = wait_for(lambda: list(receiver.bodies), 30, "the webhook alert")
     assert hook["id"] == prediction and hook["kind"] == "job_failed"
+
+
+def test_a_model_replica_dying_under_a_job_is_alerted(
+    serve_url: str, tiny_model_dir: Path, receiver: Receiver
+) -> None:
+    topic = Topic("replicas")
+    settings = alert_settings(
+        topic,
+        receiver,
+        model=str(tiny_model_dir),
+        default_size="64x64",
+        default_steps=2,
+        max_steps=500,
+        request_timeout_s=120,  # room for Serve to start a replacement
+    )
+    deploy_fixed_capacity_app(settings, "fragile", "/fragile", in_flight=1, queued=4)
+    with httpx.Client(base_url=f"{serve_url}/fragile", timeout=60) as http:
+        created = http.post("/v1/predictions", json={"input": {"prompt": "fragile", "steps": 300}})
+        prediction = created.json()["id"]
+
+        def rendering() -> bool:
+            progress = http.get(f"/v1/predictions/{prediction}").json().get("progress") or {}
+            return (progress.get("step") or 0) > 0
+
+        wait_for(rendering, 60, "the render to start")
+        (replica,) = [
+            actor
+            for actor in ray.util.list_named_actors(all_namespaces=True)
+            if actor["namespace"] == "serve" and "fragile#DiffusionModel" in actor["name"]
+        ]
+        ray.kill(ray.get_actor(replica["name"], namespace="serve"), no_restart=True)
+        hooks = wait_for(
+            lambda: [b for b in receiver.bodies if b["kind"] == "replica_lost"], 60, "the replica alert"
+        )
+        assert hooks[0]["detail"]
+        assert any(m["kind"] == "replica_lost" for m in wait_for(lambda: topic.poll(), 30, "the SNS alert"))
+        http.post(f"/v1/predictions/{prediction}/cancel")
