@@ -11,6 +11,11 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# One auth mode for every Ray cluster the tests start and every driver that joins one. Ray reads
+# it once per process: with token auth on for some clusters (Ray 2.60 enables it when a token
+# exists under ~/.ray) and off in a driver that joined the simulated cluster, a later local GCS
+# refuses the driver ("Missing authorization header"). Loopback-only test clusters need no token.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 # Keep stored images and job records out of the working tree (settings fall back to this).
 os.environ.setdefault("RAYDIFFUSION_DATA_DIR", tempfile.mkdtemp(prefix="raydiffusion-test-data-"))
 
