@@ -129,6 +129,7 @@ def _snapshot(config: StackConfig) -> dict:
         "buckets": sorted(b["Name"] for b in boto3.client("s3").list_buckets()["Buckets"]),
         "repos": [r["repositoryName"] for r in boto3.client("ecr").describe_repositories()["repositories"]],
         "secrets": [s["Name"] for s in boto3.client("secretsmanager").list_secrets()["SecretList"]],
+        "topics": sorted(t["TopicArn"] for t in boto3.client("sns").list_topics()["Topics"]),
     }
 
 
@@ -180,7 +181,7 @@ def test_bootstrap_twice_gives_the_same_resources_and_never_prints_secrets(
     # `status` reports every resource as present and created by us, and what cluster.yaml holds.
     shown: list[str] = []
     found = AwsStack(config, cluster, say=shown.append).status()
-    assert len(found) == 8 and set(found.values()) == {"ours"}, found
+    assert len(found) == 9 and set(found.values()) == {"ours"}, found
     assert any(line.startswith("cluster.yaml") and "ami: ami-" in line for line in shown), shown
 
     # The bucket exists with public access blocked.
@@ -213,6 +214,9 @@ def test_bootstrap_writes_every_marked_value_into_cluster_yaml(aws: str, dlami: 
     assert f"--env=SECRETS_MANAGER_SECRET_ID={config.secret_id}" in env
     assert f"--env=RAYDIFFUSION_S3_BUCKET={config.bucket}" in env
     assert f"--env=AWS_DEFAULT_REGION={REGION}" in env
+    topic = f"arn:aws:sns:{REGION}:{account}:{config.name}-alerts"
+    assert f"--env=ALERTS_SNS_TOPIC_ARN={topic}" in env
+    assert topic in [t["TopicArn"] for t in boto3.client("sns").list_topics()["Topics"]]
     (login,) = loaded["initialization_commands"]
     assert f"--region {REGION}" in login and login.endswith(image.split("/")[0])
     zones = loaded["provider"]["availability_zone"].split(",")
@@ -264,6 +268,7 @@ def _account_state() -> dict:
             r["repositoryName"] for r in boto3.client("ecr").describe_repositories()["repositories"]
         ),
         "secrets": sorted(s["Name"] for s in boto3.client("secretsmanager").list_secrets()["SecretList"]),
+        "topics": sorted(t["TopicArn"] for t in boto3.client("sns").list_topics()["Topics"]),
     }
 
 
@@ -308,6 +313,9 @@ def test_policies_grant_pass_role_on_the_worker_role_only_and_scope_s3_by_prefix
     assert _allows(head, "secretsmanager:GetSecretValue", secret_arn)
     assert not _allows(head, "secretsmanager:GetSecretValue", secret_arn.replace(config.secret_id, "other"))
 
+    topic = f"arn:aws:sns:{REGION}:{account}:{config.name}-alerts"
+    assert _allows(head, "sns:Publish", topic)
+    assert not _allows(head, "sns:Publish", topic.replace("-alerts", "-other"))
     bucket = f"arn:aws:s3:::{config.bucket}"
     assert _allows(worker, "s3:GetObject", f"{bucket}/weights/sd15/unet/model.safetensors")
     assert not _allows(worker, "s3:PutObject", f"{bucket}/weights/sd15/unet/model.safetensors")
@@ -391,6 +399,7 @@ def test_teardown_removes_only_what_bootstrap_tagged(aws: str, dlami: str, tmp_p
             "iam role rd-down-worker",
             "secret rd-down",
             "ecr repository rd-down and its images",
+            "sns topic rd-down-alerts",
         ]
     )
     state = _account_state()

@@ -78,6 +78,7 @@ class Resolved:
     secret_arn_pattern: str = ""
     repository_arn: str = ""
     repository_uri: str = ""
+    alerts_topic_arn: str = ""
     security_group_id: str | None = None
     availability_zones: list[str] = field(default_factory=list)
     ami: str = ""
@@ -101,6 +102,7 @@ class Resolved:
             "env_secret": f"--env=SECRETS_MANAGER_SECRET_ID={config.secret_id}",
             "env_bucket": f"--env=RAYDIFFUSION_S3_BUCKET={config.bucket}",
             "env_bucket_region": f"--env=RAYDIFFUSION_S3_REGION={config.region}",
+            "env_alerts": f"--env=ALERTS_SNS_TOPIC_ARN={self.alerts_topic_arn}",
         }
 
 
@@ -136,6 +138,7 @@ class AwsStack:
         self.secrets = session.client("secretsmanager")
         self.ecr = session.client("ecr")
         self.sts = session.client("sts")
+        self.sns = session.client("sns")
 
     # ---- output ---------------------------------------------------------------------------------
     def _say(self, action: str, what: str) -> None:
@@ -164,6 +167,7 @@ class AwsStack:
         self._ensure_bucket()
         self._ensure_repository(resolved)
         self._ensure_secret(resolved)
+        self._ensure_alerts_topic(resolved)
         arn = f"arn:{resolved.partition}:iam::{resolved.account}"
         common = {
             "Partition": resolved.partition,
@@ -182,6 +186,7 @@ class AwsStack:
             ClusterName=c.name,
             WorkerRoleArn=f"{arn}:role/{c.worker_role}",
             SecretArnPattern=resolved.secret_arn_pattern,
+            AlertsTopicArn=resolved.alerts_topic_arn,
         )
         self._ensure_role(c.head_role, head_policy)
         self._ensure_instance_profile(c.head_role)
@@ -300,6 +305,37 @@ class AwsStack:
         self._say("update", f"secret {c.secret_id}: {', '.join(changed)}")
         if not self.dry_run:
             self.secrets.put_secret_value(SecretId=c.secret_id, SecretString=json.dumps(merged))
+
+    @property
+    def _alerts_topic(self) -> str:
+        return f"{self.config.name}-alerts"
+
+    def _topic_tags(self, arn: str) -> list[dict[str, str]] | None:
+        """The topic's tags, or None when it does not exist."""
+        try:
+            return self.sns.list_tags_for_resource(ResourceArn=arn)["Tags"]
+        except ClientError:
+            return None
+
+    def _ensure_alerts_topic(self, resolved: Resolved) -> None:
+        """The SNS topic failure alerts go to (a failed job, an undeliverable Discord message).
+
+        Subscribe an email or a chat webhook to it yourself: subscriptions need a confirmation
+        only the owner of the address can give.
+        """
+        name = self._alerts_topic
+        resolved.alerts_topic_arn = (
+            f"arn:{resolved.partition}:sns:{self.config.region}:{resolved.account}:{name}"
+        )
+        tags = self._topic_tags(resolved.alerts_topic_arn)
+        if tags is not None:
+            if not self._is_ours(tags):
+                raise ProvisioningError(f"sns topic {name} exists and was not created by raydiffusion-aws")
+            self._say("exists", f"sns topic {name} (failure alerts)")
+            return
+        self._say("create", f"sns topic {name} (failure alerts; subscribe to it yourself)")
+        if not self.dry_run:
+            resolved.alerts_topic_arn = self.sns.create_topic(Name=name, Tags=self._tags)["TopicArn"]
 
     def _ensure_role(self, name: str, policy: dict[str, Any]) -> None:
         try:
@@ -540,6 +576,15 @@ class AwsStack:
                 mark(f"secret {c.secret_id}", "ours" if self._is_ours(secret.get("Tags")) else "not ours")
         except ClientError:
             mark(f"secret {c.secret_id}", "missing")
+        account = self.sts.get_caller_identity()
+        topic_arn = (
+            f"arn:{account['Arn'].split(':')[1]}:sns:{c.region}:{account['Account']}:{self._alerts_topic}"
+        )
+        tags = self._topic_tags(topic_arn)
+        if tags is None:
+            mark(f"sns topic {self._alerts_topic}", "missing")
+        else:
+            mark(f"sns topic {self._alerts_topic}", "ours" if self._is_ours(tags) else "not ours")
         for name in (c.worker_role, c.head_role):
             try:
                 self.iam.get_role(RoleName=name)
@@ -653,6 +698,13 @@ class AwsStack:
                 f"secret {c.secret_id} (recoverable for 7 days)",
                 lambda: self.secrets.delete_secret(SecretId=c.secret_id, RecoveryWindowInDays=7),
             )
+        account = self.sts.get_caller_identity()
+        topic_arn = (
+            f"arn:{account['Arn'].split(':')[1]}:sns:{c.region}:{account['Account']}:{self._alerts_topic}"
+        )
+        tags = self._topic_tags(topic_arn)
+        if tags is not None and self._is_ours(tags):
+            delete(f"sns topic {self._alerts_topic}", lambda: self.sns.delete_topic(TopicArn=topic_arn))
         try:
             repo = self.ecr.describe_repositories(repositoryNames=[c.name])["repositories"][0]
             tags = self.ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"]
