@@ -8,10 +8,8 @@ batched model deployment -> store and encode the answer. The Serve ingress only 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hmac
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -21,10 +19,10 @@ from fastapi.responses import Response
 from bot_gateway.imagine_job import DiscordDelivery
 from bot_gateway.router import create_discord_router
 from serve_app.a1111_api import create_a1111_router
-from serve_app.content_policy import image_entries, raise_if_all_flagged
+from serve_app.content_policy import raise_if_all_flagged
 from serve_app.errors import AuthenticationError, NotFoundError, install_error_handlers
-from serve_app.image_edit_api import create_image_edit_router
-from serve_app.image_store import IMAGE_ID, create_store, save_results
+from serve_app.image_edit_api import create_image_edit_router, openai_images_response
+from serve_app.image_store import IMAGE_ID, create_store
 from serve_app.job_adoption import JobAdopter
 from serve_app.job_records import JobStore
 from serve_app.job_runner import JobRunner
@@ -106,19 +104,16 @@ def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
     async def create_images(body: ImageGenerationRequest, request: Request) -> ImageGenerationResponse:
         jobs = build_jobs(body, body.n, settings)
         results = await client.generate(jobs)
-        raise_if_all_flagged(results)
-        if body.response_format == "url":
-            # Flagged images are stored too: their records say so (nsfw_content_detected).
-            image_ids = await asyncio.to_thread(save_results, store, settings, jobs, results, "api")
-            base = base_url_of(request, settings)
-            data = image_entries(
-                results, body.prompt, lambda index, _: {"url": store.image_url(image_ids[index], base)}
-            )
-        else:
-            data = image_entries(
-                results, body.prompt, lambda _, result: {"b64_json": base64.b64encode(result.png).decode()}
-            )
-        return ImageGenerationResponse(created=int(time.time()), data=data)
+        return await asyncio.to_thread(
+            openai_images_response,
+            results,
+            jobs,
+            body.prompt,
+            body.response_format,
+            store,
+            settings,
+            base_url_of(request, settings),
+        )
 
     @protected.get(
         "/imagine",

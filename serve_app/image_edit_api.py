@@ -25,7 +25,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from serve_app.content_policy import image_entries
+from serve_app.content_policy import image_entries, raise_if_all_flagged
 from serve_app.errors import InvalidRequestError
 from serve_app.generation import ImageJob, ImageResult
 from serve_app.image_inputs import decode_image, has_transparency, image_jobs, mask_from_alpha, output_size
@@ -62,7 +62,12 @@ def openai_images_response(
     base_url: str,
     source: str = "api",
 ) -> ImageGenerationResponse:
-    """OpenAI's ``{created, data}``: base64 PNGs, or URLs of the images stored with their records."""
+    """OpenAI's ``{created, data}``: base64 PNGs, or URLs of the images stored with their records.
+
+    All flagged by the safety checker: a 400 before anything is stored. Some flagged: they are stored
+    too (their records say so) and their entries carry an error instead of an image.
+    """
+    raise_if_all_flagged(results)
     if response_format == "url":
         image_ids = save_results(store, settings, jobs, list(results), source)
         data = image_entries(
@@ -89,9 +94,13 @@ async def _read_form(request: Request) -> tuple[EditForm, dict[str, bytes]]:
     try:
         return EditForm.model_validate(fields), files
     except ValidationError as error:
-        first = error.errors()[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
-        raise InvalidRequestError(f"'{param}': {first['msg']}.", param=param) from None
+        raise _naming_the_field(error) from None
+
+
+def _naming_the_field(error: ValidationError) -> InvalidRequestError:
+    first = error.errors()[0]
+    param = ".".join(str(part) for part in first["loc"]) or None
+    return InvalidRequestError(f"'{param}': {first['msg']}.", param=param)
 
 
 def _generation_params(form: EditForm, prompt: str, size: str) -> GenerationParams:
@@ -106,9 +115,7 @@ def _generation_params(form: EditForm, prompt: str, size: str) -> GenerationPara
             scheduler=form.scheduler,
         )
     except ValidationError as error:
-        first = error.errors()[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
-        raise InvalidRequestError(f"'{param}': {first['msg']}.", param=param) from None
+        raise _naming_the_field(error) from None
 
 
 def create_image_edit_router(
