@@ -310,6 +310,11 @@ class AwsStack:
     def _alerts_topic(self) -> str:
         return f"{self.config.name}-alerts"
 
+    def _alerts_topic_arn(self) -> str:
+        identity = self.sts.get_caller_identity()
+        partition = identity["Arn"].split(":")[1]
+        return f"arn:{partition}:sns:{self.config.region}:{identity['Account']}:{self._alerts_topic}"
+
     def _topic_tags(self, arn: str) -> list[dict[str, str]] | None:
         """The topic's tags, or None when it does not exist."""
         try:
@@ -576,10 +581,7 @@ class AwsStack:
                 mark(f"secret {c.secret_id}", "ours" if self._is_ours(secret.get("Tags")) else "not ours")
         except ClientError:
             mark(f"secret {c.secret_id}", "missing")
-        account = self.sts.get_caller_identity()
-        topic_arn = (
-            f"arn:{account['Arn'].split(':')[1]}:sns:{c.region}:{account['Account']}:{self._alerts_topic}"
-        )
+        topic_arn = self._alerts_topic_arn()
         tags = self._topic_tags(topic_arn)
         if tags is None:
             mark(f"sns topic {self._alerts_topic}", "missing")
@@ -698,10 +700,7 @@ class AwsStack:
                 f"secret {c.secret_id} (recoverable for 7 days)",
                 lambda: self.secrets.delete_secret(SecretId=c.secret_id, RecoveryWindowInDays=7),
             )
-        account = self.sts.get_caller_identity()
-        topic_arn = (
-            f"arn:{account['Arn'].split(':')[1]}:sns:{c.region}:{account['Account']}:{self._alerts_topic}"
-        )
+        topic_arn = self._alerts_topic_arn()
         tags = self._topic_tags(topic_arn)
         if tags is not None and self._is_ours(tags):
             delete(f"sns topic {self._alerts_topic}", lambda: self.sns.delete_topic(TopicArn=topic_arn))
