@@ -51,7 +51,7 @@ class A1111Task:
     done_steps: list[int] = field(default_factory=list)
     finished: list[bool] = field(default_factory=list)
     ended: bool = False
-    queue: QueueSnapshot | None = None  # taken when its images are submitted
+    queue: QueueSnapshot | None = None  # taken when its images are submitted, told their places
     load: LoadTracker | None = None
 
     def __post_init__(self) -> None:
@@ -137,15 +137,18 @@ class A1111Tasks:
         One failed image fails the request (its siblings are stopped), as for every other route.
         """
 
+        queue = QueueSnapshot(client.load, list(jobs))
+
         async def one(index: int, job: ImageJob) -> ImageResult:
             async for event in client.generate_stream(job):
                 if isinstance(event, ImageResult):
                     task.done_steps[index], task.finished[index] = job.steps, True
                     return event
+                queue.observe(index, event)  # the replica's real place for it
                 task.done_steps[index] = min(event.step, job.steps)
             raise GenerationFailedError("The model stream ended without an image.")
 
-        task.queue, task.load = QueueSnapshot(client.load, list(jobs)), client.load
+        task.queue, task.load = queue, client.load
         images = [asyncio.create_task(one(i, job)) for i, job in enumerate(jobs)]
         interrupted = asyncio.create_task(task.interrupted.wait())
         try:

@@ -46,6 +46,7 @@ from serve_app.image_pipelines import TaskPipelines
 from serve_app.live_previews import PreviewDecoder
 from serve_app.pipeline_loading import SchedulerCache, load_pipeline, plan_runtime
 from serve_app.render_health import RenderHealth
+from serve_app.replica_queue import ReplicaQueue
 from serve_app.settings import AppSettings, BatchingSettings
 from serve_app.speed_recipes import apply_recipes, compile_cache_dir, use_compile_cache
 from serve_app.step_progress import requested_step
@@ -89,6 +90,7 @@ class _Waiting:
     job: ImageJob
     ticket: JobTicket
     result: asyncio.Future[ImageResult | BaseException]
+    told_ahead: int | None = None  # the place last streamed to its caller
 
 
 def _raise_if_failed(result: ImageResult | BaseException) -> ImageResult:
@@ -152,6 +154,7 @@ class DiffusionModel:
         self._waiting: list[_Waiting] = []
         self._waiting_changed = asyncio.Event()
         self._render_loop: asyncio.Task[None] | None = None
+        self._queue = ReplicaQueue()  # places and waits told to the callers in _waiting
         self._apply_batching(settings.batching)
         logger.info(
             "model ready in %.1fs: %s, %d torch threads",
@@ -185,6 +188,7 @@ class DiffusionModel:
             return _raise_if_failed(await self._render_batch(job, ticket))
         except asyncio.CancelledError:
             ticket.cancelled = True
+            self._tell_places()  # the callers behind it moved up
             raise
 
     async def generate_stream(self, job: ImageJob) -> AsyncIterator[ProgressEvent | ImageResult]:
@@ -208,6 +212,7 @@ class DiffusionModel:
             if not render.done():
                 ticket.cancelled = True
                 render.cancel()
+                self._tell_places()  # the callers behind it moved up
 
     def describe(self) -> dict[str, Any]:
         """What /v1/models reports: the model, where it runs and how it batches."""
@@ -311,6 +316,7 @@ class DiffusionModel:
         ]
         self._waiting.extend(waiting)
         service_metrics.queue_depth(len(self._waiting))
+        self._tell_places()
         self._waiting_changed.set()
         if self._render_loop is None or self._render_loop.done():
             self._render_loop = asyncio.create_task(self._render_forever())
@@ -331,14 +337,38 @@ class DiffusionModel:
                         self._count_images([w.job], "canceled")
                 if not live:
                     continue
+                self._queue.batch_started([w.job for w in live], [w.ticket for w in live])
+                self._tell_places()
                 try:
                     results = await self._render_jobs([w.job for w in live], [w.ticket for w in live])
                 except Exception as error:  # never let one batch stop the loop
                     logger.exception("render loop iteration failed")
                     results = [error] * len(live)
+                self._queue.batch_finished(all(isinstance(r, ImageResult) for r in results))
                 for w, result in zip(live, results, strict=True):
                     if not w.result.done():
                         w.result.set_result(result)
+
+    def _tell_places(self) -> None:
+        """Stream each waiting caller its place in this replica's queue, when it changed.
+
+        Called whenever the queue moves: jobs arrive, the render loop takes a batch, a caller
+        leaves. Callers of ``generate`` (no stream) are skipped: nobody would see it.
+        """
+        waiting = self._waiting
+        places = self._queue.places([w.job for w in waiting], [w.ticket for w in waiting])
+        for w, place in zip(waiting, places, strict=True):
+            if place is None or not w.ticket.wants_progress or w.told_ahead == place.ahead:
+                continue
+            w.told_ahead = place.ahead
+            w.ticket.report(
+                ProgressEvent(
+                    state="queued",
+                    total=w.job.steps,
+                    ahead=place.ahead,
+                    expected_wait_s=place.expected_wait_s,
+                )
+            )
 
     async def _render_jobs(
         self, jobs: list[ImageJob], tickets: list[JobTicket]

@@ -97,10 +97,18 @@ class ProgressEvent:
     # A small JPEG of the image at this step, when the model has a preview decoder configured
     # (serve_app/live_previews.py); only on some steps.
     preview: bytes | None = None
+    # While queued, the job's real place on the model replica holding it: images waiting or
+    # rendering there before it, and the seconds until its image is ready at that replica's
+    # measured speed (None before it measured one). None until the replica's queue took the job.
+    ahead: int | None = None
+    expected_wait_s: float | None = None
 
     def __repr__(self) -> str:  # keep preview bytes out of logs
         preview = f", preview={len(self.preview)}B" if self.preview else ""
-        return f"ProgressEvent(state={self.state!r}, step={self.step}, total={self.total}{preview})"
+        place = ""
+        if self.ahead is not None:
+            place = f", ahead={self.ahead}, expected_wait_s={self.expected_wait_s}"
+        return f"ProgressEvent(state={self.state!r}, step={self.step}, total={self.total}{place}{preview})"
 
 
 @dataclass

@@ -263,6 +263,10 @@ class JobRunner:
                 if isinstance(event, ImageResult):
                     return event
                 steps[index] = event.step
+                # The replica holding the image told its real place there: show it now, not at
+                # the next heartbeat.
+                if queued.observe(index, event) and observer is not None and not any(steps):
+                    observer.queued(queued.now(self._client.load))
                 if observer is not None:
                     observer.update(ProgressEvent(event.state, sum(steps), total) if len(jobs) > 1 else event)
             raise GenerationFailedError("The model stream ended without an image.")

@@ -52,11 +52,13 @@ def deploy_fixed_capacity_app(
     in_flight: int,
     queued: int,
     batch_wait_s: float = 0.0,
+    max_batch_size: int | None = None,
 ) -> None:
     """One model replica holding ``in_flight`` requests and queueing ``queued``: easy to overload.
 
     Built from the same deployments as ``build_app``, only with Serve options a config file's
-    ``deployments:`` section would set.
+    ``deployments:`` section would set. Batches hold ``in_flight`` images unless ``max_batch_size``
+    says fewer (a replica that accepts many requests but renders them one by one).
     """
     from ray import serve
 
@@ -67,7 +69,7 @@ def deploy_fixed_capacity_app(
         max_ongoing_requests=in_flight,
         max_queued_requests=queued,
         autoscaling_config={"min_replicas": 1, "max_replicas": 1},
-        user_config={"max_batch_size": in_flight, "batch_wait_timeout_s": batch_wait_s},
+        user_config={"max_batch_size": max_batch_size or in_flight, "batch_wait_timeout_s": batch_wait_s},
     ).bind(settings)
     serve.run(ingress_deployment(settings).bind(model, settings), name=name, route_prefix=route_prefix)
 

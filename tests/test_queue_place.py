@@ -1,8 +1,10 @@
 """Every waiting caller sees their place in line: predictions, Discord's "Queued" message, A1111.
 
-Real Ray Serve with one model replica that renders one image at a time, real HTTP over loopback, a
-local fake Discord. Two long predictions hold the model; a third caller must be told that two are
-ahead of them, then one, then be rendered.
+Real Ray Serve with one model replica that accepts many requests but renders one image at a time,
+real HTTP over loopback, a local fake Discord. Two long renders hold the model; a third caller must
+be told that two are ahead of them, then one, then be rendered. The two are sent straight to the
+model through a Serve handle (as another ingress replica or the bot's would): the third caller's
+ingress knows nothing of them, so only the model replica's own queue can say "2 ahead".
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +23,7 @@ import ray
 from fake_discord import DiscordSigner, FakeDiscord, snowflake
 from support import deploy_fixed_capacity_app, wait_for
 
+from serve_app.generation import ImageJob, ProgressEvent
 from serve_app.job_records import TERMINAL
 from serve_app.settings import AppSettings
 
@@ -62,7 +66,8 @@ def base(
         discord_progress_interval_s=0.2,
         discord_max_jobs_per_user=5,
     )
-    deploy_fixed_capacity_app(settings, "queue", "/q", in_flight=1, queued=16)
+    # Many requests on the replica, one image per pipeline call: a real queue inside the replica.
+    deploy_fixed_capacity_app(settings, "queue", "/q", in_flight=16, queued=16, max_batch_size=1)
     return f"{serve_url}/q"
 
 
@@ -90,44 +95,78 @@ def finished(http: httpx.Client, prediction_id: str) -> dict:
     )
 
 
-def hold_the_model(http: httpx.Client) -> list[str]:
-    """Two long predictions: the first rendering, the second sent to the model behind it."""
-    first = create(http, BLOCKER_STEPS, "first")
-    wait_for(
-        lambda: ((http.get(f"/v1/predictions/{first}").json().get("progress") or {}).get("step") or 0) > 0,
-        60,
-        "the first blocker to be rendering",
-    )
-    second = create(http, BLOCKER_STEPS, "second")
-    # Its queue field appears once its image was sent to the model (the runner's heartbeat).
-    wait_for(
-        lambda: http.get(f"/v1/predictions/{second}").json().get("queue") is not None,
-        60,
-        "the second blocker to be queued",
-    )
+class Blocker:
+    """A long render sent straight to the model replica, its progress stream read in a thread."""
+
+    def __init__(self, prompt: str) -> None:
+        from ray import serve
+
+        handle = serve.get_deployment_handle("DiffusionModel", app_name="queue")
+        job = ImageJob(
+            prompt=prompt, width=64, height=64, steps=BLOCKER_STEPS, guidance_scale=7.5,
+            scheduler="ddim", seed=1,
+        )
+        self._stream: Any = handle.options(stream=True).generate_stream.remote(job)
+        self.events: list[ProgressEvent] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            for event in self._stream:
+                if isinstance(event, ProgressEvent):
+                    self.events.append(event)
+        except Exception:  # canceled by release()
+            pass
+
+    def rendering(self) -> bool:
+        return any(event.state == "rendering" for event in self.events)
+
+    def ahead(self) -> int | None:
+        places = [event.ahead for event in self.events if event.ahead is not None]
+        return places[-1] if places else None
+
+    def release(self) -> None:
+        """Cancel it: the replica drops it from its queue, or stops its render between steps."""
+        self._stream.cancel()
+        self._reader.join(30)
+        assert not self._reader.is_alive()
+
+
+def hold_the_model() -> list[Blocker]:
+    """Two long renders: the first rendering, the second waiting behind it in the replica."""
+    first = Blocker("first")
+    wait_for(first.rendering, 60, "the first blocker to be rendering")
+    second = Blocker("second")
+    wait_for(lambda: second.ahead() == 1, 60, "the replica to tell the second blocker 1 ahead")
     return [first, second]
-
-
-def release(http: httpx.Client, blocker: str) -> None:
-    http.post(f"/v1/predictions/{blocker}/cancel")
-    assert finished(http, blocker)["status"] in ("canceled", "succeeded")
 
 
 class Watcher:
     """Releases the blockers one by one once the caller was seen at each place."""
 
-    def __init__(self, http: httpx.Client, blockers: list[str]) -> None:
-        self._http = http
+    def __init__(self, blockers: list[Blocker]) -> None:
         self._blockers = list(blockers)
 
     def saw(self, position: int) -> None:
         if self._blockers and position == len(self._blockers):
-            release(self._http, self._blockers.pop(0))
+            self._blockers.pop(0).release()
+
+    def release_all(self) -> None:
+        while self._blockers:
+            self._blockers.pop(0).release()
 
 
-def test_a_third_prediction_sees_two_ahead_then_one_then_renders(warm: str) -> None:
+@pytest.fixture
+def watcher(warm: str) -> Iterator[Watcher]:
+    """The model held by two blockers, released as the caller is seen moving up (or at the end)."""
+    watcher = Watcher(hold_the_model())
+    yield watcher
+    watcher.release_all()
+
+
+def test_a_third_prediction_sees_two_ahead_then_one_then_renders(warm: str, watcher: Watcher) -> None:
     with httpx.Client(base_url=warm, timeout=60) as http:
-        watcher = Watcher(http, hold_the_model(http))
         third = create(http, 2, "third")
         positions: list[int] = []
         waits: list[float | None] = []
@@ -178,11 +217,10 @@ def ahead_in(fake: FakeDiscord, token: str) -> tuple[list[int], list[str]]:
 
 
 def test_a_third_discord_caller_is_told_two_ahead_then_one(
-    warm: str, fake: FakeDiscord, signer: DiscordSigner
+    warm: str, watcher: Watcher, fake: FakeDiscord, signer: DiscordSigner
 ) -> None:
     fake.reset()
     with httpx.Client(base_url=warm, timeout=60) as http:
-        watcher = Watcher(http, hold_the_model(http))
         token = f"tok-{snowflake()}"
         interaction = imagine(token, "third in line", steps=2)
         raw = json.dumps(interaction).encode()
@@ -254,7 +292,7 @@ def test_every_finished_job_writes_one_json_line_without_secrets(
     assert '"outcome":"succeeded"' in discord_line
 
 
-def test_a_third_a1111_caller_sees_its_queue_position_in_progress(warm: str) -> None:
+def test_a_third_a1111_caller_sees_its_queue_position_in_progress(warm: str, watcher: Watcher) -> None:
     task_id = "task(third-in-line)"
     answer: dict[str, httpx.Response] = {}
 
@@ -264,7 +302,6 @@ def test_a_third_a1111_caller_sees_its_queue_position_in_progress(warm: str) -> 
             answer["response"] = http.post("/sdapi/v1/txt2img", json=body)
 
     with httpx.Client(base_url=warm, timeout=60) as http:
-        watcher = Watcher(http, hold_the_model(http))
         thread = threading.Thread(target=render)
         thread.start()
         positions: list[int] = []
