@@ -21,7 +21,16 @@ $(STAMP): pyproject.toml
 $(MODEL_DIR)/model_index.json: | $(STAMP)
 	$(PY) -m serve_app.tiny_model $(MODEL_DIR)
 
-run: $(STAMP) $(MODEL_DIR)/model_index.json
+# deployments/local.yaml's catalogue: a second tiny model (other weights) and a tiny LoRA.
+.cache/tiny-sd-b/model_index.json: | $(STAMP)
+	$(PY) -m serve_app.tiny_model .cache/tiny-sd-b --seed 7
+
+.cache/tiny-lora/pytorch_lora_weights.safetensors: | $(STAMP)
+	$(PY) -m serve_app.tiny_model .cache/tiny-lora --kind lora
+
+TINY_MODELS := $(MODEL_DIR)/model_index.json .cache/tiny-sd-b/model_index.json .cache/tiny-lora/pytorch_lora_weights.safetensors
+
+run: $(STAMP) $(TINY_MODELS)
 	@echo "Starting raydiffusion on http://127.0.0.1:8000 (requests wait until the model has loaded)."
 	@echo "  curl -o cat.png 'http://127.0.0.1:8000/imagine?prompt=a+cat'"
 	@echo "  OpenAI SDK base_url: http://127.0.0.1:8000/v1    docs: http://127.0.0.1:8000/docs"

@@ -16,11 +16,35 @@ from serve_app.ingress import ingress_deployment
 from serve_app.settings import AppSettings, BatchingSettings
 
 
+def resolved_sources(settings: AppSettings) -> AppSettings:
+    """Model and LoRA sources as every replica can read them.
+
+    Replicas may not share the driver's working directory: local paths become absolute. The
+    bucket reaches a cluster as RAYDIFFUSION_S3_BUCKET, so a config file writes it ``{s3_bucket}``.
+    """
+
+    def resolve(source: str) -> str:
+        if "{s3_bucket}" in source:
+            if not settings.s3_bucket:
+                raise ValueError(f"{source!r} names {{s3_bucket}}, but no s3_bucket is configured")
+            return source.replace("{s3_bucket}", settings.s3_bucket)
+        path = Path(source).expanduser()
+        return str(path.resolve()) if not source.startswith("s3://") and path.exists() else source
+
+    models = [
+        entry.model_copy(
+            update={
+                "model": resolve(entry.model),
+                "loras": [lora.model_copy(update={"source": resolve(lora.source)}) for lora in entry.loras],
+            }
+        )
+        for entry in settings.models
+    ]
+    return settings.model_copy(update={"model": resolve(settings.model), "models": models})
+
+
 def build_app(args: dict[str, Any] | None = None) -> Application:
-    settings = AppSettings.model_validate(args or {})
-    if not settings.model.startswith("s3://") and Path(settings.model).expanduser().is_dir():
-        # Replicas may not share the driver's working directory: hand them an absolute path.
-        settings = settings.model_copy(update={"model": str(Path(settings.model).expanduser().resolve())})
+    settings = resolved_sources(AppSettings.model_validate(args or {}))
     if settings.image_store == "local":
         settings = settings.model_copy(
             update={"data_dir": str(Path(settings.data_dir).expanduser().resolve())}

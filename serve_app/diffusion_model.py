@@ -42,13 +42,12 @@ from serve_app.compiled_shapes import (
     warmup_shapes,
 )
 from serve_app.generation import ImageJob, ImageResult, JobTicket, ProgressEvent
-from serve_app.image_pipelines import TaskPipelines
-from serve_app.live_previews import PreviewDecoder
-from serve_app.pipeline_loading import SchedulerCache, load_pipeline, plan_runtime
+from serve_app.loaded_model import AdapterLoadError, LoadedModel
+from serve_app.pipeline_loading import plan_runtime
 from serve_app.render_health import RenderHealth
 from serve_app.replica_queue import ReplicaQueue
 from serve_app.settings import AppSettings, BatchingSettings
-from serve_app.speed_recipes import apply_recipes, compile_cache_dir, use_compile_cache
+from serve_app.speed_recipes import compile_cache_dir, use_compile_cache
 from serve_app.step_progress import requested_step
 
 logger = logging.getLogger("ray.serve")
@@ -114,38 +113,34 @@ def _raise_if_failed(result: ImageResult | BaseException) -> ImageResult:
     health_check_timeout_s=60,
 )
 class DiffusionModel:
-    def __init__(self, settings: AppSettings) -> None:
+    # Async: the default model loads in the pipeline thread through Serve's multiplexing (so Serve
+    # knows this replica holds it) while the replica's event loop stays free.
+    async def __init__(self, settings: AppSettings) -> None:  # type: ignore[misc]
         import torch
 
         self._torch_threads = torch_thread_count(settings.torch_threads)
         torch.set_num_threads(self._torch_threads)
         self._settings = settings
-        self._plan = plan_runtime(settings)
+        self._catalogue = settings.catalogue
+        self._default_model = self._catalogue.default.name
+        # Device, dtype and compile are the same for every model of the replica.
+        self._plan = plan_runtime(settings.for_model(self._default_model))
         # Shapes are compiled at warm-up (reconfigure, once the pixel budget from user_config is
         # known); the recompile limit must already cover every bucket then.
-        bucket_count = len(warmup_shapes(shape_policy(settings, self._plan.compile)))
+        self._bucket_count = len(warmup_shapes(shape_policy(settings, self._plan.compile)))
         if self._plan.compile:
             use_compile_cache(compile_cache_dir(settings.speed, settings.model_cache_dir))
-        started = time.perf_counter()
-        self._pipe = load_pipeline(settings, self._plan)
-        self._recipes = apply_recipes(self._pipe, self._plan, settings.speed, bucket_count)
-        self._previews = PreviewDecoder.load(settings.speed, self._plan.device, self._plan.dtype)
-        self._load_s = time.perf_counter() - started
-        self._warmed: set[tuple[int, int, int]] = set()
         # Exported as ray_raydiffusion_graphs_compiled_since_ready: anything but 0 on a compiled
         # replica means a request paid for a compile (or ran eagerly) after warm-up.
         self._graphs_gauge = metrics.Gauge(
             "raydiffusion_graphs_compiled_since_ready",
             description="torch.compile graphs dynamo built after the replica's warm-up.",
         )
-        self._warmup_s = 0.0
         self._graphs_at_ready: int | None = None
-        self._schedulers = SchedulerCache(self._pipe)
-        # img2img, inpainting and upscale run on pipelines sharing these weights (from_pipe).
-        self._tasks = TaskPipelines.load(self._pipe, settings, self._plan)
         self._call_lock = threading.Lock()
-        # One long-lived thread for every pipeline call: OpenMP keeps a thread team (and the thread
-        # count) per calling thread, so a pool of threads would each build and spin their own.
+        # One long-lived thread for every pipeline call and model load: OpenMP keeps a thread team
+        # (and the thread count) per calling thread, so a pool of threads would each build and spin
+        # their own; and a load never overlaps a render (GPU memory peaks stay apart).
         self._pipeline_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
         self._batch_log: deque[dict[str, Any]] = deque(maxlen=BATCH_LOG_LENGTH)
         self._images_rendered = 0
@@ -156,14 +151,47 @@ class DiffusionModel:
         self._render_loop: asyncio.Task[None] | None = None
         self._queue = ReplicaQueue()  # places and waits told to the callers in _waiting
         self._apply_batching(settings.batching)
+        # Models this replica holds, by name (Serve's LRU cache holds the same objects).
+        self._loaded: dict[str, LoadedModel] = {}
+        self._load_log: deque[dict[str, Any]] = deque(maxlen=BATCH_LOG_LENGTH)
+
+        async def load_model(model_id: str) -> LoadedModel:
+            return await self._load_model(model_id)
+
+        # Ray Serve multiplexing: requests carry the model as their multiplexed model id, Serve's
+        # router prefers a replica that already holds it, and past max_num_models_per_replica the
+        # least recently used model is unloaded (LoadedModel.__del__) before another loads. The
+        # limit comes from the config file, so the decorator is applied here, not on a method.
+        self._get_model = serve.multiplexed(max_num_models_per_replica=settings.max_models_per_replica)(
+            load_model
+        )
+        await self._get_model(self._default_model)
         logger.info(
-            "model ready in %.1fs: %s, %d torch threads",
-            self._load_s,
+            "replica ready: %s, %d torch threads, default model %s",
             self._plan,
             torch.get_num_threads(),
+            self._default_model,
         )
 
+    async def _load_model(self, name: str) -> LoadedModel:
+        if name not in self._catalogue.entries:
+            raise ValueError(f"model {name!r} is not in the catalogue: {', '.join(self._catalogue.names)}")
+        started = time.time()
+        model = await asyncio.get_running_loop().run_in_executor(
+            self._pipeline_thread,
+            lambda: LoadedModel(
+                name, self._settings.for_model(name), self._bucket_count, self._forget
+            ),
+        )
+        self._loaded[name] = model
+        self._load_log.append({"at": started, "model": name, "load_s": round(model.load_s, 3)})
+        if self._plan.compile and self._batching_ready:
+            await asyncio.get_running_loop().run_in_executor(self._pipeline_thread, self._warm_up, model)
+        return model
+
     # --- Serve hooks -------------------------------------------------------------------------
+
+    _batching_ready = False
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Retune batching live: `serve deploy` with a new user_config needs no replica restart.
@@ -172,12 +200,14 @@ class DiffusionModel:
         here (their batch sizes depend on the pixel budget, which arrives with user_config).
         """
         self._apply_batching(BatchingSettings.model_validate(user_config or {}))
+        self._batching_ready = True
         if self._plan.compile:
-            self._pipeline_thread.submit(self._warm_up).result()
+            for model in list(self._loaded.values()):
+                self._pipeline_thread.submit(self._warm_up, model).result()
 
     def check_health(self) -> None:
-        if self._pipe is None:
-            raise RuntimeError("pipeline not loaded")
+        if not self._loaded:
+            raise RuntimeError("no model loaded")
         self._health.check()
 
     # --- public methods, called through DeploymentHandle ------------------------------------
@@ -214,54 +244,50 @@ class DiffusionModel:
                 render.cancel()
                 self._tell_places()  # the callers behind it moved up
 
-    def describe(self) -> dict[str, Any]:
-        """What /v1/models reports: the model, where it runs and how it batches."""
+    def describe(self, model: LoadedModel | None = None) -> dict[str, Any]:
+        """What /v1/models reports: a model (default: the default one), where it runs, how it batches."""
+        model = model or self._loaded.get(self._default_model) or next(iter(self._loaded.values()), None)
         return {
-            "model": self._settings.served_model_name,
-            "source": self._settings.model,
-            **self._plan.as_dict(),
+            **(model.describe() if model is not None else {"model": None}),
+            "models_loaded": sorted(self._loaded),
+            "max_models_per_replica": self._settings.max_models_per_replica,
             "torch_threads": self._torch_threads,
-            "load_seconds": round(self._load_s, 3),
             "max_batch_size": self._batching.max_batch_size,
             "batch_wait_timeout_s": self._batching.batch_wait_timeout_s,
             "max_batch_pixels": self._batching.max_batch_pixels or None,
-            "recipes": self._recipes,
-            "previews": self._previews.describe() if self._previews else None,
-            "compile": self._compile_report(),
+            "compile": self._compile_report(model),
             "images_rendered": self._images_rendered,
             "rss_bytes": psutil.Process().memory_info().rss,
-            "safety_checker": getattr(self._pipe, "safety_checker", None) is not None,
-            **self._tasks.describe(),
             "consecutive_failed_renders": self._health.consecutive_failures,
         }
 
-    def _compile_report(self) -> dict[str, Any] | None:
+    def _compile_report(self, model: LoadedModel | None) -> dict[str, Any] | None:
         """Warm-up and dynamo's counters: graphs compiled since ready should stay at 0."""
-        if not self._plan.compile:
+        if not self._plan.compile or model is None:
             return None
         counters = dynamo_counters()
         ready = self._graphs_at_ready
         return {
-            "warmed_shapes": [f"{w}x{h}x{b}" for w, h, b in sorted(self._warmed)],
-            "warmup_seconds": round(self._warmup_s, 3),
+            "warmed_shapes": [f"{w}x{h}x{b}" for w, h, b in sorted(model.warmed)],
+            "warmup_seconds": round(model.warmup_s, 3),
             "outside_buckets": self._settings.speed.outside_buckets,
             "graphs_compiled": counters["unique_graphs"],
             "graphs_compiled_since_ready": None if ready is None else counters["unique_graphs"] - ready,
             "dynamo": counters,
         }
 
-    def _warm_up(self) -> None:
-        """Compile every (size bucket, batch bucket) shape not yet compiled, in the pipeline thread."""
+    def _warm_up(self, model: LoadedModel) -> None:
+        """Compile each (size bucket, batch bucket) shape of ``model`` not yet compiled (pipeline thread)."""
         import torch
 
         torch.set_num_threads(self._torch_threads)
-        policy = shape_policy(self._settings, True, self._batching.max_batch_pixels)
+        policy = shape_policy(model.settings, True, self._batching.max_batch_pixels)
         started = time.perf_counter()
-        settings = self._settings
-        with self._call_lock:
+        settings = model.settings
+        with self._call_lock, model.in_use():
             torch.compiler.set_stance("default")
             for width, height, batch in warmup_shapes(policy):
-                if (width, height, batch) in self._warmed:
+                if (width, height, batch) in model.warmed:
                     continue
                 shape_started = time.perf_counter()
                 job = ImageJob(
@@ -272,23 +298,36 @@ class DiffusionModel:
                     guidance_scale=settings.default_guidance_scale,
                     scheduler=settings.default_scheduler,
                     seed=0,
+                    model=model.name,
                 )
-                scheduler = self._schedulers.use(job.scheduler)
+                scheduler = model.schedulers.use(job.scheduler)
+                model.adapters.activate(())
                 generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
-                self._tasks([job] * batch, generators, lambda *args: args[-1], scheduler)
-                self._warmed.add((width, height, batch))
+                model.tasks([job] * batch, generators, lambda *args: args[-1], scheduler)
+                model.warmed.add((width, height, batch))
                 took = time.perf_counter() - shape_started
-                logger.info("compiled %dx%d x%d in %.1fs", width, height, batch, took)
+                logger.info("compiled %s %dx%d x%d in %.1fs", model.name, width, height, batch, took)
             if not settings.speed.recompile_while_serving:
                 # A shape warm-up missed (another scheduler's timestep dtype, guidance 0 halving the
                 # UNet batch) then runs eagerly: never a compile pause inside a request.
                 torch.compiler.set_stance("eager_on_recompile")
-        self._warmup_s += time.perf_counter() - started
+        model.warmup_s += time.perf_counter() - started
         self._graphs_at_ready = dynamo_counters()["unique_graphs"]
 
-    def _plan_calls(self, count: int, width: int, height: int) -> list[PipelineCall]:
-        policy = shape_policy(self._settings, self._plan.compile, self._batching.max_batch_pixels)
+    def _plan_calls(self, model: LoadedModel, count: int, width: int, height: int) -> list[PipelineCall]:
+        policy = shape_policy(model.settings, self._plan.compile, self._batching.max_batch_pixels)
         return plan_calls(count, width, height, policy)
+
+    def _model_name(self, job: ImageJob) -> str:
+        return job.model or self._default_model
+
+    def load_log(self) -> list[dict[str, Any]]:
+        """Models this replica loaded, in order (an evicted model loaded again appears twice)."""
+        return list(self._load_log)
+
+    def _forget(self, model: LoadedModel) -> None:
+        if self._loaded.get(model.name) is model:
+            del self._loaded[model.name]
 
     def batch_log(self) -> list[dict[str, Any]]:
         """Recent batches as run: sizes and groups. Tests and benchmarks read batching from here."""
@@ -385,6 +424,12 @@ class DiffusionModel:
             # render was interrupted).
             "steps": [jobs[group[0]].steps for group in groups],
             "kinds": [jobs[group[0]].kind for group in groups],
+            # Per group, every model and LoRA set its jobs asked for: one each, as a pipeline call
+            # never mixes them (tests read this to prove it).
+            "models": [sorted({self._model_name(jobs[i]) for i in group}) for group in groups],
+            "loras": [
+                sorted({",".join(f"{n}:{w:g}" for n, w in jobs[i].loras) for i in group}) for group in groups
+            ],
             "steps_done": [0 for _ in groups],
         }
         self._batch_log.append(entry)
@@ -397,14 +442,19 @@ class DiffusionModel:
         for group_index, whole_group in enumerate(groups):
             first = jobs[whole_group[0]]
             try:
-                calls = self._plan_calls(len(whole_group), first.width, first.height)
-            except ValueError as error:  # a size a compiled replica refuses
+                # Loaded (or found in Serve's LRU cache) between pipeline calls, never during one.
+                model = await self._get_model(self._model_name(first))
+                calls = self._plan_calls(model, len(whole_group), first.width, first.height)
+            except Exception as error:  # a model that fails to load, a size a compiled replica refuses
+                if not isinstance(error, ValueError):
+                    logger.exception("loading model %s failed", self._model_name(first))
+                    self._count_images([jobs[i] for i in whole_group], "failed")
                 for index in whole_group:
                     results[index] = error
                 continue
             for call in calls:
                 group = [whole_group[i] for i in call.indices]
-                await self._render_call(jobs, tickets, group, call, results, entry, group_index)
+                await self._render_call(model, jobs, tickets, group, call, results, entry, group_index)
         # Wall time of the whole batch in the render thread: the benchmark compares it with the same
         # batch called in-process to tell slow renders apart from serving overhead.
         entry["render_s"] = round(time.perf_counter() - batch_started, 4)
@@ -415,6 +465,7 @@ class DiffusionModel:
 
     async def _render_call(
         self,
+        model: LoadedModel,
         jobs: list[ImageJob],
         tickets: list[JobTicket],
         group: list[int],
@@ -431,11 +482,12 @@ class DiffusionModel:
         render_started = time.perf_counter()
         try:
             rendered = await asyncio.get_running_loop().run_in_executor(
-                self._pipeline_thread, self._run_group, group_jobs, group_tickets, call
+                self._pipeline_thread, self._run_group, model, group_jobs, group_tickets, call
             )
         except Exception as error:
             logger.exception("pipeline call failed for %d image(s)", len(group))
-            self._health.failed(error)
+            if not isinstance(error, AdapterLoadError):  # a bad LoRA is no sign of a broken replica
+                self._health.failed(error)
             for index in group:
                 results[index] = error
             self._count_images(group_jobs, "failed")
@@ -450,7 +502,7 @@ class DiffusionModel:
         entry["steps_done"][group_index] = max(entry["steps_done"][group_index], rendered.steps_done)
         if rendered.preview_s:
             entry["preview_s"] = round(entry.get("preview_s", 0.0) + rendered.preview_s, 4)
-        replica = self.describe()
+        replica = self.describe(model)
         for index, (png, flagged) in zip(group, rendered.images, strict=True):
             job = jobs[index]
             results[index] = ImageResult(
@@ -468,12 +520,16 @@ class DiffusionModel:
 
     def _count_images(self, jobs: list[ImageJob], outcome: str) -> None:
         for job in jobs:
-            service_metrics.images_done(self._settings.served_model_name, job.kind, outcome)
+            service_metrics.images_done(self._model_name(job), job.kind, outcome)
 
     def _run_group(
-        self, jobs: list[ImageJob], tickets: list[JobTicket], call: PipelineCall | None = None
+        self,
+        model: LoadedModel,
+        jobs: list[ImageJob],
+        tickets: list[JobTicket],
+        call: PipelineCall | None = None,
     ) -> _Rendered:
-        """One blocking pipeline call for jobs that share kind, size, steps, strength, guidance, scheduler.
+        """One blocking pipeline call for jobs that share a group key (model, LoRAs, kind, size...).
 
         Padded up to ``call.batch`` with copies of the last job when the call runs a compiled
         shape; the copies' images are dropped here, before anything is encoded.
@@ -485,6 +541,7 @@ class DiffusionModel:
         torch.set_num_threads(self._torch_threads)
         first = jobs[0]
         real = len(jobs)
+        previewer = model.previews
         if call is not None and call.padding:
             jobs = pad_jobs(jobs, call.batch)
         generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
@@ -501,11 +558,11 @@ class DiffusionModel:
             previews: dict[int, bytes] = {}
             # Only the rows of callers watching progress (never the padding rows).
             watching = [i for i, t in enumerate(tickets) if t.wants_progress and not t.cancelled]
-            due = self._previews and previewed[0] != done[0] and self._previews.due(done[0], first.steps)
+            due = previewer and previewed[0] != done[0] and previewer.due(done[0], first.steps)
             if due and watching:
                 previewed[0] = done[0]
                 started = time.perf_counter()
-                previews = self._previews.decode(kwargs["latents"], watching)  # type: ignore[union-attr]
+                previews = previewer.decode(kwargs["latents"], watching)  # type: ignore[union-attr]
                 preview_s[0] += time.perf_counter() - started
             for index, ticket in enumerate(tickets):
                 ticket.report(
@@ -515,13 +572,17 @@ class DiffusionModel:
                 )
             return kwargs
 
-        with self._call_lock:
+        with self._call_lock, model.in_use():
             started = time.perf_counter()
-            scheduler = self._schedulers.use(first.scheduler)
+            try:
+                model.adapters.activate(first.loras)
+            except Exception as error:  # a LoRA file that is missing or does not fit the model
+                raise AdapterLoadError(f"LoRA for {model.name} failed to load: {error}") from error
+            scheduler = model.schedulers.use(first.scheduler)
             # A compiled replica runs a size outside its buckets eagerly: no new graph mid-request.
             eager = self._plan.compile and call is not None and not call.compiled
             with torch.compiler.set_stance("force_eager") if eager else contextlib.nullcontext():
-                output = self._tasks(jobs, generators, on_step_end, scheduler)
+                output = model.tasks(jobs, generators, on_step_end, scheduler)
             render_s = time.perf_counter() - started
         # Pipelines with a safety checker black out flagged images and say which; others say None.
         flags = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)

@@ -42,15 +42,27 @@ class ImageJob:
     init_image: bytes | None = None
     mask_image: bytes | None = None
     strength: float = 1.0  # how far from the init image (0: unchanged, 1: ignore it)
+    # The catalogue entry (serve_app/model_catalogue.py) and the LoRA set, canonical (sorted, no
+    # zero weights): also the Serve multiplexed model id the ingress routes the job by.
+    model: str = ""
+    loras: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        # Job records store JSON, which gives lists back: keep the key hashable.
+        object.__setattr__(self, "loras", tuple((str(n), float(w)) for n, w in self.loras))
 
     @property
-    def group_key(self) -> tuple[str, int, int, int, float, str, float]:
+    def group_key(self) -> tuple[object, ...]:
         """Jobs with equal keys can share one pipeline call; anything else needs its own.
 
-        Kind and strength are part of it: one diffusers call runs one pipeline class, and strength
-        sets how many of the steps run.
+        Model and LoRA set first: one call runs one checkpoint with one set of adapter weights
+        (Serve already splits batches by multiplexed model id; this also keeps LoRA sets apart).
+        Kind and strength: one diffusers call runs one pipeline class, and strength sets how many
+        of the steps run.
         """
         return (
+            self.model,
+            self.loras,
             self.kind,
             self.width,
             self.height,
@@ -64,7 +76,8 @@ class ImageJob:
         images = f", init_image={len(self.init_image)}B" if self.init_image else ""
         images += f", mask_image={len(self.mask_image)}B" if self.mask_image else ""
         return (
-            f"ImageJob(kind={self.kind!r}, prompt={self.prompt[:40]!r}, size={self.width}x{self.height}, "
+            f"ImageJob(model={self.model!r}, loras={self.loras!r}, kind={self.kind!r}, "
+            f"prompt={self.prompt[:40]!r}, size={self.width}x{self.height}, "
             f"steps={self.steps}, seed={self.seed}, strength={self.strength}{images})"
         )
 

@@ -54,7 +54,7 @@ class ModelClient:
             async with asyncio.timeout(self._timeout_s):
                 for attempt in (1, 2):
                     # remote() itself raises BackPressureError when the model's queue is full.
-                    responses = [self._handle.generate.remote(job) for job in jobs]
+                    responses = [self._for(job).generate.remote(job) for job in jobs]
                     try:
                         results = list(await asyncio.gather(*(_awaitable(r) for r in responses)))
                         break
@@ -90,7 +90,7 @@ class ModelClient:
         self.load.started()
         try:
             async with asyncio.timeout(self._timeout_s):
-                stream = self._handle.options(stream=True).generate_stream.remote(job)
+                stream = self._for(job).options(stream=True).generate_stream.remote(job)
                 async for event in stream:
                     if isinstance(event, ImageResult):
                         self.replicas.observe(event)
@@ -107,6 +107,12 @@ class ModelClient:
             raise translated from error
         finally:
             self.load.finished()
+
+    def _for(self, job: ImageJob) -> DeploymentHandle:
+        """Ray Serve multiplexing: the router prefers a replica that already holds the job's model."""
+        if not job.model:
+            return self._handle
+        return self._handle.options(multiplexed_model_id=job.model)
 
     def _replica_lost(self, error: BaseException) -> None:
         if self._on_replica_lost is not None:

@@ -16,45 +16,73 @@ from serve_app.settings import AppSettings
 
 
 class ReplicaReports:
-    """The latest replica description this ingress received, and when."""
+    """The latest replica description this ingress received per model, and when."""
 
     def __init__(self) -> None:
-        self.info: dict[str, Any] | None = None
-        self.received_at: float | None = None
+        self.by_model: dict[str, tuple[dict[str, Any], float]] = {}
 
     def observe(self, result: ImageResult) -> None:
         if result.replica is not None:
-            self.info = result.replica
-            self.received_at = time.time()
+            self.by_model[str(result.replica.get("model"))] = (result.replica, time.time())
+
+    @property
+    def info(self) -> dict[str, Any] | None:
+        """The most recent report, whichever model it was about."""
+        latest = max(self.by_model.values(), key=lambda item: item[1], default=None)
+        return None if latest is None else latest[0]
 
 
 def models_listing(
     settings: AppSettings, reports: ReplicaReports, now: float | None = None
 ) -> dict[str, Any]:
     now = time.time() if now is None else now
-    replica = None
-    if reports.info is not None and reports.received_at is not None:
-        replica = {
-            **reports.info,
-            "reported_at": int(reports.received_at),
-            "age_s": round(max(0.0, now - reports.received_at), 1),
-        }
-    return {
-        "object": "list",
-        "data": [
+    catalogue = settings.catalogue
+    data = []
+    for name, entry in catalogue.entries.items():
+        model_settings = settings.for_model(name)
+        replica = None
+        if name in reports.by_model:
+            info, received_at = reports.by_model[name]
+            replica = {
+                **info,
+                "reported_at": int(received_at),
+                "age_s": round(max(0.0, now - received_at), 1),
+            }
+        width, height = model_settings.default_dimensions
+        data.append(
             {
-                "id": settings.served_model_name,
+                "id": name,
                 "object": "model",
                 "created": 0,
                 "owned_by": "raydiffusion",
-                "source": settings.model,
+                "default": entry is catalogue.default,
+                "family": entry.family,
+                "description": entry.description,
+                "source": entry.model,
                 "safety_checker": settings.safety_checker,
+                # What a request that leaves them out gets from this model.
+                "defaults": {
+                    "size": f"{width}x{height}",
+                    "steps": model_settings.default_steps,
+                    "guidance_scale": model_settings.default_guidance_scale,
+                    "scheduler": model_settings.default_scheduler,
+                },
+                # Usable with this model (every LoRA of its architecture), with the weight a request
+                # that names none gets.
+                "loras": [
+                    {
+                        "name": lora,
+                        "weight": catalogue.loras[lora].spec.weight,
+                        "family": catalogue.loras[lora].family,
+                    }
+                    for lora in catalogue.loras_for(name)
+                ],
                 "configured": {
                     "device": settings.device,
                     "dtype": settings.dtype,
                     "attention": settings.attention,
                     "compile": settings.compile,
-                    "variant": settings.variant,
+                    "variant": entry.variant,
                     # GPU speed recipes as configured; what a replica applied is under "replica".
                     "speed": settings.speed.model_dump(),
                 },
@@ -67,8 +95,16 @@ def models_listing(
                     "max_input_bytes": settings.max_input_bytes,
                     "max_input_pixels": settings.max_input_pixels,
                 },
-                # Last seen on a rendered image; None until this ingress has received one.
+                # Last seen on an image this model rendered; None until this ingress has received one.
                 "replica": replica,
             }
-        ],
+        )
+    return {
+        "object": "list",
+        "data": data,
+        "limits": {
+            "max_models_per_replica": settings.max_models_per_replica,
+            "max_loras_per_request": settings.max_loras_per_request,
+            "max_lora_weight": settings.max_lora_weight,
+        },
     }

@@ -171,3 +171,28 @@ def sync_s3_model(
         not_needed=len(selection.skipped),
         refused=refused,
     )
+
+
+def sync_s3_object(
+    uri: str, cache_dir: str | Path, endpoint_url: str | None = None, client: Any = None
+) -> Path:
+    """One object (a LoRA's ``.safetensors``) into ``cache_dir/bucket/key``, skipped when current."""
+    import boto3
+
+    bucket, key = parse_s3_uri(uri)
+    relative = contained_relative_path(f"{bucket}/{key}")
+    if not key or relative is None:
+        raise ValueError(f"refusing to fetch {uri!r}: not an object key inside the cache folder")
+    s3 = client or boto3.client("s3", endpoint_url=endpoint_url)
+    destination = Path(cache_dir).expanduser().resolve() / relative
+    etag = s3.head_object(Bucket=bucket, Key=key).get("ETag", "")
+    if etag and is_current(destination, etag):
+        return destination
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
+    s3.download_file(bucket, key, str(partial))
+    os.replace(partial, destination)
+    if etag:
+        _record_etag(destination, etag)
+    logger.info("fetched %s to %s", uri, destination)
+    return destination

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from serve_app.compiled_shapes import check_size_served
 from serve_app.errors import InvalidRequestError
 from serve_app.generation import MAX_SEED, ImageJob, random_seed
+from serve_app.model_catalogue import LoraRequest
 from serve_app.schedulers import UnknownSchedulerError, canonical_scheduler_name
 from serve_app.settings import AppSettings, parse_size
 
@@ -30,6 +31,14 @@ class GenerationParams(BaseModel):
     steps: int | None = Field(default=None, ge=1, le=1000)
     guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0)
     scheduler: str | None = Field(default=None, max_length=40, examples=["euler_a", "DPM++ 2M"])
+    model: str | None = Field(
+        default=None, max_length=256, description="A model from GET /v1/models; omit for the default."
+    )
+    loras: list[LoraRequest] | None = Field(
+        default=None,
+        max_length=16,
+        description="LoRAs to apply: [{name, weight}] (or 'name:weight' strings); see GET /v1/models.",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -45,9 +54,6 @@ class ImageGenerationRequest(GenerationParams):
     n: int = Field(default=1, ge=1, le=64)
     response_format: Literal["b64_json", "url"] = "b64_json"
     user: str | None = Field(default=None, max_length=256)
-    model: str | None = Field(
-        default=None, max_length=256, description="Accepted for compatibility; the served model answers."
-    )
     quality: str | None = Field(default=None, max_length=32, description="Accepted and ignored.")
     style: str | None = Field(default=None, max_length=32, description="Accepted and ignored.")
 
@@ -79,6 +85,9 @@ def build_jobs(params: GenerationParams, count: int, settings: AppSettings) -> l
         )
     if count > settings.max_images:
         raise InvalidRequestError(f"'n' must be between 1 and {settings.max_images}.", param="n")
+    choice = settings.catalogue.resolve(params.model, params.loras)
+    # Each model has its own request defaults (SDXL's size, a Turbo model's single step).
+    settings = settings.for_model(choice.model)
     width, height = resolve_size(params.size, settings)
     steps = params.steps if params.steps is not None else settings.default_steps
     if steps > settings.max_steps:
@@ -99,6 +108,8 @@ def build_jobs(params: GenerationParams, count: int, settings: AppSettings) -> l
             guidance_scale=guidance,
             scheduler=scheduler,
             seed=(first_seed + index) % (MAX_SEED + 1),
+            model=choice.model,
+            loras=choice.loras,
         )
         for index in range(count)
     ]

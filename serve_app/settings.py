@@ -14,8 +14,10 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from serve_app.speed_settings import SpeedSettings, apply_preset
+from serve_app.model_catalogue import Family, ModelCatalogue, ModelEntry
+from serve_app.speed_settings import SpeedSettings, apply_preset, preset_for
 
+TURBO_FAMILIES: dict[str, Family] = {"sd-turbo": "sd-turbo", "sdxl-turbo": "sdxl-turbo"}
 SIZE_PATTERN = re.compile(r"^\s*(\d{1,5})\s*[xX\u00d7]\s*(\d{1,5})\s*$")
 
 
@@ -75,6 +77,23 @@ class AppSettings(BaseSettings):
     )
     speed: SpeedSettings = Field(
         default_factory=SpeedSettings, description="GPU speed recipes (serve_app/speed_settings.py)."
+    )
+
+    # --- many models (serve_app/model_catalogue.py) -----------------------------------------
+    models: list[ModelEntry] = Field(
+        default_factory=list,
+        description="The model catalogue; empty: one entry made of `model`, `model_name` and `variant`.",
+    )
+    max_models_per_replica: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Checkpoints one model replica keeps loaded (Serve multiplexing evicts the least "
+        "recently used past this).",
+    )
+    max_loras_per_request: int = Field(default=4, ge=0, le=16)
+    max_lora_weight: float = Field(
+        default=2.0, gt=0.0, le=4.0, description="Largest |weight| a request may give a LoRA."
     )
 
     # --- request defaults and bounds -------------------------------------------------------
@@ -173,6 +192,9 @@ class AppSettings(BaseSettings):
         default=5, ge=0, description="Alerts sent per window and process at most; the rest are counted."
     )
     alerts_window_s: float = Field(default=600.0, gt=0)
+    replica_watch_interval_s: float = Field(
+        default=10.0, gt=0, description="How often the ingress looks for replaced model replicas (alerts on)."
+    )
     prediction_stale_s: float = Field(
         default=60.0, gt=0, description="A running job silent this long is adopted and rerun."
     )
@@ -277,6 +299,16 @@ class AppSettings(BaseSettings):
                 )
         if self.default_steps > self.max_steps:
             raise ValueError("default_steps must not exceed max_steps")
+        for entry in self.models:
+            for side in parse_size(entry.default_size or self.default_size):
+                if side % 8 or not self.min_size <= side <= self.max_size:
+                    raise ValueError(
+                        f"models[{entry.name}].default_size must be multiples of 8 within "
+                        f"[{self.min_size}, {self.max_size}]"
+                    )
+            if (entry.default_steps or 0) > self.max_steps:
+                raise ValueError(f"models[{entry.name}].default_steps must not exceed max_steps")
+        self.catalogue  # noqa: B018 - unique names, one default: fail the deploy, not a request
         if self.image_store == "s3" and not self.s3_bucket:
             # Fail the deploy, not the first request: cluster.yaml passes RAYDIFFUSION_S3_BUCKET.
             raise ValueError("image_store 's3' needs s3_bucket (or RAYDIFFUSION_S3_BUCKET)")
@@ -289,6 +321,25 @@ class AppSettings(BaseSettings):
     @property
     def served_model_name(self) -> str:
         return self.model_name or self.model
+
+    @property
+    def catalogue(self) -> ModelCatalogue:
+        """The ``models:`` list, or the single ``model`` as a one-entry catalogue."""
+        entries = self.models or [
+            ModelEntry(
+                name=self.served_model_name,
+                model=self.model,
+                variant=self.variant,
+                revision=self.revision,
+                family=TURBO_FAMILIES.get(preset_for(self.model, self.speed.preset), "sd15"),
+            )
+        ]
+        return ModelCatalogue(entries, self.max_loras_per_request, self.max_lora_weight)
+
+    def for_model(self, name: str | None) -> AppSettings:
+        """These settings as model ``name`` (default: the catalogue's default) sees them."""
+        catalogue = self.catalogue
+        return catalogue.model_settings(self, name or catalogue.default.name)
 
     @property
     def default_dimensions(self) -> tuple[int, int]:

@@ -51,7 +51,7 @@ def _byte_level_vocab() -> dict[str, int]:
     return {token: index for index, token in enumerate(tokens)}
 
 
-def build_tiny_pipeline() -> object:
+def build_tiny_pipeline(seed: int = TINY_MODEL_SEED) -> object:
     """Return an in-memory ``StableDiffusionPipeline`` with small, seeded random weights."""
     import torch
     from diffusers import (
@@ -61,8 +61,8 @@ def build_tiny_pipeline() -> object:
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    unet = _tiny_unet(in_channels=4)
-    torch.manual_seed(TINY_MODEL_SEED)
+    unet = _tiny_unet(in_channels=4, seed=seed)
+    torch.manual_seed(seed)
     vae = AutoencoderKL(
         block_out_channels=[32, 64],
         in_channels=3,
@@ -72,7 +72,7 @@ def build_tiny_pipeline() -> object:
         latent_channels=4,
     )
     vocab = _byte_level_vocab()
-    torch.manual_seed(TINY_MODEL_SEED)
+    torch.manual_seed(seed)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             bos_token_id=vocab["<|startoftext|>"],
@@ -108,11 +108,11 @@ def build_tiny_pipeline() -> object:
     )
 
 
-def _tiny_unet(in_channels: int, out_channels: int = 4, **extra: Any) -> Any:
+def _tiny_unet(in_channels: int, out_channels: int = 4, seed: int = TINY_MODEL_SEED, **extra: Any) -> Any:
     import torch
     from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(TINY_MODEL_SEED)
+    torch.manual_seed(seed)
     return UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=2,
@@ -126,16 +126,16 @@ def _tiny_unet(in_channels: int, out_channels: int = 4, **extra: Any) -> Any:
     )
 
 
-def build_tiny_inpainting() -> object:
+def build_tiny_inpainting(seed: int = TINY_MODEL_SEED) -> object:
     """A dedicated inpainting checkpoint's shape: a 9-channel UNet (latents, mask, masked image)."""
     from diffusers import StableDiffusionInpaintPipeline
 
-    base: Any = build_tiny_pipeline()
+    base: Any = build_tiny_pipeline(seed)
     return StableDiffusionInpaintPipeline(
         vae=base.vae,
         text_encoder=base.text_encoder,
         tokenizer=base.tokenizer,
-        unet=_tiny_unet(in_channels=9),
+        unet=_tiny_unet(in_channels=9, seed=seed),
         scheduler=base.scheduler,
         safety_checker=None,
         feature_extractor=None,
@@ -143,17 +143,17 @@ def build_tiny_inpainting() -> object:
     )
 
 
-def build_tiny_upscaler() -> object:
+def build_tiny_upscaler(seed: int = TINY_MODEL_SEED) -> object:
     """sd-x2-latent-upscaler's shape: latents + the low-res latents in, a variance channel out,
     conditioned on the pooled text embedding and a noise-level embedding (128 + 32)."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionLatentUpscalePipeline
 
-    base: Any = build_tiny_pipeline()
+    base: Any = build_tiny_pipeline(seed)
     return StableDiffusionLatentUpscalePipeline(
         vae=base.vae,
         text_encoder=base.text_encoder,
         tokenizer=base.tokenizer,
-        unet=_tiny_unet(in_channels=8, out_channels=5, time_cond_proj_dim=128 + 32),
+        unet=_tiny_unet(in_channels=8, out_channels=5, seed=seed, time_cond_proj_dim=128 + 32),
         scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),
     )
 
@@ -165,14 +165,50 @@ BUILDERS = {
 }
 
 
-def save_tiny_model(directory: str | Path, kind: str = "text2img") -> Path:
-    """Write a tiny pipeline to ``directory`` atomically, so a half-built folder is never loaded."""
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+def save_tiny_lora(directory: str | Path, seed: int = 1) -> Path:
+    """A LoRA for the tiny UNet's attention, in diffusers' file format (what ``load_lora_weights`` reads).
+
+    PEFT starts a LoRA's B matrix at zero (no effect until trained); random A and B here make the
+    adapter visibly change the image, as a trained one does.
+    """
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
     target = Path(directory)
+    if (target / LORA_FILE).exists():
+        return target
+    unet = _tiny_unet(in_channels=4)
+    torch.manual_seed(seed)
+    unet.add_adapter(
+        LoraConfig(
+            r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
+        )
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-lora-", dir=target.parent))
+    StableDiffusionPipeline.save_lora_weights(staging, unet_lora_layers=get_peft_model_state_dict(unet))
+    staging.rename(target)
+    return target
+
+
+def save_tiny_model(directory: str | Path, kind: str = "text2img", seed: int = TINY_MODEL_SEED) -> Path:
+    """Write a tiny pipeline to ``directory`` atomically, so a half-built folder is never loaded.
+
+    ``seed`` picks the random weights: two seeds give two models that draw different images.
+    """
+    target = Path(directory)
+    if kind == "lora":
+        return save_tiny_lora(target, seed)
     if (target / "model_index.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-sd-", dir=target.parent))
-    BUILDERS[kind]().save_pretrained(staging)  # type: ignore[attr-defined]
+    BUILDERS[kind](seed).save_pretrained(staging)  # type: ignore[attr-defined]
     staging.rename(target)
     return target
 
@@ -182,13 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("directory", help="folder to write the diffusers pipeline into")
     parser.add_argument(
         "--kind",
-        choices=sorted(BUILDERS),
+        choices=[*sorted(BUILDERS), "lora"],
         default="text2img",
-        help="text2img (default), or a dedicated inpainting / 2x latent upscaler checkpoint",
+        help="text2img (default), a dedicated inpainting / 2x latent upscaler checkpoint, or a LoRA "
+        "for the tiny text2img model",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="random-weights seed (default: 0 for models, 1 for a LoRA)"
     )
     args = parser.parse_args(argv)
-    path = save_tiny_model(args.directory, args.kind)
-    print(f"tiny {args.kind} pipeline ready in {path}")
+    seed = args.seed if args.seed is not None else (1 if args.kind == "lora" else TINY_MODEL_SEED)
+    path = save_tiny_model(args.directory, args.kind, seed)
+    print(f"tiny {args.kind} ready in {path}")
     return 0
 
 

@@ -107,6 +107,7 @@ def simulated_config(model_dir: Path, port: int) -> dict:
     config["http_options"].update(host="127.0.0.1", port=port, request_timeout_s=300)
     (app,) = config["applications"]
     assert app["args"]["device"] == "cuda" and app["args"]["image_store"] == "s3"
+    app["args"].pop("models")  # the catalogue's hub checkpoints cannot be downloaded here
     app["args"].update(
         model=str(model_dir),
         model_name="tiny-sd",
