@@ -206,8 +206,8 @@ class DiffusionModel:
                 self._pipeline_thread.submit(self._warm_up, model).result()
 
     def check_health(self) -> None:
-        if not self._loaded:
-            raise RuntimeError("no model loaded")
+        # No "is a model loaded" check: a catalogue entry that fails to load (after Serve evicted
+        # the others to make room) fails its requests, not the replica every other model runs on.
         self._health.check()
 
     # --- public methods, called through DeploymentHandle ------------------------------------

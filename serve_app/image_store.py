@@ -276,7 +276,8 @@ def save_results(
             "kind": job.kind,
             "strength": None if job.kind == "txt2img" else job.strength,
             "seed": result.seed,
-            "model": settings.served_model_name,
+            "model": job.model or settings.catalogue.default.name,
+            "loras": [{"name": name, "weight": weight} for name, weight in job.loras],
             "timings": {
                 "queue_s": round(result.queue_s, 3),
                 "render_s": round(result.render_s, 3),

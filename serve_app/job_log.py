@@ -31,7 +31,10 @@ def finished_job_entry(
         "event": EVENT,
         "id": record.id,
         "source": record.source,
-        "model": model,
+        # The catalogue entry the job asked for (the app's single model for jobs recorded before
+        # there was a catalogue).
+        "model": (jobs[0].model or model) if jobs else model,
+        "loras": [f"{name}:{weight:g}" for name, weight in jobs[0].loras] if jobs else [],
         "outcome": record.status,
         "error_code": record.error_code,
         "kind": jobs[0].kind if jobs else None,
@@ -51,12 +54,13 @@ def finished_job_entry(
 def finished_request_entry(
     jobs: list[ImageJob], results: list[ImageResult], outcome: str
 ) -> dict[str, Any]:
-    """A synchronous request (OpenAI, /imagine): no record, so its own id; the model from a result."""
+    """A synchronous request (OpenAI, /imagine): no record, so its own id."""
     return {
         "event": REQUEST_EVENT,
         "id": f"req_{secrets.token_hex(8)}",
         "source": "sync",
-        "model": results[0].replica.get("model") if results and results[0].replica else None,
+        "model": jobs[0].model or _replica_model(results) if jobs else _replica_model(results),
+        "loras": [f"{name}:{weight:g}" for name, weight in jobs[0].loras] if jobs else [],
         "outcome": outcome,
         "kind": jobs[0].kind if jobs else None,
         "images": len(jobs),
@@ -67,6 +71,10 @@ def finished_request_entry(
         "render_s": round(max(r.render_s for r in results), 3) if results else None,
         "batch_sizes": [r.batch_size for r in results],
     }
+
+
+def _replica_model(results: list[ImageResult]) -> str | None:
+    return results[0].replica.get("model") if results and results[0].replica else None
 
 
 def log_finished_request(jobs: list[ImageJob], results: list[ImageResult], outcome: str) -> None:
