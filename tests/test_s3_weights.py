@@ -275,3 +275,50 @@ def test_file_selection_follows_diffusers_naming() -> None:
     assert not any(".fp16" in f or f.endswith((".ckpt", ".msgpack")) for f in default.files)
     assert select_files(listing, "bf16").files == default.files
     assert select_files(listing, "bf16").variant is None
+
+
+def test_a_lora_from_s3_applies_like_the_same_file_on_disk(
+    uploaded_model: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    """aws.yaml's LoRA is an s3:// object: fetched once into the model cache, then loaded by PEFT."""
+    import torch
+
+    from serve_app.loaded_model import LoadedModel
+    from serve_app.tiny_model import LORA_FILE, save_tiny_lora
+
+    lora_dir = save_tiny_lora(tmp_path / "lora")
+    s3_client(s3_endpoint).upload_file(str(lora_dir / LORA_FILE), BUCKET, "loras/tiny-ink.safetensors")
+
+    def render(lora_source: str) -> object:
+        settings = AppSettings.model_validate(
+            {
+                "models": [
+                    {
+                        "name": "tiny",
+                        "model": uploaded_model,
+                        "loras": [{"name": "ink", "source": lora_source}],
+                    }
+                ],
+                "model_cache_dir": str(tmp_path / "cache"),
+                "s3_endpoint_url": s3_endpoint,
+                "default_size": "64x64",
+            }
+        )
+        model = LoadedModel("tiny", settings.for_model("tiny"), bucket_count=1)
+        model.adapters.activate((("ink", 1.0),))
+        return model.pipe(
+            prompt="a cat",
+            num_inference_steps=2,
+            height=64,
+            width=64,
+            generator=torch.Generator("cpu").manual_seed(11),
+            output_type="np",
+        ).images[0]
+
+    from_s3 = render(f"s3://{BUCKET}/loras/tiny-ink.safetensors")
+    fetched = tmp_path / "cache" / "loras" / BUCKET / "loras" / "tiny-ink.safetensors"
+    assert fetched.read_bytes() == (lora_dir / LORA_FILE).read_bytes()
+    written_at = fetched.stat().st_mtime_ns
+    assert abs(from_s3 - render(str(lora_dir))).max() == 0
+    render(f"s3://{BUCKET}/loras/tiny-ink.safetensors")  # a second load finds it current: no download
+    assert fetched.stat().st_mtime_ns == written_at
