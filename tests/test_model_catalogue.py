@@ -48,6 +48,7 @@ def catalogue_args(folder: Path, model_a: Path, max_models: int) -> dict[str, An
             },
         ],
         "max_models_per_replica": max_models,
+        "data_dir": str(folder / f"data-{max_models}"),
         "max_loras_per_request": 1,
         "default_size": "64x64",
         "default_steps": STEPS,
@@ -177,7 +178,15 @@ def test_models_listing_names_the_catalogue(base: str) -> None:
     )
     with httpx.Client(base_url=base, timeout=300) as http:
         expected = render(http, "multi", seed=11, model="tiny-b")
+        # The gallery record of a stored image names the model and LoRAs that drew it.
+        stored = http.post(
+            "/multi/v1/images/generations",
+            json={"prompt": "x", "model": "tiny-a", "loras": ["tiny-ink:0.5"], "response_format": "url"},
+        )
+        assert stored.status_code == 200, stored.text
+        (record,) = http.get("/multi/v1/images", params={"limit": 1}).json()["data"]
     assert max_pixel_difference(decode_png(base64.b64decode(image.data[0].b64_json or "")), expected) <= SAME
+    assert record["model"] == "tiny-a" and record["loras"] == [{"name": "tiny-ink", "weight": 0.5}], record
 
 
 @pytest.mark.parametrize(
