@@ -1,8 +1,8 @@
 """Failure alerts without Prometheus: an SNS topic and/or an alert webhook, rate limited.
 
-A job that ends ``failed`` after its retries, a Discord message that could not be delivered and a
-model replica that died under a request (Serve replaces it) are
-things an operator must hear about even when nobody runs Prometheus. An outage fails everything at
+A job that ends ``failed`` after its retries, a Discord message that could not be delivered, a
+model replica that died under a request and one that Serve replaced at any time (``replica_watch``)
+are things an operator must hear about even when nobody runs Prometheus. An outage fails everything at
 once, so alerts are rate limited per process: at most ``alerts_max_per_window`` in any
 ``alerts_window_s``; the rest are counted (``raydiffusion_alerts_total{outcome="suppressed"}``) and
 the next alert that goes out says how many were held back. Sending never blocks or fails the job:
@@ -83,6 +83,13 @@ class FailureAlerts:
             "replica_lost",
             "raydiffusion: a model replica died under a request",
             {"detail": detail},
+        )
+
+    def replica_replaced(self, deployment: str, replicas: list[str], status: str, message: str) -> None:
+        self.publish(
+            "replica_replaced",
+            f"raydiffusion: {deployment} replica replaced",
+            {"deployment": deployment, "replicas": replicas, "status": status, "detail": message},
         )
 
     def publish(self, kind: str, subject: str, detail: dict[str, Any]) -> None:

@@ -7,6 +7,8 @@ instead of unbounded memory.
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import FastAPI
 from ray import serve
 from ray.serve import Deployment
@@ -16,6 +18,7 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.failure_alerts import failure_alerts
 from serve_app.http_api import create_http_app
 from serve_app.model_client import ModelClient
+from serve_app.replica_watch import ReplicaWatch
 from serve_app.settings import AppSettings
 
 
@@ -34,6 +37,18 @@ class Ingress:
             settings.retry_after_s,
             on_replica_lost=failure_alerts(settings).replica_lost,
         )
+        # Replicas replaced between requests (failed health checks, crashes) are seen only in
+        # Serve's controller: watched from here while alerts are configured.
+        self._replica_watch: asyncio.Task[None] | None = None
+        if failure_alerts(settings).enabled:
+            watch = ReplicaWatch(
+                model.app_name,
+                model.deployment_name,
+                failure_alerts(settings),
+                settings.replica_watch_interval_s,
+            )
+            # Serve runs the ingress's constructor on the replica's event loop (its wrapper is async).
+            self._replica_watch = asyncio.get_running_loop().create_task(watch.run_forever())
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_http_app(self._client, self._settings)

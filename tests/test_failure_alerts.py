@@ -235,3 +235,66 @@ def test_a_model_replica_dying_under_a_job_is_alerted(
         assert hooks[0]["detail"]
         assert any(m["kind"] == "replica_lost" for m in wait_for(lambda: topic.poll(), 30, "the SNS alert"))
         http.post(f"/v1/predictions/{prediction}/cancel")
+
+
+def serve_log_lines(needle: str) -> list[str]:
+    """Lines of this session's Serve replica logs containing ``needle``."""
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
+    return [
+        line
+        for path in logs.glob("*.log")
+        for line in path.read_text(errors="replace").splitlines()
+        if needle in line
+    ]
+
+
+def test_a_model_replica_replaced_between_requests_is_alerted(
+    serve_url: str, tiny_model_dir: Path, receiver: Receiver
+) -> None:
+    topic = Topic("replaced")
+    settings = alert_settings(
+        topic,
+        receiver,
+        model=str(tiny_model_dir),
+        default_size="64x64",
+        default_steps=2,
+        replica_watch_interval_s=0.5,
+    )
+    from ray import serve
+
+    from serve_app.diffusion_model import DiffusionModel
+    from serve_app.ingress import ingress_deployment
+
+    # Health-checked every second: the controller notices the dead replica within about that.
+    model = DiffusionModel.options(
+        autoscaling_config={"min_replicas": 1, "max_replicas": 1}, health_check_period_s=1
+    ).bind(settings)
+    serve.run(ingress_deployment(settings).bind(model, settings), name="idle", route_prefix="/idle")
+    (replica,) = [
+        actor
+        for actor in ray.util.list_named_actors(all_namespaces=True)
+        if actor["namespace"] == "serve" and "idle#DiffusionModel" in actor["name"]
+    ]
+    replica_id = replica["name"].rsplit("#", 1)[-1]
+    # The ingress has seen the replica running (its watch logs each change of the running set).
+    wait_for(
+        lambda: [line for line in serve_log_lines("DiffusionModel replicas running") if replica_id in line],
+        60,
+        "the ingress's replica watch to see the model replica",
+    )
+    # A crash with no request on it: only Serve's controller notices, and replaces the replica.
+    ray.kill(ray.get_actor(replica["name"], namespace="serve"), no_restart=True)
+    hooks = wait_for(
+        lambda: [b for b in receiver.bodies if b["kind"] == "replica_replaced"], 90, "the replacement alert"
+    )
+    assert hooks[0]["replicas"] == [replica_id], hooks
+    assert hooks[0]["deployment"] == "DiffusionModel"
+    sns = wait_for(
+        lambda: [m for m in topic.poll() if m["kind"] == "replica_replaced"], 30, "the SNS replacement alert"
+    )
+    assert sns[0]["replicas"] == [replica_id]
+    assert not [b for b in receiver.bodies if b["kind"] == "replica_lost"]  # no request saw it die
+    # The replacement serves: the deployment recovered, and said so in no further alert.
+    with httpx.Client(base_url=f"{serve_url}/idle", timeout=120) as http:
+        assert http.get("/imagine", params={"prompt": "after"}).status_code == 200
+    assert len([b for b in receiver.bodies if b["kind"] == "replica_replaced"]) == 1
