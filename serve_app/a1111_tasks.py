@@ -26,6 +26,7 @@ from typing import Any
 from serve_app.a1111_models import ProgressResponse
 from serve_app.errors import GenerationFailedError, InvalidRequestError
 from serve_app.generation import ImageJob, ImageResult
+from serve_app.job_log import log_finished_request
 from serve_app.load_tracking import LoadTracker
 from serve_app.model_client import ModelClient
 from serve_app.queue_position import QueueInfo, QueueSnapshot
@@ -151,6 +152,8 @@ class A1111Tasks:
         task.queue, task.load = queue, client.load
         images = [asyncio.create_task(one(i, job)) for i, job in enumerate(jobs)]
         interrupted = asyncio.create_task(task.interrupted.wait())
+        outcome = "canceled"
+        rendered: list[ImageResult] = []
         try:
             pending: set[asyncio.Future[Any]] = set(images)
             while pending and not task.interrupted.is_set():
@@ -162,15 +165,23 @@ class A1111Tasks:
                     error = None if finished is interrupted else finished.exception()
                     if error is not None:
                         raise error  # the finally below stops the siblings
-            return [
+            results = [
                 image.result() if image.done() and not image.cancelled() and not image.exception() else None
                 for image in images
             ]
+            rendered = [result for result in results if result is not None]
+            outcome = "succeeded" if len(rendered) == len(results) else "canceled"  # interrupted
+            return results
+        except BaseException as error:
+            outcome = str(getattr(error, "code", None) or "canceled")  # as ModelClient logs them
+            raise
         finally:
             for image in (*images, interrupted):
                 image.cancel()
             await asyncio.gather(*images, interrupted, return_exceptions=True)
             self._end(task)
+            # Streamed images skip ModelClient.generate's request log: one line per A1111 request.
+            log_finished_request(list(jobs), rendered, outcome, source="a1111", request_id=task.id)
 
     def interrupt(self) -> int:
         """Interrupt every A1111 task running on this ingress; how many there were."""

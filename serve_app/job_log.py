@@ -52,13 +52,17 @@ def finished_job_entry(
 
 
 def finished_request_entry(
-    jobs: list[ImageJob], results: list[ImageResult], outcome: str
+    jobs: list[ImageJob],
+    results: list[ImageResult],
+    outcome: str,
+    source: str = "sync",
+    request_id: str | None = None,
 ) -> dict[str, Any]:
-    """A synchronous request (OpenAI, /imagine): no record, so its own id."""
+    """A synchronous request (OpenAI, /imagine, A1111): no record, so its own id (A1111: its task id)."""
     return {
         "event": REQUEST_EVENT,
-        "id": f"req_{secrets.token_hex(8)}",
-        "source": "sync",
+        "id": request_id or f"req_{secrets.token_hex(8)}",
+        "source": source,
         "model": jobs[0].model or _replica_model(results) if jobs else _replica_model(results),
         "loras": [f"{name}:{weight:g}" for name, weight in jobs[0].loras] if jobs else [],
         "outcome": outcome,
@@ -77,8 +81,14 @@ def _replica_model(results: list[ImageResult]) -> str | None:
     return results[0].replica.get("model") if results and results[0].replica else None
 
 
-def log_finished_request(jobs: list[ImageJob], results: list[ImageResult], outcome: str) -> None:
-    entry = finished_request_entry(jobs, results, outcome)
+def log_finished_request(
+    jobs: list[ImageJob],
+    results: list[ImageResult],
+    outcome: str,
+    source: str = "sync",
+    request_id: str | None = None,
+) -> None:
+    entry = finished_request_entry(jobs, results, outcome, source, request_id)
     logger.info(json.dumps(entry, separators=(",", ":"), sort_keys=True))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import ray
 import webuiapi
 from PIL import Image
 from ray import serve
@@ -325,6 +326,30 @@ def test_progress_shows_the_running_task_and_interrupt_stops_it_early(
     run = wait_for(stopped_render, 60, "the interrupted render to end on the replica")
     done = run["steps_done"][run["steps"].index(LONG_STEPS)]
     assert 2 <= done < LONG_STEPS, run
+    entry = wait_for(lambda: request_log_entry(task_id), 30, "the interrupted request's log line")
+    assert entry["outcome"] == "canceled" and entry["images"] == 1 and entry["batch_sizes"] == []
+
+
+def request_log_entry(task_id: str) -> dict | None:
+    """The ``request_finished`` JSON line an A1111 request wrote to the Serve replica logs."""
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
+    for path in logs.glob("*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if '"event":"request_finished"' in line and f'"id":"{task_id}"' in line:
+                return json.loads(line[line.index('{"') :])
+    return None
+
+
+def test_every_a1111_request_writes_one_json_log_line(client: httpx.Client) -> None:
+    task_id = "task(logged-request)"
+    response = txt2img(client, seed=21, batch_size=2, force_task_id=task_id)
+    assert response.status_code == 200, response.text
+    entry = wait_for(lambda: request_log_entry(task_id), 30, "the A1111 request's log line")
+    assert entry["source"] == "a1111" and entry["outcome"] == "succeeded"
+    assert entry["images"] == 2 and entry["seeds"] == [21, 22] and entry["sizes"] == ["64x64"]
+    assert entry["steps"] == 4 and len(entry["batch_sizes"]) == 2
+    assert entry["queue_s"] >= 0 and entry["render_s"] > 0 and entry["model"]
+    assert "a cat" not in json.dumps(entry)  # prompts are the users' words: never logged
 
 
 def test_progress_when_idle_has_a1111_shape(client: httpx.Client) -> None:
