@@ -108,3 +108,32 @@ def test_alert_rules_cover_the_obvious_pages() -> None:
 def test_each_metric_of_ours_is_documented_once() -> None:
     assert len(set(METRIC_NAMES)) == len(METRIC_NAMES)
     assert all(name.startswith("raydiffusion_") for name in METRIC_NAMES)
+
+
+GRID_COLUMNS = 24  # Grafana's dashboard grid is 24 columns wide
+PANEL_TYPES = {"timeseries", "stat", "gauge", "bargauge", "heatmap", "table", "text", "row", "histogram"}
+
+
+def test_the_dashboard_is_a_well_formed_grafana_dashboard() -> None:
+    """What Grafana needs to import it and draw every panel where it belongs, checked field by field."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert isinstance(dashboard["schemaVersion"], int) and dashboard["panels"]
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(set(ids)) == len(ids), ids
+    cells: set[tuple[int, int]] = set()
+    for panel in dashboard["panels"]:
+        assert panel["type"] in PANEL_TYPES and panel["title"], panel.get("title")
+        grid = panel["gridPos"]
+        assert all(isinstance(grid[k], int) and grid[k] >= 0 for k in ("x", "y", "w", "h")), grid
+        assert grid["w"] > 0 and grid["h"] > 0 and grid["x"] + grid["w"] <= GRID_COLUMNS, grid
+        columns = range(grid["x"], grid["x"] + grid["w"])
+        panel_cells = {(x, y) for x in columns for y in range(grid["y"], grid["y"] + grid["h"])}
+        assert not cells & panel_cells, f"panel {panel['title']!r} overlaps another"
+        cells |= panel_cells
+        ref_ids = [target["refId"] for target in panel["targets"]]
+        assert ref_ids and len(set(ref_ids)) == len(ref_ids), panel["title"]
+        for target in panel["targets"]:
+            expr = target["expr"]
+            # Unbalanced brackets are a query Prometheus rejects: the panel would only show an error.
+            for opening, closing in ("()", "{}", "[]"):
+                assert expr.count(opening) == expr.count(closing), expr
