@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot_gateway.model_choices import lora_option, lora_weight_option, model_option
 from bot_gateway.protocol import CdnAttachment, CommandOption, OptionType, Resolved
 from serve_app.generation import MAX_SEED
+from serve_app.model_catalogue import LoraRequest, ModelCatalogue
 from serve_app.schemas import GenerationParams
 
 IMAGINE = "imagine"
@@ -21,9 +23,12 @@ DEFAULT_SIZE_CHOICES = ("512x512", "768x768", "1024x1024", "512x768", "768x512")
 
 
 def imagine_command(
-    size_choices: tuple[str, ...] = DEFAULT_SIZE_CHOICES, max_steps: int = 100
+    size_choices: tuple[str, ...] = DEFAULT_SIZE_CHOICES,
+    max_steps: int = 100,
+    catalogue: ModelCatalogue | None = None,
 ) -> dict[str, Any]:
-    return {
+    """``catalogue``: adds ``model`` (more than one entry) and ``lora`` / ``lora_weight`` options."""
+    command: dict[str, Any] = {
         "name": IMAGINE,
         "type": 1,
         "description": "Generate an image from a text prompt, or from a picture you attach",
@@ -83,6 +88,12 @@ def imagine_command(
             },
         ],
     }
+    if catalogue is not None:
+        if len(catalogue.entries) > 1:
+            command["options"].append(model_option(catalogue, "Which model draws it"))
+        if catalogue.loras:
+            command["options"] += [lora_option(catalogue), lora_weight_option(catalogue)]
+    return command
 
 
 class CommandOptionError(ValueError):
@@ -96,18 +107,24 @@ _FIELDS = {
     "steps": ("steps", int),
     "size": ("size", str),
     "guidance": ("guidance_scale", float),
+    "model": ("model", str),
 }
 
 
 _IMAGE_OPTIONS = frozenset({"image", "strength"})
+_LORA_OPTIONS = frozenset({"lora", "lora_weight"})
 
 
 def params_from_options(options: list[CommandOption]) -> GenerationParams:
     """Turn ``/imagine`` options into GenerationParams; raises CommandOptionError or ValueError."""
     values: dict[str, Any] = {}
+    lora: dict[str, Any] = {}
     for option in options:
         if option.name in _IMAGE_OPTIONS:
             continue  # see image_from_options
+        if option.name in _LORA_OPTIONS:
+            lora[option.name] = option.value
+            continue
         if option.name not in _FIELDS:
             raise CommandOptionError(f"unknown option '{option.name}'")
         field, kind = _FIELDS[option.name]
@@ -119,7 +136,18 @@ def params_from_options(options: list[CommandOption]) -> GenerationParams:
         values[field] = value
     if "prompt" not in values:
         raise CommandOptionError("option 'prompt' is required")
+    if lora:
+        values["loras"] = [_lora_from_options(lora)]
     return GenerationParams(**values)
+
+
+def _lora_from_options(lora: dict[str, Any]) -> LoraRequest:
+    name, weight = lora.get("lora"), lora.get("lora_weight")
+    if not isinstance(name, str):
+        raise CommandOptionError("option 'lora_weight' needs a 'lora'" if name is None else "bad 'lora'")
+    if weight is not None and (not isinstance(weight, int | float) or isinstance(weight, bool)):
+        raise CommandOptionError("option 'lora_weight' must be a number")
+    return LoraRequest(name=name, weight=weight)
 
 
 def image_from_options(

@@ -55,6 +55,12 @@ def _parameter_fields(job: ImageJob, source: str | None = None) -> list[dict[str
         {"name": "Guidance", "value": f"{job.guidance_scale:g}", "inline": True},
         {"name": "Scheduler", "value": job.scheduler, "inline": True},
     ]
+    # The model and LoRAs too, so Re-roll and Retry draw with the same ones.
+    if job.model:
+        fields.append({"name": "Model", "value": job.model, "inline": True})
+    if job.loras:
+        loras = ", ".join(f"{name}:{weight:g}" for name, weight in job.loras)
+        fields.append({"name": "LoRAs", "value": loras, "inline": True})
     if job.kind != "txt2img" and source:
         fields.append({"name": "Mode", "value": job.kind, "inline": True})
         fields.append({"name": "Strength", "value": f"{job.strength:g}", "inline": True})
@@ -139,6 +145,9 @@ def params_from_embed(embeds: list[Embed], keep_seed: bool) -> GenerationParams:
             size=fields["Size"],
             guidance_scale=float(fields["Guidance"]),
             scheduler=fields["Scheduler"],
+            # Older messages name no model: the default draws them again.
+            model=fields.get("Model"),
+            loras=[lora.strip() for lora in fields["LoRAs"].split(",")] if "LoRAs" in fields else None,
         )
     except (KeyError, ValueError) as error:
         raise UnreadableMessageError(f"the /imagine embed is incomplete: {error}") from None

@@ -61,6 +61,7 @@ class CommandOption(_Lenient):
     name: str
     type: int
     value: Any = None
+    focused: bool = False  # in an autocomplete interaction: the option being typed
 
 
 class CdnAttachment(_Lenient):

@@ -38,6 +38,7 @@ from bot_gateway.messages import (
     params_from_embed,
     start_image_from_embed,
 )
+from bot_gateway.model_choices import autocomplete_choices
 from bot_gateway.protocol import (
     TOKEN_LIFETIME_S,
     Interaction,
@@ -46,7 +47,16 @@ from bot_gateway.protocol import (
     ResponseType,
     ephemeral,
 )
+from bot_gateway.settings_command import (
+    SETTINGS,
+    SettingsOptionError,
+    changes_from_options,
+    describe,
+    invalid,
+    updated_defaults,
+)
 from bot_gateway.source_images import SourceImageError, start_image_jobs
+from bot_gateway.user_settings import UnknownUserError, UserDefaults, UserSettingsStore, with_defaults
 from bot_gateway.verification import InvalidSignatureError, verify_interaction
 from serve_app import service_metrics
 from serve_app.errors import InvalidRequestError, ServiceUnavailableError, error_body
@@ -67,6 +77,11 @@ ACCEPT_TIMEOUT_S = 1.5
 # Fetching and decoding a picture a job starts from, before the answer: with the store's 1.5 s,
 # this keeps the answer inside Discord's 3 s.
 SOURCE_IMAGE_TIMEOUT_S = 1.2
+# Reading the user's /settings defaults before an /imagine answer: taken from the picture's budget.
+USER_DEFAULTS_TIMEOUT_S = 0.3
+# /settings reads and then writes the store, and does nothing else before its answer.
+SETTINGS_STORE_TIMEOUT_S = 1.2
+STORE_DOWN = "storage is not answering. Try again in a moment."
 BUTTONS = (REROLL_ID, RETRY_ID, VARIATIONS_ID, UPSCALE_ID)
 
 
@@ -87,6 +102,7 @@ class InteractionHandler:
         self._runner = runner
         self._credentials = credentials
         self._limits = JobsPerUser(settings.discord_max_jobs_per_user)
+        self._user_settings = UserSettingsStore(runner.jobs.images)
 
     async def handle(self, request: Request) -> JSONResponse:
         credentials = await self._credentials.current()
@@ -129,6 +145,8 @@ class InteractionHandler:
         if kind == InteractionType.PING:
             return {"type": ResponseType.PONG}
         if kind == InteractionType.APPLICATION_COMMAND:
+            if interaction.data is not None and interaction.data.name == SETTINGS:
+                return await self._settings_command(interaction)
             if interaction.data is None or interaction.data.name != IMAGINE:
                 return ephemeral("Unknown command.")
             try:
@@ -136,6 +154,16 @@ class InteractionHandler:
                 attachment, strength = image_from_options(interaction.data.options, interaction.data.resolved)
             except (CommandOptionError, ValidationError, ValueError) as error:
                 return ephemeral(f"Invalid options: {_short(error)}")
+            started = time.monotonic()
+            defaults = await self._user_defaults(interaction.user_id)
+            if defaults is not None and params.model is None and defaults.model:
+                if defaults.model not in self._settings.catalogue.entries:
+                    return ephemeral(
+                        f"Your default model {defaults.model!r} is no longer served; pick another with "
+                        f"/settings (models: {', '.join(self._settings.catalogue.names)})."
+                    )
+            params = with_defaults(params, defaults or UserDefaults(), attachment is not None)
+            spent_s = time.monotonic() - started
             start = None
             if attachment is not None:
                 if attachment.size is not None and attachment.size > self._settings.max_input_bytes:
@@ -146,7 +174,9 @@ class InteractionHandler:
                 if strength is None:
                     strength = self._settings.default_strength
                 start = StartImage(str(attachment.url), "img2img", strength)
-            return await self._start(interaction, params, context, start)
+            return await self._start(
+                interaction, params, context, start, spent_s=spent_s, store_answered=defaults is not None
+            )
         if kind == InteractionType.MESSAGE_COMPONENT:
             custom_id = interaction.data.custom_id if interaction.data else None
             if custom_id not in BUTTONS or interaction.message is None:
@@ -159,8 +189,57 @@ class InteractionHandler:
                 return ephemeral(f"Cannot do that: {error.message}")
             return await self._start(interaction, params, context, start)
         if kind == InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE:
-            return {"type": ResponseType.APPLICATION_COMMAND_AUTOCOMPLETE_RESULT, "data": {"choices": []}}
+            # Past 25 models (or LoRAs) the options are autocompleted (bot_gateway/model_choices.py).
+            options = interaction.data.options if interaction.data else []
+            choices = autocomplete_choices(options, self._settings.catalogue)
+            result = ResponseType.APPLICATION_COMMAND_AUTOCOMPLETE_RESULT
+            return {"type": result, "data": {"choices": choices}}
         raise InvalidRequestError(f"Unsupported interaction type {kind}.", param="type")
+
+    async def _user_defaults(self, user_id: str | None) -> UserDefaults | None:
+        """The user's /settings defaults; None when the store did not answer in time."""
+        if user_id is None:
+            return UserDefaults()
+        try:
+            return await self._user_settings.load(user_id, USER_DEFAULTS_TIMEOUT_S)
+        except UnknownUserError:
+            return UserDefaults()  # not a Discord snowflake: nothing can have been stored for it
+        except Exception as error:
+            logger.warning("user defaults unreadable (%s)", type(error).__name__)
+            return None
+
+    async def _settings_command(self, interaction: Interaction) -> dict[str, Any]:
+        """``/settings``: show or change the user's defaults; every answer is ephemeral."""
+        user_id = interaction.user_id
+        if user_id is None:
+            return ephemeral("Cannot tell who sent this command.")
+        if not guild_allowed(interaction.guild_id, self._settings.discord_allowed_guilds):
+            return ephemeral("This bot is not enabled here.")
+        try:
+            values, reset = changes_from_options(interaction.data.options if interaction.data else [])
+        except SettingsOptionError as error:
+            return invalid(error)
+        try:
+            current = await self._user_settings.load(user_id, SETTINGS_STORE_TIMEOUT_S)
+        except UnknownUserError:
+            return ephemeral("Settings can only be kept for Discord users.")
+        except Exception as error:
+            logger.warning("user defaults unreadable (%s)", type(error).__name__)
+            return ephemeral(f"Could not read your settings: {STORE_DOWN}")
+        if not values and not reset:
+            return ephemeral(describe(current, self._settings, saved=False))
+        try:
+            updated = updated_defaults(current, values, reset, self._settings)
+        except InvalidRequestError as error:
+            return invalid(error)
+        except ValidationError as error:
+            return ephemeral(f"Not saved: {_short(error)}")
+        try:
+            await self._user_settings.save(user_id, updated, SETTINGS_STORE_TIMEOUT_S)
+        except Exception as error:
+            logger.warning("user defaults not stored (%s)", type(error).__name__)
+            return ephemeral(f"Not saved: {STORE_DOWN}")
+        return ephemeral(describe(updated, self._settings, saved=True))
 
     def _from_message(
         self, message: Message, custom_id: str
@@ -194,7 +273,12 @@ class InteractionHandler:
         params: GenerationParams,
         context: _Context,
         start: StartImage | None = None,
+        spent_s: float = 0.0,
+        store_answered: bool = True,
     ) -> dict[str, Any]:
+        """``spent_s``: of the picture's fetch budget, already used; ``store_answered``: False when
+        the user's defaults could not be read, which refuses the job (after the admission checks)
+        rather than rendering it without them."""
         settings = self._settings
         user_id = interaction.user_id
         if user_id is None:
@@ -208,7 +292,7 @@ class InteractionHandler:
         jobs = None
         if start is not None:
             try:
-                async with asyncio.timeout(SOURCE_IMAGE_TIMEOUT_S):
+                async with asyncio.timeout(max(0.1, SOURCE_IMAGE_TIMEOUT_S - spent_s)):
                     jobs = await start_image_jobs(params, start, settings)
             except InvalidRequestError as error:
                 return ephemeral(f"Invalid options: {error.message}")
@@ -230,6 +314,8 @@ class InteractionHandler:
                 f"The queue is too long right now (about {expected / 60:.0f} min); "
                 "try again in a few minutes."
             )
+        if not store_answered:
+            return ephemeral(f"Could not queue your image: {STORE_DOWN}")
         if not self._limits.try_acquire(user_id):
             service_metrics.rejected("admission")
             return ephemeral(

@@ -15,12 +15,12 @@ import base64
 import math
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import PurePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 from PIL import Image
 
+from serve_app.a1111_checkpoints import CurrentCheckpoint, find_checkpoint, lora_items, sd_models
 from serve_app.a1111_img2img import a1111_mask, fill_masked, overlay
 from serve_app.a1111_infotext import Generation
 from serve_app.a1111_models import (
@@ -38,35 +38,11 @@ from serve_app.content_policy import raise_if_all_flagged
 from serve_app.errors import InvalidRequestError
 from serve_app.generation import MAX_SEED, ImageJob, ImageResult, random_seed
 from serve_app.image_inputs import decode_base64_image, fit, image_jobs
+from serve_app.image_store import ImageStore
+from serve_app.model_catalogue import LoraRequest, parse_lora_tags
 from serve_app.model_client import ModelClient
 from serve_app.schemas import GenerationParams, build_jobs
 from serve_app.settings import AppSettings
-
-
-def checkpoint_names(settings: AppSettings) -> set[str]:
-    names = {settings.served_model_name, settings.model, PurePath(settings.model).name}
-    return {_bare_checkpoint(name) for name in names}
-
-
-def _bare_checkpoint(name: str) -> str:
-    """'v1-5.safetensors [6ce0161689]' -> 'v1-5': how A1111 titles compare to what we serve."""
-    name = name.strip().split(" [", 1)[0]
-    for extension in (".safetensors", ".ckpt"):
-        name = name.removesuffix(extension)
-    return name
-
-
-def check_checkpoint(name: object, settings: AppSettings, param: str) -> None:
-    """One model is served: naming another is a 400, never a silent render with the wrong one."""
-    if name in (None, ""):
-        return
-    if not isinstance(name, str) or _bare_checkpoint(name) not in checkpoint_names(settings):
-        raise InvalidRequestError(
-            f"Checkpoint {name!r} is not served here; this service serves "
-            f"{settings.served_model_name!r} only (see /sdapi/v1/sd-models).",
-            param=param,
-            code="model_not_found",
-        )
 
 
 def _side(value: int | None, field: str, settings: AppSettings) -> int:
@@ -84,13 +60,32 @@ def _resolved(body: ProcessingRequest) -> ResolvedSampler:
     return resolve_sampler(body.sampler_name, body.sampler_index, body.scheduler)
 
 
+def _prompt_loras(
+    prompt: str, model: str, body: ProcessingRequest, settings: AppSettings
+) -> tuple[str, list[LoraRequest]]:
+    """A1111's ``<lora:name:weight>`` tags: the prompt without them, and the LoRAs (checked here, so
+    a bad one is a 400 naming ``prompt``, where the caller wrote it)."""
+    cleaned, loras = parse_lora_tags(prompt)
+    if body.disable_extra_networks:
+        return cleaned, []  # A1111 strips the tags and applies nothing
+    try:
+        settings.catalogue.resolve(model, loras)
+    except InvalidRequestError as error:
+        raise InvalidRequestError(error.message, param="prompt", code=error.code) from None
+    return cleaned, loras
+
+
 def _text_jobs(
-    body: ProcessingRequest, count: int, settings: AppSettings, sampler: ResolvedSampler
+    body: ProcessingRequest, count: int, settings: AppSettings, sampler: ResolvedSampler, current: str
 ) -> list[ImageJob]:
-    check_checkpoint(
-        (body.override_settings or {}).get("sd_model_checkpoint"),
-        settings,
-        "override_settings.sd_model_checkpoint",
+    """``current``: the checkpoint when ``override_settings`` names none (see a1111_checkpoints)."""
+    model = (
+        find_checkpoint(
+            (body.override_settings or {}).get("sd_model_checkpoint"),
+            settings.catalogue,
+            "override_settings.sd_model_checkpoint",
+        )
+        or current
     )
     if count > settings.max_images:
         raise InvalidRequestError(
@@ -98,7 +93,7 @@ def _text_jobs(
             param="batch_size",
         )
     width, height = _side(body.width, "width", settings), _side(body.height, "height", settings)
-    prompt = body.prompt or ""
+    prompt, loras = _prompt_loras(body.prompt or "", model, body, settings)
     params = GenerationParams(
         # build_jobs wants a prompt to check; A1111 allows an empty one, restored below.
         prompt=prompt if prompt.strip() else "-",
@@ -108,6 +103,8 @@ def _text_jobs(
         steps=body.steps,
         guidance_scale=body.cfg_scale,
         scheduler=sampler.scheduler,
+        model=model,
+        loras=loras,
     )
     return [replace(job, prompt=prompt) for job in build_jobs(params, count, settings)]
 
@@ -137,7 +134,8 @@ def _answer(
     subseeds = _subseeds(body.subseed, len(jobs))
     first = jobs[0]
     generation = Generation(
-        prompts=[jobs[index].prompt for index, _ in kept],
+        # As A1111 reports them: with their <lora:...> tags, so the infotext renders the image again.
+        prompts=[body.prompt or "" for _ in kept],
         negative_prompts=[jobs[index].negative_prompt for index, _ in kept],
         seeds=[r.seed for _, r in kept],
         subseeds=[subseeds[index] for index, _ in kept],
@@ -148,7 +146,7 @@ def _answer(
         sampler=sampler.sampler,
         schedule=sampler.schedule,
         batch_size=body.batch_size or 1,
-        model=settings.served_model_name,
+        model=first.model or settings.served_model_name,
         denoising_strength=denoising_strength,
         extra=extra,
     )
@@ -157,7 +155,7 @@ def _answer(
 
 
 def _img2img_jobs(
-    body: Img2ImgRequest, settings: AppSettings, sampler: ResolvedSampler
+    body: Img2ImgRequest, settings: AppSettings, sampler: ResolvedSampler, current: str
 ) -> tuple[list[ImageJob], list[tuple[Image.Image, Image.Image] | None]]:
     """The jobs, and per job the (original, mask) to composite the result over when inpainting."""
     if not body.init_images:
@@ -183,7 +181,7 @@ def _img2img_jobs(
     mask = decode_base64_image(body.mask, "mask", settings) if body.mask else None
     strength = body.denoising_strength if body.denoising_strength is not None else 0.75
     mode = body.resize_mode or 0
-    jobs = _text_jobs(body, batch_size * n_iter, settings, sampler)
+    jobs = _text_jobs(body, batch_size * n_iter, settings, sampler, current)
     prepared: list[ImageJob] = list(jobs)
     overlays: list[tuple[Image.Image, Image.Image] | None] = [None] * len(jobs)
     for position, image in enumerate(images):
@@ -252,10 +250,9 @@ def _upscale_size(
     return width, height
 
 
-def default_options(settings: AppSettings) -> dict[str, Any]:
+def default_options() -> dict[str, Any]:
     """The A1111 options clients read; others they set are kept and echoed, with no effect."""
     return {
-        "sd_model_checkpoint": settings.served_model_name,
         "sd_checkpoint_hash": None,
         "sd_vae": "Automatic",
         "CLIP_stop_at_last_layers": 1,
@@ -265,16 +262,21 @@ def default_options(settings: AppSettings) -> dict[str, Any]:
     }
 
 
-def create_a1111_router(client: ModelClient, settings: AppSettings, dependencies: Sequence[Any]) -> APIRouter:
+def create_a1111_router(
+    client: ModelClient, settings: AppSettings, dependencies: Sequence[Any], store: ImageStore
+) -> APIRouter:
     router = APIRouter(prefix="/sdapi/v1", dependencies=list(dependencies), tags=["AUTOMATIC1111"])
     tasks = A1111Tasks()
-    options = default_options(settings)
+    options = default_options()
+    catalogue = settings.catalogue
+    checkpoint = CurrentCheckpoint(store, catalogue)
 
     @router.post("/txt2img", response_model=ImagesResponse)
     async def txt2img(body: Txt2ImgRequest) -> ImagesResponse:
         sampler = _resolved(body)
         batch_size = body.batch_size or 1
-        jobs = _text_jobs(body, batch_size * (body.n_iter or 1), settings, sampler)
+        current = await checkpoint.get()
+        jobs = _text_jobs(body, batch_size * (body.n_iter or 1), settings, sampler, current)
         task = tasks.start(body.force_task_id, "txt2img", jobs, batch_size)
         results = await tasks.run(task, client, jobs)
         parameters = body.model_dump(mode="json")
@@ -283,7 +285,8 @@ def create_a1111_router(client: ModelClient, settings: AppSettings, dependencies
     @router.post("/img2img", response_model=ImagesResponse)
     async def img2img(body: Img2ImgRequest) -> ImagesResponse:
         sampler = _resolved(body)
-        jobs, overlays = await asyncio.to_thread(_img2img_jobs, body, settings, sampler)
+        current = await checkpoint.get()
+        jobs, overlays = await asyncio.to_thread(_img2img_jobs, body, settings, sampler, current)
         task = tasks.start(body.force_task_id, "img2img", jobs, body.batch_size or 1)
         results = await tasks.run(task, client, jobs)
         results = await asyncio.to_thread(_composited, results, overlays)
@@ -309,7 +312,9 @@ def create_a1111_router(client: ModelClient, settings: AppSettings, dependencies
         width, height = _upscale_size(body, image, settings)
         # Enough steps that the refining pass at upscale_strength runs at least one.
         steps = min(settings.max_steps, max(settings.default_steps, math.ceil(1 / settings.upscale_strength)))
-        params = GenerationParams(prompt="upscale", size=f"{width}x{height}", steps=steps)
+        params = GenerationParams(
+            prompt="upscale", size=f"{width}x{height}", steps=steps, model=await checkpoint.get()
+        )
         crop = 1 if body.resize_mode == 1 and body.upscaling_crop else 0
         jobs = await asyncio.to_thread(
             image_jobs,
@@ -363,27 +368,34 @@ def create_a1111_router(client: ModelClient, settings: AppSettings, dependencies
         ]
 
     @router.get("/sd-models")
-    async def sd_models() -> list[dict[str, Any]]:
-        name = settings.served_model_name
-        return [
-            {
-                "title": name,
-                "model_name": PurePath(name).name,
-                "hash": None,
-                "sha256": None,
-                "filename": settings.model,
-                "config": None,
-            }
-        ]
+    async def list_sd_models() -> list[dict[str, Any]]:
+        """Every catalogue entry, titled by its name (what ``sd_model_checkpoint`` takes)."""
+        return sd_models(catalogue)
+
+    @router.get("/loras")
+    async def loras() -> list[dict[str, Any]]:
+        """The LoRAs a prompt can name as ``<lora:name:weight>`` (A1111's Lora extension's listing)."""
+        return lora_items(catalogue)
+
+    @router.post("/refresh-checkpoints")
+    async def refresh_checkpoints() -> None:
+        """The catalogue is the config file's: nothing to rescan (clients call this before listing)."""
+
+    @router.post("/refresh-loras")
+    async def refresh_loras() -> None:
+        """As refresh-checkpoints."""
 
     @router.get("/options")
     async def get_options() -> dict[str, Any]:
-        return dict(options)
+        return {**options, "sd_model_checkpoint": await checkpoint.get()}
 
     @router.post("/options")
     async def set_options(body: Annotated[dict[str, Any], Body()]) -> None:
-        """Only the served checkpoint can be selected; other keys are kept and echoed by GET."""
-        check_checkpoint(body.get("sd_model_checkpoint"), settings, "sd_model_checkpoint")
+        """``sd_model_checkpoint`` switches the checkpoint of A1111 requests that name none, on every
+        replica and across restarts (stored); other keys are kept per replica and echoed by GET."""
+        name = find_checkpoint(body.get("sd_model_checkpoint"), catalogue, "sd_model_checkpoint")
+        if name is not None:
+            await checkpoint.set(name)
         options.update({k: v for k, v in body.items() if k != "sd_model_checkpoint"})
 
     @router.get("/scripts")

@@ -171,7 +171,7 @@ def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
 
     app.include_router(protected)
     app.include_router(create_image_edit_router(client, store, settings, protected.dependencies))
-    app.include_router(create_a1111_router(client, settings, protected.dependencies))
+    app.include_router(create_a1111_router(client, settings, protected.dependencies, store))
     app.include_router(create_prediction_router(runner, settings, protected.dependencies))
     # Discord authenticates with its own signatures, not API keys.
     app.include_router(create_discord_router(settings, runner, credentials))

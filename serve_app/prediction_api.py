@@ -58,6 +58,8 @@ def prediction_view(record: PredictionRecord, store: ImageStore, base_url: str) 
         "id": record.id,
         "status": record.status,
         "input": record.input,
+        # Replicate's field: the model that renders it (the catalogue's default when input names none).
+        "model": record.jobs[0].get("model") if record.jobs else None,
         "output": output,
         "error": record.error,
         "progress": record.progress.model_dump() if record.status != "starting" else None,
@@ -118,6 +120,10 @@ def create_prediction_router(
     async def create_prediction(body: PredictionRequest, request: Request) -> JSONResponse:
         params = GenerationParams.model_validate(
             body.input.model_dump(include=set(GenerationParams.model_fields))
+        )
+        # Checked here to name the fields as the caller wrote them; build_jobs resolves them again.
+        settings.catalogue.resolve(
+            params.model, params.loras, model_param="input.model", loras_param="input.loras"
         )
         if body.webhook:  # refused now (400) rather than silently never called later
             await validate_webhook(str(body.webhook), settings.webhook_allowed_hosts)

@@ -748,8 +748,8 @@ def test_register_puts_the_command_definitions(fake: FakeDiscord) -> None:
     assert call.method == "PUT"
     assert call.path == f"/api/v10/applications/{APP_ID}/guilds/4242/commands"
     assert call.headers["authorization"] == "Bot bot-token-xyz"
-    (imagine,) = call.json
-    assert imagine["name"] == "imagine"
+    assert [command["name"] for command in call.json] == ["imagine", "settings"]
+    imagine = call.json[0]
     options = {o["name"]: o for o in imagine["options"]}
     assert options["prompt"]["required"] is True and options["prompt"]["type"] == 3
     assert set(options) == {
@@ -907,6 +907,24 @@ def test_ack_is_fast_and_says_try_again_when_the_store_hangs(
     body = response.json()
     assert body["type"] == 4 and body["data"]["flags"] == 64, body
     assert "Try again" in body["data"]["content"]
+
+
+def test_defaults_unreadable_in_time_are_a_try_again_not_a_render_without_them(
+    hanging_store_bot: str, signer: DiscordSigner
+) -> None:
+    """A Discord user (numeric id) may have /settings defaults: when the store cannot say in time,
+    the answer is still fast, and a "try again" rather than an image made without them."""
+    started = time.monotonic()
+    response = post(hanging_store_bot, signer, command("no defaults", user="333333333333333333"), "/hanging")
+    assert time.monotonic() - started < 3.0
+    body = response.json()
+    assert body["type"] == 4 and body["data"]["flags"] == 64, body
+    assert "Try again" in body["data"]["content"], body
+    settings = {**command("x", user="333333333333333333"), "data": {"name": "settings", "options": []}}
+    started = time.monotonic()
+    body = post(hanging_store_bot, signer, settings, "/hanging").json()
+    assert time.monotonic() - started < 3.0
+    assert body["data"]["flags"] == 64 and "Try again" in body["data"]["content"], body
 
 
 def test_cold_start_wait_is_not_zero(hanging_store_bot: str, signer: DiscordSigner) -> None:
