@@ -103,9 +103,13 @@ def test_models_listing_reports_the_last_replica_seen_with_its_age() -> None:
     assert cold["id"] == "sd" and cold["replica"] is None and cold["safety_checker"] is False
     reports.observe(result(1))  # a result without a description changes nothing
     assert models_listing(settings, reports)["data"][0]["replica"] is None
-    reports.observe(result(2, replica={"device": "cuda", "max_batch_size": 8}))
-    (warm,) = models_listing(settings, reports, now=reports.received_at + 42)["data"]
+    reports.observe(result(2, replica={"model": "sd", "device": "cuda", "max_batch_size": 8}))
+    received_at = reports.by_model["sd"][1]
+    (warm,) = models_listing(settings, reports, now=received_at + 42)["data"]
     assert warm["replica"]["device"] == "cuda" and warm["replica"]["age_s"] == 42.0
+    # Per model: a report about another catalogue entry is not this one's.
+    reports.observe(result(3, replica={"model": "other", "device": "cpu"}))
+    assert models_listing(settings, reports, now=received_at + 42)["data"][0]["replica"]["device"] == "cuda"
 
 
 def test_models_listing_says_which_strengths_image_inputs_use() -> None:
