@@ -8,7 +8,10 @@ per architecture and recipe:
 - warm-up: the first call at each batch size (a compiled recipe compiles there);
 - peak GPU memory per batch size (``torch.cuda.max_memory_allocated``);
 - served / raw: the service's own recipe behind a local Ray Serve, closed-loop at saturation, against
-  the best raw figure of the same recipe.
+  the best raw figure of the same recipe;
+- live previews on / off: the largest batch with the service's recipe, rendered plainly and with a
+  TAESD-architecture ``AutoencoderTiny`` (random weights) decoding every image's preview JPEG every
+  ``preview_every_steps`` steps, as the model deployment does for callers that watch progress.
 
 Recipes: ``sdpa`` (eager, PyTorch attention), ``xformers`` (eager; skipped where it is not installed
 or there is no CUDA), ``fast`` (sdpa + channels-last + fused QKV + VAE slicing), ``compiled`` (fast +
@@ -48,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=None, help="timed calls per batch (default 3 / 1)")
     parser.add_argument("--compile-mode", default="max-autotune-no-cudagraphs")
     parser.add_argument("--served-seconds", type=float, default=None, help="0: skip the served measurement")
+    parser.add_argument("--no-previews", action="store_true", help="skip the live previews on/off row")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--no-plot", action="store_true")
     return parser.parse_args(argv)
@@ -161,6 +165,75 @@ def measure_recipe(arch: str, recipe: str, plan: Any, args: argparse.Namespace) 
     }
 
 
+def measure_previews(arch: str, plan: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """What live previews cost the batch they ride on: the same batch timed without and with them."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    from serve_app.live_previews import PreviewDecoder
+    from serve_app.random_weights import build_random_pipeline, default_size
+    from serve_app.speed_recipes import apply_recipes
+    from serve_app.speed_settings import SpeedSettings
+
+    size = default_size(arch)
+    batch = max(args.batch_sizes)
+    speed = SpeedSettings()
+    # The serving default, or every step but the last where a CPU run has only a few.
+    every = max(1, min(speed.preview_every_steps, args.steps - 1))
+    pipe = build_random_pipeline(arch, plan.device, plan.dtype)
+    apply_recipes(pipe, plan, speed, shapes=1)
+    torch.manual_seed(0)
+    # AutoencoderTiny's defaults are TAESD's architecture (madebyollin/taesd, taesdxl): its real cost.
+    decoder = AutoencoderTiny().to(plan.device, getattr(torch, plan.dtype)).eval()
+    previews = PreviewDecoder(decoder, every, speed.preview_size)
+
+    def call(with_previews: bool) -> tuple[float, int]:
+        decoded = [0]
+
+        def on_step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            if with_previews and previews.due(step + 1, args.steps):
+                previews.decode(kwargs["latents"], list(range(batch)))
+                decoded[0] += 1
+            return kwargs
+
+        generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
+        _sync()
+        began = time.perf_counter()
+        pipe(
+            ["a photograph of a lighthouse at dusk"] * batch,
+            width=size,
+            height=size,
+            num_inference_steps=args.steps,
+            generator=generators,
+            output_type="pil",
+            callback_on_step_end=on_step_end,
+        )
+        _sync()
+        return time.perf_counter() - began, decoded[0]
+
+    call(True)  # untimed: first calls pay for allocations and kernel selection
+    off, on, count = [], [], 0
+    for _ in range(args.iterations):  # interleaved, so drift hits both alike
+        off.append(call(False)[0])
+        seconds, count = call(True)
+        on.append(seconds)
+    off_s, on_s = statistics.median(off), statistics.median(on)
+    print(f"  {arch} previews batch {batch}: {off_s:.3f} s without, {on_s:.3f} s with {count} previews")
+    return {
+        "arch": arch,
+        "recipe": plan.as_dict(),
+        "batch": batch,
+        "size": size,
+        "every_steps": every,
+        "preview_size": speed.preview_size,
+        "previews_per_image": count,
+        "off_s": round(off_s, 4),
+        "on_s": round(on_s, 4),
+        "overhead": round(on_s / off_s - 1, 4),
+        "ms_per_preview": round((on_s - off_s) * 1000 / count, 2) if count else None,
+    }
+
+
 def measure_served(arch: str, args: argparse.Namespace, raw: dict[str, Any]) -> dict[str, Any]:
     """The service with its auto recipes on this device, saturated by closed-loop HTTP callers."""
     import httpx
@@ -251,6 +324,11 @@ def table(report: dict[str, Any]) -> str:
                 f"{run['arch']:<6} {run['recipe']:<10} {row['batch']:>5} {row['images_per_s']:>9.3f} "
                 f"{row['first_call_s']:>13.2f} {peak:>9}"
             )
+    for row in report.get("previews", []):
+        lines.append(
+            f"previews {row['arch']}: batch {row['batch']}, {row['previews_per_image']} per image: "
+            f"{row['off_s']:.3f} s -> {row['on_s']:.3f} s ({row['overhead']:+.1%})"
+        )
     for served in report["served"]:
         lines.append(
             f"served {served['arch']}: {served['images_per_s']:.3f} images/s at "
@@ -321,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": None if gpu else "no CUDA: tiny model on CPU, proves the benchmark runs; not GPU figures",
         "runs": [],
         "served": [],
+        "previews": [],
     }
     print(f"bench-gpu on {name}: {', '.join(archs)}, batches {args.batch_sizes}, {args.steps} steps")
     for arch in archs:
@@ -330,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
                 report["runs"].append({"arch": arch, "recipe": recipe, "skipped": "needs CUDA and xformers"})
                 continue
             report["runs"].append(measure_recipe(arch, recipe, plan, args))
+        if not args.no_previews:
+            plan = recipe_plan(service_recipe, device, dtype, xformers)
+            report["previews"].append(measure_previews(arch, plan, args))
         if args.served_seconds > 0:
             raw = next(
                 (r for r in report["runs"] if r["arch"] == arch and r["recipe"] == service_recipe), None

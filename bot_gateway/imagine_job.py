@@ -16,13 +16,14 @@ import time
 from collections.abc import Awaitable, Callable
 
 from bot_gateway.attachments import AttachmentTooLargeError, fit_attachment
-from bot_gateway.messages import failed_message, finished_message, progress_text
-from bot_gateway.webhook_client import DiscordAPIError, DiscordWebhookClient
+from bot_gateway.messages import failed_message, finished_message, preview_message, progress_text
+from bot_gateway.webhook_client import Attachment, DiscordAPIError, DiscordWebhookClient
 from serve_app import service_metrics
 from serve_app.failure_alerts import failure_alerts
 from serve_app.generation import ProgressEvent
 from serve_app.job_records import JobStore, PredictionRecord
 from serve_app.job_runner import Execute
+from serve_app.preview_board import Preview
 from serve_app.queue_position import QueueInfo
 from serve_app.settings import AppSettings
 
@@ -40,21 +41,26 @@ class ProgressPublisher:
 
     Discord rate-limits message edits; progress events arrive every denoising step. Only the latest
     state is kept and sent; ``stop()`` waits for an edit in flight so it cannot land after the
-    final one.
+    final one. A live preview (when the model makes them) rides on the next edit after it arrived,
+    so previews cost no edits of their own; an edit with no new preview leaves the last one shown.
     """
 
-    def __init__(self, edit: Callable[[str], Awaitable[None]], interval_s: float) -> None:
+    def __init__(self, edit: Callable[[str, Preview | None], Awaitable[None]], interval_s: float) -> None:
         self._edit = edit
         self._interval_s = interval_s
         self._state = ProgressEvent(state="queued")
         self._queue: QueueInfo | None = None
         self._latest = progress_text("queued")
         self._sent: str | None = None
+        self._preview: Preview | None = None
+        self._sent_preview: Preview | None = None
         self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._run())
 
     def update(self, event: ProgressEvent) -> None:
         self._state = event
+        if event.preview is not None:
+            self._preview = Preview(event.step, event.preview)
         self._latest = self._text()
 
     def queued(self, info: QueueInfo | None) -> None:
@@ -73,13 +79,15 @@ class ProgressPublisher:
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
-            if self._latest != self._sent:
+            preview = self._preview if self._preview is not self._sent_preview else None
+            if self._latest != self._sent or preview is not None:
                 text = self._latest
                 try:
-                    await self._edit(text)
+                    await self._edit(text, preview)
                 except Exception:
                     logger.warning("progress edit failed; the final edit will follow", exc_info=True)
                 self._sent = text
+                self._sent_preview = preview or self._sent_preview
             try:
                 await asyncio.wait_for(self._stopping.wait(), self._interval_s)
             except TimeoutError:
@@ -125,8 +133,20 @@ class DiscordDelivery:
             retry_initial_s=self._settings.discord_retry_initial_s,
         ) as webhook:
 
-            async def show(text: str) -> None:
-                await webhook.edit_original(target.token, {"content": text}, deadline=edit_deadline)
+            async def show(text: str, preview: Preview | None) -> None:
+                if preview is None:
+                    await webhook.edit_original(target.token, {"content": text}, deadline=edit_deadline)
+                    return
+                # Listing only the new file in ``attachments`` drops the previous preview from the
+                # message; the final edit (the image, or the failure) drops the last one likewise.
+                filename = f"preview-{job.seed}-step{preview.step}.jpg"
+                attachment = Attachment(filename, preview.jpeg, "image/jpeg")
+                await webhook.edit_original(
+                    target.token,
+                    preview_message(job, text, attachment.filename),
+                    attachment,
+                    deadline=edit_deadline,
+                )
 
             if time.monotonic() >= edit_deadline:
                 # Nobody can see this job any more: the runner fails it on its deadline, unrendered.

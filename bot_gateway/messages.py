@@ -38,6 +38,26 @@ def progress_text(
     return f"{place}, about {max(1, round(wait_s))} s…"
 
 
+def preview_message(job: ImageJob, text: str, filename: str) -> dict[str, Any]:
+    """A progress edit showing the render's latest preview (a small JPEG) under the progress text.
+
+    ``attachments`` names only the new file: Discord drops every attachment a PATCH leaves out, so
+    the message never accumulates previews.
+    """
+    return {
+        "content": text,
+        "embeds": [
+            {
+                "title": "/imagine",
+                "description": job.prompt,
+                "color": ACCENT,
+                "image": {"url": f"attachment://{filename}"},
+            }
+        ],
+        "attachments": [{"id": 0, "filename": filename}],
+    }
+
+
 @dataclass(frozen=True)
 class StartImage:
     """The picture a job starts from: where to fetch it, and what to do with it."""

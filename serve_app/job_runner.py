@@ -34,6 +34,7 @@ from serve_app.image_store import save_results
 from serve_app.job_log import log_finished_job
 from serve_app.job_records import TERMINAL, JobStore, PredictionRecord, Progress
 from serve_app.model_client import ModelClient
+from serve_app.preview_board import PreviewBoard
 from serve_app.queue_position import QueueInfo, QueueSnapshot
 from serve_app.settings import AppSettings
 
@@ -86,6 +87,8 @@ class JobRunner:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel: dict[str, asyncio.Event] = {}
         self._finished: dict[str, asyncio.Event] = {}
+        # Live previews of the jobs running here: in memory only (see preview_board).
+        self.previews = PreviewBoard()
 
     @property
     def client(self) -> ModelClient:
@@ -126,6 +129,7 @@ class JobRunner:
             self._tasks.pop(record.id, None)
             self._cancel.pop(record.id, None)
             self._finished.pop(record.id, None)
+            self.previews.forget(record.id)
 
         task.add_done_callback(forget)
         return task
@@ -267,6 +271,8 @@ class JobRunner:
                 # the next heartbeat.
                 if queued.observe(index, event) and observer is not None and not any(steps):
                     observer.queued(queued.now(self._client.load))
+                if event.preview is not None:
+                    self.previews.put(record.id, index, event.step, event.preview)
                 if observer is not None:
                     observer.update(ProgressEvent(event.state, sum(steps), total) if len(jobs) > 1 else event)
             raise GenerationFailedError("The model stream ended without an image.")

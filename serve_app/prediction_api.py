@@ -19,6 +19,7 @@ from serve_app.image_store import ImageStore
 from serve_app.job_records import TERMINAL, JobStore, PredictionRecord, new_record
 from serve_app.job_runner import Execute, JobRunner
 from serve_app.prediction_images import ImageInputFields, prediction_image_jobs
+from serve_app.preview_board import Preview
 from serve_app.schemas import GenerationParams
 from serve_app.settings import AppSettings
 from serve_app.webhooks import deliver_webhook, validate_webhook
@@ -39,8 +40,17 @@ class PredictionRequest(BaseModel):
     webhook: HttpUrl | None = None
 
 
-def prediction_view(record: PredictionRecord, store: ImageStore, base_url: str) -> dict[str, Any]:
-    """The public shape (Replicate's), with image URLs made at read time (presigned ones expire)."""
+def prediction_view(
+    record: PredictionRecord,
+    store: ImageStore,
+    base_url: str,
+    previews: dict[int, Preview] | None = None,
+) -> dict[str, Any]:
+    """The public shape (Replicate's), with image URLs made at read time (presigned ones expire).
+
+    ``previews``: the live previews this replica holds for the job (by image index), shown only
+    while it runs; ``output`` stays the finished images alone, as Replicate clients expect.
+    """
     base = base_url.rstrip("/")
     # Images the safety checker flagged are never handed out (their places say so in the flags).
     flags = record.nsfw_content_detected or [False] * len(record.image_ids)
@@ -65,6 +75,8 @@ def prediction_view(record: PredictionRecord, store: ImageStore, base_url: str) 
         "progress": record.progress.model_dump() if record.status != "starting" else None,
         # Our addition to Replicate's shape: {position, expected_wait_s} while waiting for the model.
         "queue": record.queue.model_dump() if record.queue and record.status not in TERMINAL else None,
+        # Our addition: per image (as ``seeds``), a JPEG data URL of its latest step, or null.
+        "previews": _preview_urls(record, previews),
         "metrics": metrics,
         "seeds": [job["seed"] for job in record.jobs],
         "nsfw_content_detected": record.nsfw_content_detected,
@@ -77,6 +89,12 @@ def prediction_view(record: PredictionRecord, store: ImageStore, base_url: str) 
             "cancel": f"{base}/v1/predictions/{record.id}/cancel",
         },
     }
+
+
+def _preview_urls(record: PredictionRecord, previews: dict[int, Preview] | None) -> list[str | None] | None:
+    if not previews or record.status in TERMINAL:
+        return None
+    return [previews[i].data_url if i in previews else None for i in range(len(record.jobs))]
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -151,7 +169,7 @@ def create_prediction_router(
         record = await jobs.load(prediction_id)
         if record is None:
             raise _no_such_prediction()
-        return prediction_view(record, jobs.images, base_url_of(request))
+        return prediction_view(record, jobs.images, base_url_of(request), runner.previews.latest(record.id))
 
     @router.post("/v1/predictions/{prediction_id}/cancel")
     async def cancel_prediction(prediction_id: str, request: Request) -> dict[str, Any]:

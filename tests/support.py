@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -34,6 +35,21 @@ def wait_for(check: Callable[[], T], timeout_s: float, what: str, interval_s: fl
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last value: {last!r}")
+
+
+def save_tiny_preview_vae(folder: Path) -> Path:
+    """A tiny random ``AutoencoderTiny`` saved like a TAESD checkout, for ``speed.preview_vae``."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    AutoencoderTiny(
+        encoder_block_out_channels=(16, 16),
+        decoder_block_out_channels=(16, 16),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+    ).save_pretrained(folder)
+    return folder
 
 
 def assert_error_shape(body: dict, param: str | None = None) -> None:

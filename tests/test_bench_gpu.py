@@ -82,5 +82,10 @@ def test_cpu_mode_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[
         (row,) = runs[recipe]["batches"]
         assert row["batch"] == 1 and row["images_per_s"] > 0 and row["first_call_s"] > 0
     assert Path(report["plot"]).stat().st_size > 0
+    # The live previews row: the same batch timed without and with a TAESD-sized decoder's previews.
+    (previews,) = report["previews"]
+    assert previews["arch"] == "tiny" and previews["previews_per_image"] >= 1
+    assert previews["off_s"] > 0 and previews["on_s"] > 0
     printed = capsys.readouterr().out
     assert "tiny   fast" in printed and "skipped" in printed
+    assert "previews tiny: batch 1, 1 per image" in printed

@@ -4,50 +4,81 @@ Real Ray Serve with the tiny model and a tiny random ``AutoencoderTiny`` saved a
 (the way a TAESD checkout is configured). Random weights make the preview's look meaningless, so
 what is checked is where previews come from: the configured steps only, the caller's own latents
 (different seeds give different previews, the same seed the same one), small JPEGs, and a cost
-measured into the batch log.
+measured into the batch log. Then where they reach people: a prediction polled over HTTP while it
+renders, and a Discord message's progress edits (tests/fake_discord.py as Discord).
 """
 
 from __future__ import annotations
 
+import base64
 import io
+import itertools
+import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
-import torch
+from fake_discord import DiscordSigner, FakeDiscord, RecordedCall, snowflake
 from PIL import Image
 from ray import serve
+from support import decode_png, save_tiny_preview_vae, wait_for
 
 from serve_app.app import build_app
 from serve_app.generation import ImageJob, ImageResult, ProgressEvent
+from serve_app.image_store import LocalImageStore
+from serve_app.job_records import PredictionRecord
+from serve_app.prediction_api import prediction_view
+from serve_app.preview_board import Preview, PreviewBoard
 
 APP = "previews"
+PREFIX = "/previews"
 STEPS = 6
 EVERY = 2
+PREVIEW_SIZE = 32
+APP_ID = "app-previews"
+FACTS_FILE = Path(__file__).resolve().parent.parent / ".cache" / "live_previews.json"
+# Long enough that a poll (or a progress edit) lands while it renders, with previews every 2 steps.
+SLOW_STEPS = 40
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeDiscord]:
+    server = FakeDiscord()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def signer() -> DiscordSigner:
+    return DiscordSigner()
 
 
 @pytest.fixture(scope="module")
 def model(
-    serve_url: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    serve_url: str,
+    tiny_model_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    fake: FakeDiscord,
+    signer: DiscordSigner,
 ) -> serve.handle.DeploymentHandle:
-    from diffusers import AutoencoderTiny
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("taesd") / "tiny-taesd"
-    AutoencoderTiny(
-        encoder_block_out_channels=(16, 16),
-        decoder_block_out_channels=(16, 16),
-        num_encoder_blocks=(1, 1),
-        num_decoder_blocks=(1, 1),
-    ).save_pretrained(folder)
+    folder = save_tiny_preview_vae(tmp_path_factory.mktemp("taesd") / "tiny-taesd")
     args = {
         "model": str(tiny_model_dir),
         "default_size": "64x64",
         "default_steps": STEPS,
-        "speed": {"preview_vae": str(folder), "preview_every_steps": EVERY, "preview_size": 32},
+        "speed": {"preview_vae": str(folder), "preview_every_steps": EVERY, "preview_size": PREVIEW_SIZE},
         "batching": {"max_batch_size": 4, "batch_wait_timeout_s": 0.3},
+        "data_dir": str(tmp_path_factory.mktemp("previews-store")),
+        "discord_public_key": signer.public_key_hex,
+        "discord_application_id": APP_ID,
+        "discord_api_base_url": fake.url,
+        "discord_progress_interval_s": 0.3,
+        "discord_retry_initial_s": 0.05,
     }
-    serve.run(build_app(args), name=APP, route_prefix="/previews")
+    serve.run(build_app(args), name=APP, route_prefix=PREFIX)
     return serve.get_deployment_handle("DiffusionModel", app_name=APP)
 
 
@@ -73,7 +104,7 @@ def test_previews_on_the_configured_steps_from_the_callers_own_latents(
     assert previewed == [2, 4]  # every 2 steps, never the last (the image itself follows)
     assert all(event.preview is None for event in progress if event.step not in (2, 4))
     first = {e.step: _pixels(e.preview) for e in progress if e.preview}
-    assert max(first[2].shape[:2]) <= 32
+    assert max(first[2].shape[:2]) <= PREVIEW_SIZE
     again, _ = _stream(model, seed=1)
     other, _ = _stream(model, seed=2)
     same = {e.step: _pixels(e.preview) for e in again if e.preview}
@@ -87,8 +118,25 @@ def test_preview_cost_is_measured_and_reported(model: serve.handle.DeploymentHan
     _stream(model, seed=3)
     (entry,) = model.batch_log.remote().result()[len(before) :]
     assert 0 < entry["preview_s"] < entry["render_s"]
+    # Cheap enough not to slow the batch: a small share of the render (1-2% measured here).
+    assert entry["preview_s"] < 0.25 * entry["render_s"], entry
     print(f"previews: {entry['preview_s'] * 1000:.1f} ms of a {entry['render_s'] * 1000:.0f} ms render")
-    assert model.describe.remote().result()["previews"] == {"every_steps": EVERY, "size": 32}
+    # The figure README's Performance section quotes, as a by-product of the run.
+    FACTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    FACTS_FILE.write_text(
+        json.dumps(
+            {
+                "previews_per_image": STEPS // EVERY - 1,
+                "preview_s": entry["preview_s"],
+                "render_s": entry["render_s"],
+                "steps": STEPS,
+                "size": "64x64",
+                "preview_size": PREVIEW_SIZE,
+            },
+            indent=2,
+        )
+    )
+    assert model.describe.remote().result()["previews"] == {"every_steps": EVERY, "size": PREVIEW_SIZE}
 
 
 def test_callers_not_streaming_get_no_preview_work(model: serve.handle.DeploymentHandle) -> None:
@@ -97,3 +145,138 @@ def test_callers_not_streaming_get_no_preview_work(model: serve.handle.Deploymen
     assert isinstance(model.generate.remote(job).result(), ImageResult)
     (entry,) = model.batch_log.remote().result()[len(before) :]
     assert "preview_s" not in entry
+
+
+# --- where previews reach people --------------------------------------------------------------------
+
+
+def _jpeg_from_data_url(url: str) -> Image.Image:
+    prefix = "data:image/jpeg;base64,"
+    assert url.startswith(prefix), url[:40]
+    image = Image.open(io.BytesIO(base64.b64decode(url[len(prefix) :])))
+    assert image.format == "JPEG"
+    return image
+
+
+def test_a_rendering_prediction_shows_previews_and_the_finished_one_its_images(
+    model: serve.handle.DeploymentHandle, serve_url: str
+) -> None:
+    base = f"{serve_url}{PREFIX}"
+    created = httpx.post(
+        f"{base}/v1/predictions",
+        json={"input": {"prompt": "a lighthouse", "n": 2, "size": "64x64", "steps": SLOW_STEPS, "seed": 7}},
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["previews"] is None  # nothing rendered yet
+    url = created.json()["urls"]["get"]
+
+    def polled_previews() -> dict | None:
+        view = httpx.get(url, timeout=30).json()
+        assert view["status"] in ("starting", "processing"), view  # seen before it finishes
+        return view if view["previews"] and all(view["previews"]) else None
+
+    rendering = wait_for(polled_previews, 60, "a prediction showing previews of both images", 0.1)
+    assert rendering["output"] is None
+    # Progress is the stored record's (heartbeats write it once a second), previews this replica's.
+    assert rendering["progress"]["step"] < rendering["progress"]["total"]
+    previews = [_jpeg_from_data_url(preview) for preview in rendering["previews"]]
+    assert [image.size for image in previews] == [(PREVIEW_SIZE, PREVIEW_SIZE)] * 2
+    # Each image's own latents: seeds 7 and 8 render different pictures.
+    first, second = (np.asarray(image.convert("RGB"), dtype=np.int16) for image in previews)
+    assert np.abs(first - second).max() > 20
+
+    def finished() -> dict | None:
+        view = httpx.get(url, timeout=30).json()
+        return view if view["status"] in ("succeeded", "failed", "canceled") else None
+
+    done = wait_for(finished, 90, "the prediction to finish", 0.2)
+    assert done["status"] == "succeeded", done
+    assert done["previews"] is None
+    assert len(done["output"]) == 2
+    for image_url in done["output"]:
+        assert decode_png(httpx.get(image_url, timeout=30).content).shape == (64, 64, 3)
+
+
+def test_previews_are_shown_only_while_the_job_runs(tmp_path: Path) -> None:
+    board = PreviewBoard()
+    board.put("pred_a", 1, 4, b"\xff\xd8jpeg")
+    record = PredictionRecord(
+        id="pred_a", input={"prompt": "x", "n": 2}, jobs=[{"seed": 1}, {"seed": 2}], created_at=1.0
+    )
+    store = LocalImageStore(tmp_path)
+    running = prediction_view(
+        record.model_copy(update={"status": "processing"}), store, "", board.latest("pred_a")
+    )
+    assert running["previews"] == [None, Preview(4, b"\xff\xd8jpeg").data_url]
+    assert running["previews"][1] == "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8jpeg").decode()
+    for status in ("succeeded", "failed", "canceled"):
+        ended = record.model_copy(update={"status": status})
+        assert prediction_view(ended, store, "", board.latest("pred_a"))["previews"] is None
+    board.forget("pred_a")
+    assert board.latest("pred_a") == {} and len(board) == 0
+
+
+def _imagine(prompt: str, seed: int, steps: int) -> dict:
+    return {
+        "id": snowflake(),
+        "application_id": APP_ID,
+        "type": 2,
+        "token": f"tok-{uuid.uuid4().hex}",
+        "data": {
+            "id": "cmd1",
+            "name": "imagine",
+            "type": 1,
+            "options": [
+                {"name": "prompt", "type": 3, "value": prompt},
+                {"name": "seed", "type": 4, "value": seed},
+                {"name": "steps", "type": 4, "value": steps},
+                {"name": "size", "type": 3, "value": "64x64"},
+            ],
+        },
+        "attachment_size_limit": 10 * 1024 * 1024,
+        "guild_id": "g1",
+        "member": {"user": {"id": "u1", "username": "u1"}},
+    }
+
+
+def test_discord_progress_edits_carry_the_preview_and_the_final_edit_only_the_image(
+    model: serve.handle.DeploymentHandle, serve_url: str, fake: FakeDiscord, signer: DiscordSigner
+) -> None:
+    interaction = _imagine("a lighthouse", seed=11, steps=SLOW_STEPS)
+    body = json.dumps(interaction).encode()
+    response = httpx.post(
+        f"{serve_url}{PREFIX}/discord/interactions", content=body, headers=signer.headers(body), timeout=30
+    )
+    assert response.json() == {"type": 5}, response.text
+    token = interaction["token"]
+
+    def delivered(calls: list[RecordedCall]) -> bool:
+        return any(token in c.path and "components" in (c.json or {}) for c in calls)
+
+    fake.wait_for(delivered, 90, "the final edit")
+    edits = [c for c in fake.calls_to(token) if c.status < 300]
+    final = edits[-1]
+    assert "components" in final.json, [c.json for c in edits]  # nothing edited after the image
+    with_preview = [c for c in edits[:-1] if c.files]
+    assert with_preview, [c.json for c in edits]
+    for edit in with_preview:
+        (name, content_type, data) = edit.files["files[0]"]
+        assert set(edit.files) == {"files[0]"}
+        assert content_type == "image/jpeg" and name.startswith("preview-11-step") and name.endswith(".jpg")
+        image = Image.open(io.BytesIO(data))
+        assert image.format == "JPEG" and image.size == (PREVIEW_SIZE, PREVIEW_SIZE)
+        # Only the new preview is listed, so the previous one leaves the message.
+        assert edit.json["attachments"] == [{"id": 0, "filename": name}]
+        assert edit.json["embeds"][0]["image"]["url"] == f"attachment://{name}"
+        assert "Rendering step" in edit.json["content"]
+    # Still throttled like every progress edit (scheduling jitter aside).
+    progress = edits[:-1]
+    assert all(b.at - a.at >= 0.3 * 0.8 for a, b in itertools.pairwise(progress))
+    # The final edit replaces the preview with the image: one file, the PNG, and nothing else kept.
+    assert set(final.files) == {"files[0]"}
+    name, content_type, data = final.files["files[0]"]
+    assert (name, content_type) == ("imagine-11.png", "image/png")
+    assert decode_png(data).shape == (64, 64, 3)
+    assert final.json["attachments"] == [{"id": 0, "filename": "imagine-11.png"}]
+    assert final.json["embeds"][0]["image"]["url"] == "attachment://imagine-11.png"

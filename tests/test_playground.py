@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from ray import serve
-from support import wait_for
+from support import save_tiny_preview_vae, wait_for
 
 from serve_app.app import build_app
 from serve_app.diffusion_model import DiffusionModel
@@ -67,6 +67,12 @@ def base(serve_url: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPath
         "data_dir": str(tmp_path_factory.mktemp("playground-data")),
         # One image per pipeline call: a second job queues behind the first.
         "batching": {"max_batch_size": 1, "batch_wait_timeout_s": 0.0},
+        # Live previews: a tiny TAESD-style decoder, a 32-pixel JPEG every 5 steps.
+        "speed": {
+            "preview_vae": str(save_tiny_preview_vae(tmp_path_factory.mktemp("playground-taesd") / "taesd")),
+            "preview_every_steps": 5,
+            "preview_size": 32,
+        },
     }
     serve.run(build_app(args), name=APP, route_prefix="/")
     return serve_url
@@ -265,6 +271,24 @@ def save_screenshots(page: Page) -> None:
         (REPO / "docs").mkdir(exist_ok=True)
         for name in ("playground-desktop.png", "playground-phone.png"):
             shutil.copyfile(SCREENSHOTS / name, REPO / "docs" / name)
+
+
+def test_a_rendering_job_shows_its_live_preview_then_the_image(page: Page) -> None:
+    page.get_by_label("Random seed").uncheck()
+    generate_from_form(page, "a preview", size="64x64", steps="80", seed="99")
+    # The prediction's preview (a JPEG data URL of preview_size) where the image will appear.
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('#results li.preview img')].some(
+             (img) => img.src.startsWith('data:image/jpeg;base64,') && img.complete
+                      && img.naturalWidth === 32 && img.naturalHeight === 32)"""
+    )
+    expect(page.locator("#results li.preview img").first).to_have_attribute(
+        "alt", "Preview of the image with seed 99, still rendering"
+    )
+    wait_for_image(page, 64, 64)
+    expect(page.locator("#job-status")).to_contain_text("Done")
+    expect(page.locator("#results li.preview")).to_have_count(0)  # the image replaced it
+    no_script_errors(page)
 
 
 def test_bad_input_is_shown_next_to_the_field_it_names(page: Page) -> None:

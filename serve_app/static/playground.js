@@ -437,6 +437,9 @@ function render(prediction) {
       bar.removeAttribute("value"); // indeterminate until the first denoising step
       if (prediction.queue) queue.textContent = queueText(prediction.queue);
     }
+    // Previews come from the ingress's memory, progress from the record's last heartbeat: a
+    // preview may arrive before the first step is recorded.
+    if (prediction.previews) showPreviews(prediction);
   } else if (prediction.status === "succeeded") {
     const seconds = prediction.metrics && prediction.metrics.predict_time;
     status.textContent = seconds !== undefined ? `Done in ${seconds.toFixed(1)} s.` : "Done.";
@@ -444,9 +447,11 @@ function render(prediction) {
     bar.value = progress.total || 1;
     showImages(prediction);
   } else if (prediction.status === "failed") {
+    $("results").replaceChildren(); // previews of a render that will never finish
     status.textContent = "Failed.";
     showError("generate", `The job failed: ${prediction.error || "no reason given"}`);
   } else if (prediction.status === "canceled") {
+    $("results").replaceChildren();
     status.textContent = "Canceled.";
   }
 }
@@ -468,6 +473,26 @@ function showImages(prediction) {
   const cards = (prediction.seeds || []).map((seed, index) => {
     if (flags[index]) return flaggedCard(seed);
     return imageCard(urls.shift(), { ...input, seed });
+  });
+  $("results").replaceChildren(...cards);
+}
+
+// Live previews (when the server's model makes them): a small JPEG of each image's latest step, as a
+// data URL, shown where the image will appear; the finished images replace them.
+function showPreviews(prediction) {
+  const cards = prediction.previews.map((url, index) => {
+    const item = document.createElement("li");
+    item.className = "card preview";
+    const seed = (prediction.seeds || [])[index];
+    if (url) {
+      const image = document.createElement("img");
+      image.src = url;
+      image.alt = `Preview of the image with seed ${seed}, still rendering`;
+      item.append(image);
+    } else {
+      item.textContent = `Seed ${seed}: no preview yet.`;
+    }
+    return item;
   });
   $("results").replaceChildren(...cards);
 }
