@@ -1,12 +1,14 @@
 """The browser playground at ``/``, driven in Debian's headless Chromium against the real app.
 
-One Serve and one browser for the module; the tiny model at small sizes keeps each render short.
-The model batches one image at a time here, so a long "blocker" job makes the next one wait in a
-queue the page can show.
+One Serve and one browser for the module; tiny models at small sizes keep each render short.
+The app serves a two-model catalogue (tiny-sd, the default, and tiny-sd-b with other weights and
+defaults) and one tiny LoRA usable with both. The model batches one image at a time here, so a
+long "blocker" job makes the next one wait in a queue the page can show.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -20,14 +22,15 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 from ray import serve
-from support import save_tiny_preview_vae, wait_for
+from support import decode_png, max_pixel_difference, save_tiny_preview_vae, wait_for
 
 from serve_app.app import build_app
 from serve_app.diffusion_model import DiffusionModel
 from serve_app.ingress import ingress_deployment
 from serve_app.settings import AppSettings
+from serve_app.tiny_model import save_tiny_model
 
 APP = "playground"
 API_KEY = "playground-key-7"
@@ -52,9 +55,29 @@ TIMEOUT_MS = 90_000
 
 @pytest.fixture(scope="module")
 def base(serve_url: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    models = tmp_path_factory.mktemp("playground-models")
+    save_tiny_model(models / "b", seed=7)
+    save_tiny_model(models / "ink", "lora")
     args = {
-        "model": str(tiny_model_dir),
-        "model_name": "tiny-sd",
+        "models": [
+            {
+                "name": "tiny-sd",
+                "model": str(tiny_model_dir),
+                "default": True,
+                "loras": [{"name": "tiny-ink", "source": str(models / "ink"), "weight": 0.8}],
+            },
+            # Its own defaults: the page shows them once it is picked.
+            {
+                "name": "tiny-sd-b",
+                "model": str(models / "b"),
+                "description": "other weights",
+                "default_size": "72x64",
+                "default_steps": 6,
+                "default_guidance_scale": 5.5,
+            },
+        ],
+        "max_loras_per_request": 1,
+        "max_lora_weight": 1.5,
         "default_size": "64x64",
         "default_steps": 4,
         "max_steps": 400,
@@ -271,6 +294,113 @@ def save_screenshots(page: Page) -> None:
         (REPO / "docs").mkdir(exist_ok=True)
         for name in ("playground-desktop.png", "playground-phone.png"):
             shutil.copyfile(SCREENSHOTS / name, REPO / "docs" / name)
+
+
+def test_the_chosen_model_and_lora_draw_the_image_and_the_gallery_names_them(page: Page, base: str) -> None:
+    model = page.get_by_label("Model", exact=True)
+    expect(model).to_have_value("tiny-sd")  # the catalogue's default
+    expect(page.locator("#model-hint")).to_have_text("SD 1.5")
+    expect(page.locator("#steps")).to_have_attribute("placeholder", "4 (model default)")
+    page.locator("#guidance_scale").fill("4")  # typed by the user: a switch keeps it
+    model.select_option("tiny-sd-b")
+    expect(page.locator("#model-hint")).to_have_text("SD 1.5 · other weights")
+    expect(page.locator("#model-info")).to_contain_text("Model tiny-sd-b")
+    expect(page.locator("#size")).to_have_attribute("placeholder", "72x64 (model default)")
+    expect(page.locator("#steps")).to_have_attribute("placeholder", "6 (model default)")
+    expect(page.locator("#guidance_scale")).to_have_value("4")
+
+    # tiny-ink is listed under tiny-sd but usable with every SD 1.5 model: offered here too, at
+    # its listed weight, bounded by max_lora_weight.
+    use = page.get_by_label("tiny-ink", exact=True)
+    slider = page.get_by_label("tiny-ink weight", exact=True)
+    weight = page.get_by_label("tiny-ink weight value")
+    expect(weight).to_have_value("0.8")
+    expect(weight).to_be_disabled()
+    expect(slider).to_have_attribute("max", "1.5")
+    expect(slider).to_have_attribute("min", "-1.5")
+    use.check()
+    weight.fill("0.5")
+    expect(slider).to_have_value("0.5")
+    page.get_by_label("Random seed").uncheck()
+    prompt = f"a harbour {uuid.uuid4().hex[:6]}"
+    sent, prediction = created_by(page, lambda: generate_from_form(page, prompt, seed="2468", steps="5"))
+    assert sent["model"] == "tiny-sd-b" and sent["loras"] == [{"name": "tiny-ink", "weight": 0.5}]
+    assert prediction["model"] == "tiny-sd-b"
+    wait_for_image(page, 72, 64)  # tiny-sd-b's default size: Size was left empty
+    card = page.locator("#results .card").first
+    expect(card).to_contain_text("tiny-sd-b + tiny-ink 0.5")
+    (url,) = wait_for(
+        lambda: finished(base, prediction["id"])["output"], 60, "the prediction's output"
+    )
+    shown = page.context.request.get(card.locator("img").get_attribute("src"))
+    assert shown.status == 200
+    shown_pixels = decode_png(shown.body())
+
+    # The gallery entry and its dialog name the model and the LoRA; "Use these settings" picks them.
+    entry = page.locator("#gallery li").filter(has=page.locator(f"img[src='{url}']"))
+    expect(entry.locator(".thumb-model")).to_have_text("tiny-sd-b + tiny-ink 0.5")
+    model.select_option("tiny-sd")
+    use.uncheck()
+    entry.locator("button.thumb").click()
+    dialog = page.locator("#image-dialog")
+    expect(dialog.locator("dd[data-param='Model']")).to_have_text("tiny-sd-b")
+    expect(dialog.locator("dd[data-param='LoRAs']")).to_have_text("tiny-ink 0.5")
+    page.get_by_role("button", name="Use these settings").click()
+    expect(model).to_have_value("tiny-sd-b")
+    expect(use).to_be_checked()
+    expect(weight).to_have_value("0.5")
+
+    # Vary draws with the image's model and LoRA.
+    vary = card.get_by_role("button", name="Vary the image with seed 2468")
+    sent, _ = created_by(page, vary.click)
+    assert sent["model"] == "tiny-sd-b" and sent["loras"] == [{"name": "tiny-ink", "weight": 0.5}]
+    wait_for_image(page, 72, 64)
+
+    # The image the page showed is the one the same request through the HTTP API gives; the
+    # default model without the LoRA draws another.
+    body = {"prompt": prompt, "seed": 2468, "steps": 5, "guidance_scale": 4, "response_format": "b64_json"}
+    with httpx.Client(base_url=base, headers=AUTH, timeout=120) as http:
+
+        def render(**extra: object) -> np.ndarray:
+            response = http.post("/v1/images/generations", json={**body, **extra})
+            assert response.status_code == 200, response.text
+            return decode_png(base64.b64decode(response.json()["data"][0]["b64_json"]))
+
+        same = render(model="tiny-sd-b", loras=[{"name": "tiny-ink", "weight": 0.5}])
+        other = render(size="72x64")
+    assert max_pixel_difference(shown_pixels, same) <= 2
+    assert max_pixel_difference(shown_pixels, other) >= 20
+    no_script_errors(page)
+
+
+def test_the_servers_model_and_lora_errors_are_shown_at_their_inputs(page: Page) -> None:
+    """What the page offers is valid; a catalogue changed under an open page is not: the 400s."""
+
+    def rewritten(changes: dict) -> Callable[[Route], None]:
+        def handle(route: Route) -> None:
+            body = route.request.post_data_json
+            body["input"].update(changes)
+            route.continue_(post_data=json.dumps(body))
+
+        return handle
+
+    creates = "**/v1/predictions"
+    page.route(creates, rewritten({"loras": [{"name": "retired-ink", "weight": 0.5}]}))
+    generate_from_form(page, "a retired LoRA")
+    expect(page.locator("#loras-error")).to_contain_text("Unknown LoRA 'retired-ink'")
+    expect(page.locator("#loras")).to_be_focused()
+    expect(page.locator("#generate-error")).to_be_empty()
+    page.unroute(creates)
+
+    page.route(creates, rewritten({"model": "retired-model"}))
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#model-error")).to_contain_text("Unknown model 'retired-model'")
+    expect(page.locator("#model-error")).to_contain_text("tiny-sd, tiny-sd-b")
+    expect(page.get_by_label("Model", exact=True)).to_be_focused()
+    expect(page.locator("#loras-error")).to_be_empty()  # a new attempt clears the old error
+    expect(page.locator("#job")).to_be_hidden()
+    page.unroute(creates)
+    no_script_errors(page)
 
 
 def test_a_rendering_job_shows_its_live_preview_then_the_image(page: Page) -> None:

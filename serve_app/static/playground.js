@@ -16,9 +16,16 @@ const RECONNECT_MAX_MS = 5000;
 const GALLERY_LIMIT = Number(new URLSearchParams(location.search).get("gallery_limit")) || 12;
 
 // Every form input that becomes a field of the prediction's "input". A capability the API gains
-// (model, LoRA) is one element in index.html plus one entry here: read() gives the value to send
-// (undefined: leave it to the server; a promise for a file), write() loads a stored one.
+// is one element in index.html plus one entry here: read() gives the value to send (undefined:
+// leave it to the server; a promise for a file), write() loads a stored one. The model comes
+// before the LoRAs: loading settings picks the model, whose LoRAs are then the ones on offer.
 const FIELDS = [
+  {
+    name: "model",
+    read: () => $("model").value || undefined,
+    write: (value) => { if (value) selectModel(value); },
+  },
+  { name: "loras", read: readLoras, write: writeLoras },
   textField("prompt"),
   textField("negative_prompt"),
   textField("size"),
@@ -191,8 +198,9 @@ function setUpKeyForm() {
 // --- errors next to what caused them -----------------------------------------------------------
 
 function fieldOf(param) {
-  // "input.size" (the prediction body's path) and "size" both belong to the size field.
-  const sent = String(param || "").replace(/^input\./, "");
+  // "input.size" (the prediction body's path) and "size" both belong to the size field;
+  // "input.loras[0].name" to the LoRA picker.
+  const sent = String(param || "").replace(/^input\./, "").replace(/[[.].*$/, "");
   const name = FIELD_ALIASES[sent] || sent;
   return FIELDS.some((field) => field.name === name) ? name : null;
 }
@@ -327,11 +335,17 @@ async function submit(input) {
 let pictureDefaults = null; // /v1/models' image_inputs: the strengths the service's own actions use
 
 // The stored image's URL is sent as is: the API reads it from the store by its id, never fetches.
+// Like its steps and scheduler, the image's own model and LoRAs (the selected ones when its record
+// predates the catalogue): a variation of a picture is drawn by what drew it.
 async function pictureInput(action, url, params) {
   const input = { prompt: params.prompt, image: url };
   for (const name of ["negative_prompt", "steps", "guidance_scale", "scheduler"]) {
     if (params[name] !== undefined && params[name] !== null && params[name] !== "") input[name] = params[name];
   }
+  const model = params.model || $("model").value;
+  if (model) input.model = model;
+  const loras = params.model ? params.loras : readLoras();
+  if (loras && loras.length) input.loras = loras.map(({ name, weight }) => ({ name, weight }));
   if (action === "upscale") {
     input.upscale = true; // twice the size, at the server's upscale_strength
     input.seed = params.seed;
@@ -472,7 +486,8 @@ function showImages(prediction) {
   const urls = [...(prediction.output || [])];
   const cards = (prediction.seeds || []).map((seed, index) => {
     if (flags[index]) return flaggedCard(seed);
-    return imageCard(urls.shift(), { ...input, seed });
+    // The view's model: the catalogue's default when the input named none.
+    return imageCard(urls.shift(), { ...input, model: input.model || prediction.model, seed });
   });
   $("results").replaceChildren(...cards);
 }
@@ -583,6 +598,7 @@ function lazyImage(url, alt, size) {
 
 function describe(params) {
   const parts = [`seed ${params.seed}`];
+  if (params.model) parts.push(modelText(params.model, params.loras));
   if (params.kind && params.kind !== "txt2img") parts.push(`${params.kind} at strength ${params.strength}`);
   if (params.size) parts.push(params.size);
   if (params.steps !== undefined) parts.push(`${params.steps} steps`);
@@ -646,7 +662,26 @@ function recordParams(record) {
     guidance_scale: record.guidance_scale,
     scheduler: record.scheduler,
     seed: record.seed,
+    model: record.model,
+    loras: record.loras || [],
   };
+}
+
+// "tiny-sd-b + tiny-ink 0.5": what drew an image, on its card, its gallery entry and its dialog.
+function modelText(model, loras) {
+  return [model, ...loraTexts(loras)].join(" + ");
+}
+
+function loraTexts(loras) {
+  return (loras || []).map((lora) => {
+    const { name, weight } = typeof lora === "string" ? parseLora(lora) : lora;
+    return weight === undefined || weight === null ? name : `${name} ${weight}`;
+  });
+}
+
+function parseLora(text) {
+  const [name, weight] = String(text).split(":");
+  return { name, weight: weight === undefined ? undefined : Number(weight) };
 }
 
 function galleryItem(record) {
@@ -660,7 +695,10 @@ function galleryItem(record) {
   const image = lazyImage(record.url, "", `${record.width}x${record.height}`);
   button.append(image);
   button.addEventListener("click", () => openRecord(record));
-  item.append(button);
+  const drawnBy = document.createElement("span");
+  drawnBy.className = "thumb-model";
+  drawnBy.textContent = record.model ? modelText(record.model, record.loras) : "";
+  item.append(button, drawnBy);
   return item;
 }
 
@@ -682,6 +720,7 @@ function openRecord(record) {
     ["Kind", record.kind || "txt2img"],
     ["Strength", record.strength ?? "none (from text)"],
     ["Model", record.model],
+    ["LoRAs", loraTexts(record.loras).join(", ") || "none"],
     ["Render time", record.timings ? `${record.timings.render_s} s (batch of ${record.timings.batch_size})` : "?"],
     ["Created", new Date(record.created * 1000).toLocaleString()],
   ];
@@ -709,12 +748,16 @@ async function dialogAction(action) {
   }
 }
 
-// --- model information -------------------------------------------------------------------------
+// --- models and LoRAs ---------------------------------------------------------------------------
+
+const FAMILY_NAMES = { sd15: "SD 1.5", sd2: "SD 2.x", sdxl: "SDXL", "sd-turbo": "SD-Turbo", "sdxl-turbo": "SDXL-Turbo" };
+let catalogue = null; // /v1/models: {models, limits}
 
 async function loadModels() {
   try {
     const listing = await api(API.models);
-    showModel(listing.data[0]);
+    catalogue = { models: listing.data || [], limits: listing.limits || {} };
+    fillModelSelect();
   } catch (error) {
     $("model-info").textContent = error.status === 401
       ? "Model information needs an API key."
@@ -722,7 +765,147 @@ async function loadModels() {
   }
 }
 
-// The place to switch capability inputs on once /v1/models reports them (img2img, LoRA, ...).
+function defaultModel() {
+  return catalogue.models.find((model) => model.default) || catalogue.models[0];
+}
+
+function selectedModel() {
+  if (!catalogue) return null;
+  return catalogue.models.find((model) => model.id === $("model").value) || defaultModel();
+}
+
+// A reload of the listing (a key was saved) keeps the user's choice when it still exists.
+function fillModelSelect() {
+  const select = $("model");
+  const chosen = select.value;
+  const options = catalogue.models.map((model) => {
+    const option = document.createElement("option");
+    option.value = model.id;
+    const family = FAMILY_NAMES[model.family] || model.family || "";
+    option.textContent = `${model.id}${family ? ` (${family})` : ""}${model.default ? ", default" : ""}`;
+    return option;
+  });
+  select.replaceChildren(...options);
+  const keep = catalogue.models.some((model) => model.id === chosen);
+  const fallback = defaultModel();
+  select.value = keep ? chosen : fallback ? fallback.id : "";
+  applyModel();
+}
+
+function selectModel(id) {
+  if (!catalogue || !catalogue.models.some((model) => model.id === id)) {
+    // Not (or no longer) in the catalogue: sent as is, so the server's 400 names it.
+    const option = document.createElement("option");
+    option.value = id;
+    option.textContent = `${id} (not listed)`;
+    $("model").append(option);
+  }
+  $("model").value = id;
+  applyModel();
+}
+
+// The form's defaults are the selected model's: empty fields show them as placeholders and the
+// server applies them (the request names the model), so a switch never overwrites typed values.
+function applyModel() {
+  if (!catalogue) return; // settings loaded before the listing: fillModelSelect applies them
+  const model = selectedModel();
+  showModel(model);
+  if (!model) return;
+  const family = FAMILY_NAMES[model.family] || model.family || "";
+  $("model-hint").textContent = [family, model.description].filter(Boolean).join(" · ");
+  const defaults = model.defaults || {};
+  const placeholder = (value) => (value === undefined || value === null ? "model default" : `${value} (model default)`);
+  $("size").placeholder = placeholder(defaults.size);
+  $("steps").placeholder = placeholder(defaults.steps);
+  $("guidance_scale").placeholder = placeholder(defaults.guidance_scale);
+  $("scheduler").options[0].textContent = placeholder(defaults.scheduler);
+  buildLoraList(model);
+}
+
+// One row per LoRA usable with the model: a checkbox, then its weight as a slider and a number
+// bounded by the server's max_lora_weight. Picks of a LoRA the new model can also use survive.
+function buildLoraList(model) {
+  const limits = catalogue.limits;
+  const max = limits.max_loras_per_request ?? 0;
+  const bound = limits.max_lora_weight ?? 1;
+  const kept = new Map((readLoras() || []).map((lora) => [lora.name, lora.weight]));
+  const rows = (model.loras || []).map((lora, index) => {
+    const row = document.createElement("li");
+    row.className = "lora";
+    row.dataset.lora = lora.name;
+    const label = document.createElement("label");
+    label.className = "check";
+    const use = document.createElement("input");
+    use.type = "checkbox";
+    use.id = `lora-use-${index}`;
+    use.className = "lora-use";
+    label.append(use, ` ${lora.name}`);
+    const slider = document.createElement("input");
+    slider.type = "range";
+    const number = document.createElement("input");
+    number.type = "number";
+    number.inputMode = "decimal";
+    for (const input of [slider, number]) {
+      input.min = String(-bound);
+      input.max = String(bound);
+      input.step = "0.05";
+      input.className = "lora-weight";
+    }
+    slider.setAttribute("aria-label", `${lora.name} weight`);
+    number.setAttribute("aria-label", `${lora.name} weight value`);
+    const weight = kept.has(lora.name) ? kept.get(lora.name) : lora.weight;
+    slider.value = number.value = String(weight);
+    use.checked = kept.has(lora.name);
+    slider.addEventListener("input", () => { number.value = slider.value; });
+    number.addEventListener("input", () => { slider.value = number.value; });
+    use.addEventListener("change", syncLoraLimit);
+    row.append(label, slider, number);
+    return row;
+  });
+  $("lora-list").replaceChildren(...rows);
+  $("loras").hidden = rows.length === 0 || max === 0;
+  $("loras-hint").textContent =
+    `Up to ${max} at once, each weighted from ${-bound} to ${bound} (the listed default is preset).`;
+  syncLoraLimit();
+}
+
+// At max_loras_per_request, the unpicked ones are disabled; an unpicked LoRA's weight too.
+function syncLoraLimit() {
+  const max = (catalogue && catalogue.limits.max_loras_per_request) ?? 0;
+  const rows = [...$("lora-list").children];
+  const picked = rows.filter((row) => row.querySelector(".lora-use").checked).length;
+  for (const row of rows) {
+    const use = row.querySelector(".lora-use");
+    use.disabled = !use.checked && picked >= max;
+    for (const input of row.querySelectorAll(".lora-weight")) input.disabled = !use.checked;
+  }
+}
+
+function readLoras() {
+  const picked = [...$("lora-list").children].filter((row) => row.querySelector(".lora-use").checked);
+  if (!picked.length) return undefined;
+  return picked.map((row) => ({
+    name: row.dataset.lora,
+    weight: numberOrText(row.querySelector("input[type=number]").value),
+  }));
+}
+
+function writeLoras(value) {
+  const wanted = new Map((value || []).map((lora) => {
+    const { name, weight } = typeof lora === "string" ? parseLora(lora) : lora;
+    return [name, weight];
+  }));
+  for (const row of $("lora-list").children) {
+    const use = row.querySelector(".lora-use");
+    use.checked = wanted.has(row.dataset.lora);
+    const weight = wanted.get(row.dataset.lora);
+    if (weight !== undefined && weight !== null) {
+      for (const input of row.querySelectorAll(".lora-weight")) input.value = String(weight);
+    }
+  }
+  syncLoraLimit();
+}
+
 function showModel(model) {
   if (!model) {
     $("model-info").textContent = "No model is configured.";
@@ -760,6 +943,7 @@ function main() {
   });
   syncSeedToggle();
   $("generate-form").addEventListener("submit", generate);
+  $("model").addEventListener("change", applyModel);
   $("cancel").addEventListener("click", cancelJob);
   $("gallery-more").addEventListener("click", loadGalleryPage);
   $("dialog-close").addEventListener("click", () => $("image-dialog").close());
