@@ -74,6 +74,8 @@ def base(serve_url: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPath
                 "default_size": "72x64",
                 "default_steps": 6,
                 "default_guidance_scale": 5.5,
+                # A second LoRA: with max_loras_per_request 1, picking one disables the other.
+                "loras": [{"name": "tiny-wash", "source": str(models / "ink"), "weight": -0.5}],
             },
         ],
         "max_loras_per_request": 1,
@@ -318,7 +320,11 @@ def test_the_chosen_model_and_lora_draw_the_image_and_the_gallery_names_them(pag
     expect(weight).to_be_disabled()
     expect(slider).to_have_attribute("max", "1.5")
     expect(slider).to_have_attribute("min", "-1.5")
+    other = page.get_by_label("tiny-wash", exact=True)
+    expect(page.get_by_label("tiny-wash weight value")).to_have_value("-0.5")
+    expect(other).to_be_enabled()
     use.check()
+    expect(other).to_be_disabled()  # max_loras_per_request: 1
     weight.fill("0.5")
     expect(slider).to_have_value("0.5")
     page.get_by_label("Random seed").uncheck()
