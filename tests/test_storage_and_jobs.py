@@ -518,7 +518,7 @@ def test_records_survive_an_ingress_restart_and_stale_jobs_are_adopted(
         assert adopted["attempts"] == 2 and adopted["seeds"] == [77]
 
 
-def test_an_adopted_image_job_renders_the_same_image(apps: dict) -> None:
+def test_an_adopted_image_job_renders_the_same_image(apps: dict, tiny_model_dir: Path) -> None:
     """The record round trip: written by one process, its input image read back by the adopter."""
     local = apps["local"]
     picture = noise_png(21)
@@ -526,7 +526,8 @@ def test_an_adopted_image_job_renders_the_same_image(apps: dict) -> None:
         body = {"input": {"prompt": "kept", "image": data_url(picture), "strength": 0.6, "seed": 9}}
         _, fresh, _ = succeeded_image({"kind": "local", **local}, http, body)
         # The same job, accepted by "another ingress" that died at once: silent, one attempt used.
-        settings = AppSettings(default_size="64x64", default_steps=4, data_dir=str(local["dir"]))
+        # The app's own settings: the job names the app's model, as one its other ingress wrote would.
+        settings = AppSettings.model_validate(args(tiny_model_dir, data_dir=str(local["dir"])))
         params = GenerationParams(prompt="kept", seed=9)
         jobs = image_jobs(build_jobs(params, 1, settings), "img2img", Image.open(io.BytesIO(picture)), 0.6)
         orphan = new_record(params, 1, settings, "api", jobs=jobs)
