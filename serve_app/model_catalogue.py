@@ -44,9 +44,10 @@ LORA_ARCHITECTURE: dict[str, str] = {
     "sdxl-turbo": "sdxl",
 }
 
-# Model names may be hub ids or paths (a one-model config names its model by its source); LoRA
-# names appear inside `<lora:NAME:WEIGHT>`, so no ':' or '>'.
-MODEL_NAME_PATTERN = r"^[A-Za-z0-9~./_][A-Za-z0-9._/:~-]{0,255}$"
+# Model names may be hub ids, paths (a one-model config names its model by its source) or display
+# names ("SD 1.5"): no control characters, no surrounding blanks. LoRA names appear inside
+# `<lora:NAME:WEIGHT>`, so no ':' or '>'.
+MODEL_NAME_PATTERN = r"^[^\s\x00-\x1f](?:[^\x00-\x1f]{0,254}[^\s\x00-\x1f])?$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # A1111: <lora:name>, <lora:name:0.8>, and a third field (text-encoder weight) this ignores.
 LORA_TAG = re.compile(r"<lora:([^:>]+)(?::(-?\d+(?:\.\d+)?))?(?::[^>]*)?>")

@@ -110,3 +110,11 @@ def test_a_single_model_config_is_a_one_entry_catalogue() -> None:
     assert s.catalogue.names == ["stabilityai/sd-turbo"]
     assert s.catalogue.default.family == "sd-turbo"
     assert s.for_model(None).default_steps == 1
+
+
+def test_a_model_name_may_be_any_display_name() -> None:
+    """Configs from before the catalogue named their one model freely (`model_name: SD 1.5`)."""
+    assert AppSettings(model="org/sd", model_name="SD 1.5").catalogue.names == ["SD 1.5"]
+    for bad in (" padded", "line\nbreak", ""):
+        with pytest.raises(ValidationError):
+            AppSettings.model_validate({"models": [{"name": bad, "model": "x"}]})
