@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny model (built once per session) and a real local Ray Serve per module."""
+"""Shared fixtures: the tiny model (built once per session) and a real local Ray Serve for the modules."""
 
 from __future__ import annotations
 
@@ -33,19 +33,77 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd")
 
 
-@pytest.fixture(scope="module")
-def serve_url() -> Iterator[str]:
-    """A fresh local Ray + Serve for the module, HTTP on a free loopback port."""
-    import ray
-    from ray import serve
+class SharedServe:
+    """One local Ray + Serve reused by module after module (starting one costs about 9 s).
 
-    port = free_port()
-    # Logical CPUs: replicas reserve them; torch threads are set per replica from its share.
-    # address="local": always a fresh instance, never a cluster some `ray start` left running.
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    Modules get it clean: the applications a module deployed are deleted when it ends, which also
+    frees the logical CPUs their replicas held.
+    """
+
+    def __init__(self) -> None:
+        self.url: str | None = None
+
+    def start(self) -> str:
+        if self.url is None:
+            import ray
+            from ray import serve
+
+            port = free_port()
+            # Logical CPUs: replicas reserve them; torch threads are set per replica from its share.
+            # address="local": always a fresh instance, never a cluster some `ray start` left running.
+            ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    def clear(self) -> None:
+        from ray import serve
+
+        if self.url is not None:
+            for name in list(serve.status().applications):
+                serve.delete(name)
+
+    def stop(self) -> None:
+        if self.url is not None:
+            import ray
+            from ray import serve
+
+            serve.shutdown()
+            ray.shutdown()
+            self.url = None
+
+
+SHARED_SERVE = SharedServe()
+
+
+@pytest.fixture(scope="module")
+def serve_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A local Ray + Serve for the module, HTTP on a free loopback port.
+
+    Shared with other modules unless the module sets ``OWN_RAY = True``: then a fresh one starts
+    now, after the module's own fixtures have set the environment its replicas must inherit (moto's
+    endpoint, AWS credentials), and its logs and metrics hold nothing from other modules.
+    """
+    own = getattr(request.module, "OWN_RAY", False)
+    if own:
+        SHARED_SERVE.stop()
+    url = SHARED_SERVE.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        if own:
+            SHARED_SERVE.stop()
+        else:
+            SHARED_SERVE.clear()
+
+
+@pytest.fixture(scope="module")
+def no_shared_ray() -> None:
+    """For a module that starts or joins a Ray cluster of its own (one driver, one Ray)."""
+    SHARED_SERVE.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_shared_serve() -> Iterator[None]:
+    yield
+    SHARED_SERVE.stop()

@@ -40,7 +40,7 @@ def ray_bin(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def sim_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def sim_cluster(tmp_path_factory: pytest.TempPathFactory, no_shared_ray: None) -> Iterator[dict[str, str]]:
     import ray._private.services as services
     import ray.autoscaler._private.fake_multi_node as fake_multi_node
     from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID

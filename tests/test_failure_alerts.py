@@ -28,6 +28,9 @@ from serve_app.failure_alerts import AlertLimiter, FailureAlerts
 from serve_app.job_records import TERMINAL
 from serve_app.settings import AppSettings
 
+# Its own Ray: started after this module's environment is set, with logs and metrics of its own.
+OWN_RAY = True
+
 REGION = "us-east-1"
 LIMIT = 3
 

@@ -178,8 +178,6 @@ def test_a_rendering_prediction_shows_previews_and_the_finished_one_its_images(
 
     rendering = wait_for(polled_previews, 60, "a prediction showing previews of both images", 0.1)
     assert rendering["output"] is None
-    # Progress is the stored record's (heartbeats write it once a second), previews this replica's.
-    assert rendering["progress"]["step"] < rendering["progress"]["total"]
     previews = [_jpeg_from_data_url(preview) for preview in rendering["previews"]]
     assert [image.size for image in previews] == [(PREVIEW_SIZE, PREVIEW_SIZE)] * 2
     # Each image's own latents: seeds 7 and 8 render different pictures.

@@ -27,6 +27,9 @@ from serve_app.generation import ImageJob, ProgressEvent
 from serve_app.job_records import TERMINAL
 from serve_app.settings import AppSettings
 
+# Its own Ray: started after this module's environment is set, with logs and metrics of its own.
+OWN_RAY = True
+
 APP_ID = "app-queue"
 # Long renders that hold the model until the test cancels them (a canceled image leaves the
 # queue like a finished one), so the test does not depend on this machine's speed.

@@ -44,6 +44,9 @@ from serve_app.job_records import JobStore, new_record
 from serve_app.schemas import GenerationParams, build_jobs
 from serve_app.settings import AppSettings
 
+# Its own Ray: started after this module's environment is set, with logs and metrics of its own.
+OWN_RAY = True
+
 BUCKET = "raydiffusion-images"
 SECRET_ID = "raydiffusion/prod"
 SECRET_KEY = "key-from-secrets-manager"
