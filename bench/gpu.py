@@ -96,6 +96,26 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+def _timed_render(pipe: Any, batch: int, size: int, steps: int, **extra: Any) -> float:
+    """Seconds for one pipeline call of ``batch`` seeded images, the GPU's queue drained on both ends."""
+    import torch
+
+    generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
+    _sync()
+    began = time.perf_counter()
+    pipe(
+        ["a photograph of a lighthouse at dusk"] * batch,
+        width=size,
+        height=size,
+        num_inference_steps=steps,
+        generator=generators,
+        output_type="pil",
+        **extra,
+    )
+    _sync()
+    return time.perf_counter() - began
+
+
 def measure_recipe(arch: str, recipe: str, plan: Any, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -119,19 +139,7 @@ def measure_recipe(arch: str, recipe: str, plan: Any, args: argparse.Namespace) 
             torch.cuda.reset_peak_memory_stats()
 
         def call(batch: int = batch) -> float:
-            generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
-            _sync()
-            began = time.perf_counter()
-            pipe(
-                ["a photograph of a lighthouse at dusk"] * batch,
-                width=size,
-                height=size,
-                num_inference_steps=args.steps,
-                generator=generators,
-                output_type="pil",
-            )
-            _sync()
-            return time.perf_counter() - began
+            return _timed_render(pipe, batch, size, args.steps)
 
         try:
             first = call()
@@ -196,20 +204,7 @@ def measure_previews(arch: str, plan: Any, args: argparse.Namespace) -> dict[str
                 decoded[0] += 1
             return kwargs
 
-        generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
-        _sync()
-        began = time.perf_counter()
-        pipe(
-            ["a photograph of a lighthouse at dusk"] * batch,
-            width=size,
-            height=size,
-            num_inference_steps=args.steps,
-            generator=generators,
-            output_type="pil",
-            callback_on_step_end=on_step_end,
-        )
-        _sync()
-        return time.perf_counter() - began, decoded[0]
+        return _timed_render(pipe, batch, size, args.steps, callback_on_step_end=on_step_end), decoded[0]
 
     call(True)  # untimed: first calls pay for allocations and kernel selection
     off, on, count = [], [], 0

@@ -23,28 +23,36 @@ EVENT = "job_finished"
 REQUEST_EVENT = "request_finished"
 
 
+def _image_fields(jobs: list[ImageJob], results: list[ImageResult], model: str | None) -> dict[str, Any]:
+    """What every line says about the images: which model drew them, their shapes, seeds and times.
+
+    ``model`` stands in for jobs recorded before the catalogue (they name none).
+    """
+    first = jobs[0] if jobs else None
+    return {
+        "model": (first.model or model) if first else model,
+        "loras": [f"{name}:{weight:g}" for name, weight in first.loras] if first else [],
+        "kind": first.kind if first else None,
+        "images": len(jobs),
+        "sizes": sorted({f"{job.width}x{job.height}" for job in jobs}),
+        "steps": first.steps if first else None,
+        "seeds": [job.seed for job in jobs],
+        "queue_s": round(max(r.queue_s for r in results), 3) if results else None,
+        "render_s": round(max(r.render_s for r in results), 3) if results else None,
+        "batch_sizes": [r.batch_size for r in results],
+    }
+
+
 def finished_job_entry(
     record: PredictionRecord, results: list[ImageResult], model: str
 ) -> dict[str, Any]:
-    jobs = record.image_jobs()
     return {
         "event": EVENT,
         "id": record.id,
         "source": record.source,
-        # The catalogue entry the job asked for (the app's single model for jobs recorded before
-        # there was a catalogue).
-        "model": (jobs[0].model or model) if jobs else model,
-        "loras": [f"{name}:{weight:g}" for name, weight in jobs[0].loras] if jobs else [],
         "outcome": record.status,
         "error_code": record.error_code,
-        "kind": jobs[0].kind if jobs else None,
-        "images": len(jobs),
-        "sizes": sorted({f"{job.width}x{job.height}" for job in jobs}),
-        "steps": jobs[0].steps if jobs else None,
-        "seeds": [job.seed for job in jobs],
-        "queue_s": round(max((r.queue_s for r in results), default=0.0), 3) if results else None,
-        "render_s": round(max((r.render_s for r in results), default=0.0), 3) if results else None,
-        "batch_sizes": [r.batch_size for r in results],
+        **_image_fields(record.image_jobs(), results, model),
         "predict_time_s": record.predict_time_s,
         "attempts": record.attempts,
         "overload_waits": record.overload_waits,
@@ -59,26 +67,14 @@ def finished_request_entry(
     request_id: str | None = None,
 ) -> dict[str, Any]:
     """A synchronous request (OpenAI, /imagine, A1111): no record, so its own id (A1111: its task id)."""
+    replica_model = results[0].replica.get("model") if results and results[0].replica else None
     return {
         "event": REQUEST_EVENT,
         "id": request_id or f"req_{secrets.token_hex(8)}",
         "source": source,
-        "model": jobs[0].model or _replica_model(results) if jobs else _replica_model(results),
-        "loras": [f"{name}:{weight:g}" for name, weight in jobs[0].loras] if jobs else [],
         "outcome": outcome,
-        "kind": jobs[0].kind if jobs else None,
-        "images": len(jobs),
-        "sizes": sorted({f"{job.width}x{job.height}" for job in jobs}),
-        "steps": jobs[0].steps if jobs else None,
-        "seeds": [job.seed for job in jobs],
-        "queue_s": round(max(r.queue_s for r in results), 3) if results else None,
-        "render_s": round(max(r.render_s for r in results), 3) if results else None,
-        "batch_sizes": [r.batch_size for r in results],
+        **_image_fields(jobs, results, replica_model),
     }
-
-
-def _replica_model(results: list[ImageResult]) -> str | None:
-    return results[0].replica.get("model") if results and results[0].replica else None
 
 
 def log_finished_request(

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fake_discord import DiscordSigner, FakeDiscord
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # One auth mode for every Ray cluster the tests start and every driver that joins one. Ray reads
@@ -24,6 +25,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeDiscord]:
+    """A local HTTP server standing in for Discord's API, per module."""
+    server = FakeDiscord()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def signer() -> DiscordSigner:
+    """Signs interactions with a key of its own, as Discord does with the application's."""
+    return DiscordSigner()
 
 
 @pytest.fixture(scope="session")

@@ -70,18 +70,6 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("bot-store")
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeDiscord]:
-    server = FakeDiscord()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def signer() -> DiscordSigner:
-    return DiscordSigner()
-
-
 def discord_args(fake: FakeDiscord, signer: DiscordSigner) -> dict:
     return {
         "discord_public_key": signer.public_key_hex,

@@ -15,7 +15,6 @@ import io
 import itertools
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -42,18 +41,6 @@ APP_ID = "app-previews"
 FACTS_FILE = Path(__file__).resolve().parent.parent / ".cache" / "live_previews.json"
 # Long enough that a poll (or a progress edit) lands while it renders, with previews every 2 steps.
 SLOW_STEPS = 40
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeDiscord]:
-    server = FakeDiscord()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def signer() -> DiscordSigner:
-    return DiscordSigner()
 
 
 @pytest.fixture(scope="module")

@@ -37,18 +37,6 @@ BLOCKER_STEPS = 500
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeDiscord]:
-    server = FakeDiscord()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def signer() -> DiscordSigner:
-    return DiscordSigner()
-
-
-@pytest.fixture(scope="module")
 def base(
     serve_url: str,
     tiny_model_dir: Path,

@@ -40,19 +40,7 @@ TIMEOUT_S = 45  # covers a replacement replica starting while a retried request 
 
 
 @pytest.fixture(scope="module")
-def fake_discord() -> Iterator[FakeDiscord]:
-    server = FakeDiscord()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def signer() -> DiscordSigner:
-    return DiscordSigner()
-
-
-@pytest.fixture(scope="module")
-def base(serve_url: str, tiny_model_dir: Path, fake_discord: FakeDiscord, signer: DiscordSigner) -> str:
+def base(serve_url: str, tiny_model_dir: Path, fake: FakeDiscord, signer: DiscordSigner) -> str:
     settings = AppSettings(
         model=str(tiny_model_dir),
         default_size="64x64",
@@ -66,7 +54,7 @@ def base(serve_url: str, tiny_model_dir: Path, fake_discord: FakeDiscord, signer
         api_keys=[API_KEY],
         discord_public_key=signer.public_key_hex,
         discord_application_id=APP_ID,
-        discord_api_base_url=fake_discord.url,
+        discord_api_base_url=fake.url,
         discord_retry_initial_s=0.05,
         discord_max_jobs_per_user=100,
     )
@@ -205,7 +193,7 @@ def test_signed_discord_payloads_never_cause_a_5xx(base: str, signer: DiscordSig
 
 
 def test_oversized_and_unsigned_discord_bodies(
-    base: str, signer: DiscordSigner, fake_discord: FakeDiscord
+    base: str, signer: DiscordSigner, fake: FakeDiscord
 ) -> None:
     huge = b'{"type": 1, "pad": "' + b"x" * (1024 * 1024) + b'"}'
     assert (
@@ -352,10 +340,10 @@ FAULT_FACTS: dict[str, int] = {}
 
 
 def test_discord_outage_delays_but_never_loses_the_image(
-    base: str, signer: DiscordSigner, fake_discord: FakeDiscord
+    base: str, signer: DiscordSigner, fake: FakeDiscord
 ) -> None:
     token = "outage-token"
-    fake_discord.fail_next(token, *[ScriptedAnswer(500, {"message": "down"}) for _ in range(6)])
+    fake.fail_next(token, *[ScriptedAnswer(500, {"message": "down"}) for _ in range(6)])
     body = json.dumps(
         {
             "id": "9",
@@ -370,7 +358,7 @@ def test_discord_outage_delays_but_never_loses_the_image(
     assert httpx.post(
         f"{base}/discord/interactions", content=body, headers=signer.headers(body), timeout=30
     ).json() == {"type": 5}
-    calls = fake_discord.wait_for(
+    calls = fake.wait_for(
         lambda cs: any(c.files and c.status == 200 for c in cs if token in c.path), 120, "delivery"
     )
     statuses = [c.status for c in calls if token in c.path]
