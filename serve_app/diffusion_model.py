@@ -1,12 +1,13 @@
-"""The batched model deployment: one diffusers pipeline per replica, batches shared across callers.
+"""The batched, multiplexed model deployment: catalogue models per replica, batches across callers.
 
 Request flow inside a replica::
 
     generate(job) / generate_stream(job)     one image, from any caller (HTTP, Discord, jobs)
         -> _render_batch([job, ...])         @serve.batch collects jobs for batch_wait_timeout_s
             -> _render_forever()             takes all waiting jobs (<= max_batch_size) per call
-                -> group_indices(...)        one group per (size, steps, guidance, scheduler)
-                    -> _run_group in a thread  the blocking pipeline call, off the event loop
+                -> group_indices(...)        one group per (model, LoRAs, size, steps, guidance, ...)
+                    -> _get_model(name)      Serve's multiplexing LRU: loaded here, or loaded now
+                        -> _run_group in a thread  LoRAs set, the blocking pipeline call
 
 The pipeline call runs in a worker thread so the replica keeps answering health checks, metrics
 and new requests (which queue up for the next batch) while the GPU or CPU is busy. Only one
@@ -191,6 +192,8 @@ class DiffusionModel:
 
     # --- Serve hooks -------------------------------------------------------------------------
 
+    # Set once Serve handed the first user_config: a model loaded later warms up its compiled
+    # shapes for the pixel budget at once; one loaded before waits for reconfigure.
     _batching_ready = False
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
