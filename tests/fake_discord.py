@@ -12,6 +12,7 @@ import itertools
 import json
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import default as default_policy
@@ -248,3 +249,39 @@ class DiscordSigner:
             "X-Signature-Timestamp": timestamp,
             "Content-Type": "application/json",
         }
+
+
+# Option types of /imagine (bot_gateway/commands.py): STRING 3, INTEGER 4, NUMBER 10.
+IMAGINE_OPTION_TYPES = {"negative_prompt": 3, "seed": 4, "steps": 4, "size": 3, "guidance": 10}
+
+
+def imagine_interaction(
+    application_id: str,
+    prompt: str = "a cat",
+    user: str = "u1",
+    guild: str | None = "g1",
+    token: str | None = None,
+    created_at: float | None = None,
+    **options: object,
+) -> dict[str, Any]:
+    """An /imagine interaction as Discord sends it; its id is a snowflake of ``created_at`` (now)."""
+    interaction: dict[str, Any] = {
+        "id": snowflake(created_at),
+        "application_id": application_id,
+        "type": 2,
+        "token": token or f"tok-{uuid.uuid4().hex}",
+        "data": {
+            "id": "cmd1",
+            "name": "imagine",
+            "type": 1,
+            "options": [{"name": "prompt", "type": 3, "value": prompt}]
+            + [{"name": k, "type": IMAGINE_OPTION_TYPES.get(k, 3), "value": v} for k, v in options.items()],
+        },
+        "attachment_size_limit": 10 * 1024 * 1024,
+    }
+    if guild is None:
+        interaction["user"] = {"id": user, "username": user}
+    else:
+        interaction["guild_id"] = guild
+        interaction["member"] = {"user": {"id": user, "username": user}}
+    return interaction

@@ -24,7 +24,14 @@ import httpx
 import numpy as np
 import pytest
 import ray
-from fake_discord import DiscordSigner, FakeDiscord, RecordedCall, ScriptedAnswer, snowflake
+from fake_discord import (
+    DiscordSigner,
+    FakeDiscord,
+    RecordedCall,
+    ScriptedAnswer,
+    imagine_interaction,
+    snowflake,
+)
 from PIL import Image
 from ray import serve
 from support import HangingServer, decode_png, deploy_fixed_capacity_app, max_pixel_difference, wait_for
@@ -116,28 +123,7 @@ def command(
     created_at: float | None = None,
     **options: object,
 ) -> dict:
-    """An /imagine interaction; its id is a snowflake of ``created_at`` (now by default), as Discord's are."""
-    types = {"negative_prompt": 3, "seed": 4, "steps": 4, "size": 3, "guidance": 10}
-    interaction = {
-        "id": snowflake(created_at),
-        "application_id": APP_ID,
-        "type": 2,
-        "token": f"tok-{uuid.uuid4().hex}",
-        "data": {
-            "id": "cmd1",
-            "name": "imagine",
-            "type": 1,
-            "options": [{"name": "prompt", "type": 3, "value": prompt}]
-            + [{"name": k, "type": types.get(k, 3), "value": v} for k, v in options.items()],
-        },
-        "attachment_size_limit": 10 * 1024 * 1024,
-    }
-    if guild is None:
-        interaction["user"] = {"id": user, "username": user}
-    else:
-        interaction["guild_id"] = guild
-        interaction["member"] = {"user": {"id": user, "username": user}}
-    return interaction
+    return imagine_interaction(APP_ID, prompt, user, guild, created_at=created_at, **options)
 
 
 def click(message_payload: dict, custom_id: str, user: str = "u1") -> dict:

@@ -14,13 +14,12 @@ import base64
 import io
 import itertools
 import json
-import uuid
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from fake_discord import DiscordSigner, FakeDiscord, RecordedCall, snowflake
+from fake_discord import DiscordSigner, FakeDiscord, RecordedCall, imagine_interaction
 from PIL import Image
 from ray import serve
 from support import decode_png, save_tiny_preview_vae, wait_for
@@ -202,33 +201,10 @@ def test_previews_are_shown_only_while_the_job_runs(tmp_path: Path) -> None:
     assert board.latest("pred_a") == {} and len(board) == 0
 
 
-def _imagine(prompt: str, seed: int, steps: int) -> dict:
-    return {
-        "id": snowflake(),
-        "application_id": APP_ID,
-        "type": 2,
-        "token": f"tok-{uuid.uuid4().hex}",
-        "data": {
-            "id": "cmd1",
-            "name": "imagine",
-            "type": 1,
-            "options": [
-                {"name": "prompt", "type": 3, "value": prompt},
-                {"name": "seed", "type": 4, "value": seed},
-                {"name": "steps", "type": 4, "value": steps},
-                {"name": "size", "type": 3, "value": "64x64"},
-            ],
-        },
-        "attachment_size_limit": 10 * 1024 * 1024,
-        "guild_id": "g1",
-        "member": {"user": {"id": "u1", "username": "u1"}},
-    }
-
-
 def test_discord_progress_edits_carry_the_preview_and_the_final_edit_only_the_image(
     model: serve.handle.DeploymentHandle, serve_url: str, fake: FakeDiscord, signer: DiscordSigner
 ) -> None:
-    interaction = _imagine("a lighthouse", seed=11, steps=SLOW_STEPS)
+    interaction = imagine_interaction(APP_ID, "a lighthouse", seed=11, steps=SLOW_STEPS, size="64x64")
     body = json.dumps(interaction).encode()
     response = httpx.post(
         f"{serve_url}{PREFIX}/discord/interactions", content=body, headers=signer.headers(body), timeout=30

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import ray
-from fake_discord import DiscordSigner, FakeDiscord, snowflake
+from fake_discord import DiscordSigner, FakeDiscord, imagine_interaction, snowflake
 from support import deploy_fixed_capacity_app, wait_for
 
 from serve_app.generation import ImageJob, ProgressEvent
@@ -182,26 +182,6 @@ def test_a_third_prediction_sees_two_ahead_then_one_then_renders(warm: str, watc
     assert two[0] > one[-1]
 
 
-def imagine(token: str, prompt: str, steps: int) -> dict:
-    return {
-        "id": snowflake(),
-        "application_id": APP_ID,
-        "type": 2,
-        "token": token,
-        "data": {
-            "id": "cmd1",
-            "name": "imagine",
-            "type": 1,
-            "options": [
-                {"name": "prompt", "type": 3, "value": prompt},
-                {"name": "steps", "type": 4, "value": steps},
-            ],
-        },
-        "guild_id": "g1",
-        "member": {"user": {"id": "u3", "username": "u3"}},
-    }
-
-
 def ahead_in(fake: FakeDiscord, token: str) -> tuple[list[int], list[str]]:
     texts = [str(c.json.get("content", "")) for c in fake.calls_to(token) if c.json and not c.files]
     return [int(m[1]) for text in texts if (m := re.search(r"(\d+) ahead of you", text))], texts
@@ -213,7 +193,7 @@ def test_a_third_discord_caller_is_told_two_ahead_then_one(
     fake.reset()
     with httpx.Client(base_url=warm, timeout=60) as http:
         token = f"tok-{snowflake()}"
-        interaction = imagine(token, "third in line", steps=2)
+        interaction = imagine_interaction(APP_ID, "third in line", user="u3", token=token, steps=2)
         raw = json.dumps(interaction).encode()
         answer = http.post("/discord/interactions", content=raw, headers=signer.headers(raw))
         assert answer.json() == {"type": 5}, answer.text
@@ -262,7 +242,8 @@ def test_every_finished_job_writes_one_json_line_without_secrets(
         prediction = create(http, 3, "logged")
         assert finished(http, prediction)["status"] == "succeeded"
         token = f"tok-secret-{snowflake()}"
-        interaction = imagine(token, "logged on discord", steps=1)  # the only 1-step job here
+        # The only 1-step job here.
+        interaction = imagine_interaction(APP_ID, "logged on discord", user="u3", token=token, steps=1)
         raw = json.dumps(interaction).encode()
         assert http.post("/discord/interactions", content=raw, headers=signer.headers(raw)).json() == {
             "type": 5
