@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -208,24 +209,30 @@ def test_missing_prefix_is_a_clear_error(uploaded_model: str, s3_endpoint: str, 
         sync_s3_model(f"s3://{BUCKET}/models/nothing-here", tmp_path, s3_endpoint)
 
 
+def cat_pixels(pipe: Any) -> Any:
+    """One fixed-seed 64x64 render, as pixels: two loads of the same weights give equal arrays."""
+    import torch
+
+    return pipe(
+        prompt="a cat",
+        num_inference_steps=2,
+        height=64,
+        width=64,
+        generator=torch.Generator("cpu").manual_seed(11),
+        output_type="np",
+    ).images[0]
+
+
 def test_s3_model_loads_through_from_pretrained_like_the_local_one(
     uploaded_model: str, s3_endpoint: str, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    import torch
 
     def render(model: str) -> object:
         settings = AppSettings(
             model=model, model_cache_dir=str(tmp_path), s3_endpoint_url=s3_endpoint, default_size="64x64"
         )
         pipe = load_pipeline(settings, PLAN)
-        return pipe(
-            prompt="a cat",
-            num_inference_steps=2,
-            height=64,
-            width=64,
-            generator=torch.Generator("cpu").manual_seed(11),
-            output_type="np",
-        ).images[0]
+        return cat_pixels(pipe)
 
     from_s3 = render(uploaded_model)
     local = render(str(tiny_model_dir))
@@ -281,7 +288,6 @@ def test_a_lora_from_s3_applies_like_the_same_file_on_disk(
     uploaded_model: str, s3_endpoint: str, tmp_path: Path
 ) -> None:
     """aws.yaml's LoRA is an s3:// object: fetched once into the model cache, then loaded by PEFT."""
-    import torch
 
     from serve_app.loaded_model import LoadedModel
     from serve_app.tiny_model import LORA_FILE, save_tiny_lora
@@ -306,14 +312,7 @@ def test_a_lora_from_s3_applies_like_the_same_file_on_disk(
         )
         model = LoadedModel("tiny", settings.for_model("tiny"), bucket_count=1)
         model.adapters.activate((("ink", 1.0),))
-        return model.pipe(
-            prompt="a cat",
-            num_inference_steps=2,
-            height=64,
-            width=64,
-            generator=torch.Generator("cpu").manual_seed(11),
-            output_type="np",
-        ).images[0]
+        return cat_pixels(model.pipe)
 
     from_s3 = render(f"s3://{BUCKET}/loras/tiny-ink.safetensors")
     fetched = tmp_path / "cache" / "loras" / BUCKET / "loras" / "tiny-ink.safetensors"
