@@ -85,9 +85,10 @@ def build_jobs(params: GenerationParams, count: int, settings: AppSettings) -> l
         )
     if count > settings.max_images:
         raise InvalidRequestError(f"'n' must be between 1 and {settings.max_images}.", param="n")
-    choice = settings.catalogue.resolve(params.model, params.loras)
+    catalogue = settings.catalogue  # built from the args on each access: once per request here
+    choice = catalogue.resolve(params.model, params.loras)
     # Each model has its own request defaults (SDXL's size, a Turbo model's single step).
-    settings = settings.for_model(choice.model)
+    settings = catalogue.model_settings(settings, choice.model)
     width, height = resolve_size(params.size, settings)
     steps = params.steps if params.steps is not None else settings.default_steps
     if steps > settings.max_steps:
