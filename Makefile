@@ -19,14 +19,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 $(MODEL_DIR)/model_index.json: | $(STAMP)
-	$(PY) -m serve_app.tiny_model $(MODEL_DIR)
+	$(PY) -m serve_app.testing.tiny_model $(MODEL_DIR)
 
 # deployments/local.yaml's catalogue: a second tiny model (other weights) and a tiny LoRA.
 .cache/tiny-sd-b/model_index.json: | $(STAMP)
-	$(PY) -m serve_app.tiny_model .cache/tiny-sd-b --seed 7
+	$(PY) -m serve_app.testing.tiny_model .cache/tiny-sd-b --seed 7
 
 .cache/tiny-lora/pytorch_lora_weights.safetensors: | $(STAMP)
-	$(PY) -m serve_app.tiny_model .cache/tiny-lora --kind lora
+	$(PY) -m serve_app.testing.tiny_model .cache/tiny-lora --kind lora
 
 TINY_MODELS := $(MODEL_DIR)/model_index.json .cache/tiny-sd-b/model_index.json .cache/tiny-lora/pytorch_lora_weights.safetensors
 
@@ -85,7 +85,7 @@ image: $(STAMP)
 # On AWS run `ray dashboard cluster.yaml` first: it forwards the head's dashboard to localhost:8265.
 DEPLOY_CONFIG ?= deployments/aws.yaml
 deploy: $(STAMP)
-	$(PY) -m serve_app.deploy $(DEPLOY_CONFIG)
+	$(PY) -m serve_app.ops.deploy $(DEPLOY_CONFIG)
 
 clean:
 	rm -rf $(VENV) .cache

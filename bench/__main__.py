@@ -57,8 +57,8 @@ def parse_args() -> argparse.Namespace:
 def measure_raw(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from serve_app.pipeline_loading import RuntimePlan, load_pipeline
-    from serve_app.settings import AppSettings
+    from serve_app.config.settings import AppSettings
+    from serve_app.engine.model.loading import RuntimePlan, load_pipeline
 
     torch.set_num_threads(args.threads)
     settings = AppSettings(model=args.model, default_size=f"{args.size}x{args.size}")
@@ -105,9 +105,9 @@ def measure_raw(args: argparse.Namespace) -> dict[str, Any]:
 def deploy_served(args: argparse.Namespace, signer_public_key: str, discord_api: str) -> str:
     from ray import serve
 
-    from serve_app.diffusion_model import DiffusionModel
-    from serve_app.ingress import Ingress
-    from serve_app.settings import AppSettings
+    from serve_app.api.ingress import Ingress
+    from serve_app.config.settings import AppSettings
+    from serve_app.engine.deployment import DiffusionModel
 
     settings = AppSettings(
         model=args.model,
@@ -281,7 +281,7 @@ def served_batches(since: float, until: float) -> dict[str, Any]:
 def main() -> int:
     args = parse_args()
     if not Path(args.model, "model_index.json").exists():
-        from serve_app.tiny_model import save_tiny_model
+        from serve_app.testing.tiny_model import save_tiny_model
 
         save_tiny_model(args.model)
     levels = [int(c) for c in args.concurrency.split(",")]

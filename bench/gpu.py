@@ -1,7 +1,7 @@
 """``python -m bench.gpu`` (``make bench-gpu``): what each speed recipe buys on this machine's GPU.
 
 No weights are downloaded: pipelines are built with the real SD 1.5 and SDXL architectures and random
-weights (serve_app/random_weights.py), which cost exactly what trained ones cost per step. In one run,
+weights (serve_app/testing/random_weights.py), which cost exactly what trained ones cost per step. In one run,
 per architecture and recipe:
 
 - raw images/s per batch size (median of timed calls after a first, untimed one);
@@ -72,7 +72,7 @@ def slug(name: str) -> str:
 
 def recipe_plan(recipe: str, device: str, dtype: str, xformers: bool) -> Any | None:
     """The RuntimePlan of a recipe on this device, or None where it cannot run here."""
-    from serve_app.pipeline_loading import RuntimePlan
+    from serve_app.engine.model.loading import RuntimePlan
 
     if recipe == "xformers" and not (device == "cuda" and xformers):
         return None
@@ -119,9 +119,9 @@ def _timed_render(pipe: Any, batch: int, size: int, steps: int, **extra: Any) ->
 def measure_recipe(arch: str, recipe: str, plan: Any, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from serve_app.random_weights import build_random_pipeline, default_size
-    from serve_app.speed_recipes import apply_recipes
-    from serve_app.speed_settings import SpeedSettings
+    from serve_app.config.speed import SpeedSettings
+    from serve_app.engine.speed_recipes import apply_recipes
+    from serve_app.testing.random_weights import build_random_pipeline, default_size
 
     size = default_size(arch)
     speed = SpeedSettings(
@@ -178,10 +178,10 @@ def measure_previews(arch: str, plan: Any, args: argparse.Namespace) -> dict[str
     import torch
     from diffusers import AutoencoderTiny
 
-    from serve_app.live_previews import PreviewDecoder
-    from serve_app.random_weights import build_random_pipeline, default_size
-    from serve_app.speed_recipes import apply_recipes
-    from serve_app.speed_settings import SpeedSettings
+    from serve_app.config.speed import SpeedSettings
+    from serve_app.engine.previews import PreviewDecoder
+    from serve_app.engine.speed_recipes import apply_recipes
+    from serve_app.testing.random_weights import build_random_pipeline, default_size
 
     size = default_size(arch)
     batch = max(args.batch_sizes)
@@ -236,10 +236,10 @@ def measure_served(arch: str, args: argparse.Namespace, raw: dict[str, Any]) -> 
     from ray import serve
 
     from bench.load import closed_loop
-    from serve_app.diffusion_model import DiffusionModel
-    from serve_app.ingress import Ingress
-    from serve_app.random_weights import build_random_pipeline, default_size
-    from serve_app.settings import AppSettings
+    from serve_app.api.ingress import Ingress
+    from serve_app.config.settings import AppSettings
+    from serve_app.engine.deployment import DiffusionModel
+    from serve_app.testing.random_weights import build_random_pipeline, default_size
 
     size = default_size(arch)
     max_batch = max(args.batch_sizes)
@@ -361,8 +361,8 @@ def write_plot(report: dict[str, Any], path: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from serve_app.pipeline_loading import choose_dtype, xformers_installed
-    from serve_app.speed_recipes import choose_attention, choose_fuse_qkv, choose_toggle
+    from serve_app.engine.model.loading import choose_dtype, xformers_installed
+    from serve_app.engine.speed_recipes import choose_attention, choose_fuse_qkv, choose_toggle
 
     args = parse_args(argv)
     device, name = device_name()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from serve_app.generation import ImageJob
-from serve_app.load_tracking import LoadTracker, work_units
+from serve_app.core.images import ImageJob
+from serve_app.core.load import LoadTracker, work_units
 
 
 class JobsPerUser:

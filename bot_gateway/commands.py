@@ -12,9 +12,10 @@ from typing import Any
 
 from bot_gateway.model_choices import lora_option, lora_weight_option, model_option
 from bot_gateway.protocol import CdnAttachment, CommandOption, OptionType, Resolved
-from serve_app.generation import MAX_SEED
-from serve_app.model_catalogue import LoraRequest, ModelCatalogue
-from serve_app.schemas import GenerationParams
+from serve_app.config.catalogue import ModelCatalogue
+from serve_app.core.images import MAX_SEED
+from serve_app.core.model_choice import LoraRequest
+from serve_app.core.params import GenerationParams
 
 IMAGINE = "imagine"
 MAX_PROMPT_LENGTH = 1000  # the prompt is echoed in the embed description (4096 characters max)

@@ -18,14 +18,14 @@ from collections.abc import Awaitable, Callable
 from bot_gateway.attachments import AttachmentTooLargeError, fit_attachment
 from bot_gateway.messages import failed_message, finished_message, preview_message, progress_text
 from bot_gateway.webhook_client import Attachment, DiscordAPIError, DiscordWebhookClient
-from serve_app import service_metrics
-from serve_app.failure_alerts import failure_alerts
-from serve_app.generation import ProgressEvent
-from serve_app.job_records import JobStore, PredictionRecord
-from serve_app.job_runner import Execute
-from serve_app.preview_board import Preview
-from serve_app.queue_position import QueueInfo
-from serve_app.settings import AppSettings
+from serve_app.config.settings import AppSettings
+from serve_app.core.images import ProgressEvent
+from serve_app.jobs.preview_board import Preview
+from serve_app.jobs.queue_position import QueueInfo
+from serve_app.jobs.records import JobStore, PredictionRecord
+from serve_app.jobs.runner import Execute
+from serve_app.ops import metrics as service_metrics
+from serve_app.ops.alerts import failure_alerts
 
 logger = logging.getLogger("ray.serve")
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot_gateway.protocol import Embed
-from serve_app.generation import ImageJob, JobKind
-from serve_app.schemas import GenerationParams
+from serve_app.core.images import ImageJob, JobKind
+from serve_app.core.params import GenerationParams
 
 REROLL_ID = "imagine:reroll"
 RETRY_ID = "imagine:retry"

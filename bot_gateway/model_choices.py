@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot_gateway.protocol import CommandOption, OptionType
-from serve_app.model_catalogue import ModelCatalogue
+from serve_app.config.catalogue import ModelCatalogue
 
 MAX_CHOICES = 25  # Discord's limit for choices and for autocomplete answers
 MAX_CHOICE_LENGTH = 100  # a choice's name and value

@@ -30,8 +30,9 @@ import yaml
 from bot_gateway.commands import DEFAULT_SIZE_CHOICES, imagine_command
 from bot_gateway.settings_command import settings_command
 from bot_gateway.webhook_client import USER_AGENT
-from serve_app.model_catalogue import ModelCatalogue
-from serve_app.settings import AppSettings
+from serve_app.config.catalogue import ModelCatalogue
+from serve_app.config.credentials import read_secret
+from serve_app.config.settings import AppSettings
 
 DEFAULT_API = "https://discord.com/api/v10"
 
@@ -101,8 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     values = {name: os.environ.get(name) for name in ("DISCORD_APPLICATION_ID", "DISCORD_BOT_TOKEN")}
     secret_id = os.environ.get("SECRETS_MANAGER_SECRET_ID")
     if secret_id and not all(values.values()):
-        from serve_app.secret_source import read_secret
-
         secret = read_secret(secret_id)
         values = {name: value or secret.get(name) for name, value in values.items()}
     missing = [name for name, value in values.items() if not value]

@@ -58,15 +58,16 @@ from bot_gateway.settings_command import (
 from bot_gateway.source_images import SourceImageError, start_image_jobs
 from bot_gateway.user_settings import UnknownUserError, UserDefaults, UserSettingsStore, with_defaults
 from bot_gateway.verification import InvalidSignatureError, verify_interaction
-from serve_app import service_metrics
-from serve_app.errors import InvalidRequestError, ServiceUnavailableError, error_body
-from serve_app.generation import ImageJob
-from serve_app.image_inputs import upscale_size
-from serve_app.job_records import DiscordTarget, PredictionRecord, new_record
-from serve_app.job_runner import JobRunner
-from serve_app.schemas import GenerationParams
-from serve_app.secret_source import CredentialSource
-from serve_app.settings import AppSettings, parse_size
+from serve_app.config.credentials import CredentialSource
+from serve_app.config.settings import AppSettings
+from serve_app.config.sizes import parse_size
+from serve_app.core.errors import InvalidRequestError, ServiceUnavailableError, error_body
+from serve_app.core.image_inputs import upscale_size
+from serve_app.core.images import ImageJob
+from serve_app.core.params import GenerationParams
+from serve_app.jobs.records import DiscordTarget, PredictionRecord, new_record
+from serve_app.jobs.runner import JobRunner
+from serve_app.ops import metrics as service_metrics
 
 logger = logging.getLogger("ray.serve")
 
@@ -136,7 +137,7 @@ class InteractionHandler:
         context = _Context(
             received_at=time.time(),
             application_id=str(credentials.discord_application_id),
-            base_url=(self._settings.public_base_url or str(request.base_url)).rstrip("/"),
+            base_url=self._settings.base_url_for(str(request.base_url)),
         )
         return JSONResponse(await self._dispatch(interaction, context))
 

@@ -14,10 +14,10 @@ from bot_gateway.commands import DEFAULT_SIZE_CHOICES, MAX_NEGATIVE_PROMPT_LENGT
 from bot_gateway.model_choices import model_option
 from bot_gateway.protocol import CommandOption, OptionType, ephemeral
 from bot_gateway.user_settings import UserDefaults
-from serve_app.errors import InvalidRequestError
-from serve_app.model_catalogue import ModelCatalogue
-from serve_app.schemas import GenerationParams, build_jobs
-from serve_app.settings import AppSettings
+from serve_app.config.catalogue import ModelCatalogue
+from serve_app.config.settings import AppSettings
+from serve_app.core.errors import InvalidRequestError
+from serve_app.core.params import GenerationParams, build_jobs
 
 SETTINGS = "settings"
 _TYPES: dict[str, type] = {"model": str, "size": str, "steps": int, "negative_prompt": str, "reset": bool}

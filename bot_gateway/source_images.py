@@ -23,12 +23,18 @@ import httpx
 
 from bot_gateway.messages import StartImage
 from bot_gateway.webhook_client import USER_AGENT
-from serve_app.errors import InvalidRequestError
-from serve_app.generation import ImageJob
-from serve_app.image_inputs import check_strength, decode_image, image_jobs, output_size
-from serve_app.outbound_urls import AllowList, Destination, ForbiddenDestinationError, resolve_destination
-from serve_app.schemas import GenerationParams, build_jobs
-from serve_app.settings import AppSettings, parse_size
+from serve_app.config.settings import AppSettings
+from serve_app.config.sizes import parse_size
+from serve_app.core.errors import InvalidRequestError
+from serve_app.core.image_inputs import check_strength, decode_image, image_jobs, output_size
+from serve_app.core.images import ImageJob
+from serve_app.core.outbound_urls import (
+    AllowList,
+    Destination,
+    ForbiddenDestinationError,
+    resolve_destination,
+)
+from serve_app.core.params import GenerationParams, build_jobs
 
 
 class SourceImageError(ValueError):

@@ -15,8 +15,8 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.image_store import ImageStore
-from serve_app.schemas import GenerationParams
+from serve_app.core.params import GenerationParams
+from serve_app.storage.store import ImageStore
 
 USER_ID = re.compile(r"^[0-9]{1,20}$")
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from ray.serve import Application
 
-from serve_app.diffusion_model import DiffusionModel
-from serve_app.ingress import ingress_deployment
-from serve_app.settings import AppSettings, BatchingSettings
+from serve_app.api.ingress import ingress_deployment
+from serve_app.config.settings import AppSettings, BatchingSettings
+from serve_app.engine.deployment import DiffusionModel
 
 
 def resolved_sources(settings: AppSettings) -> AppSettings:

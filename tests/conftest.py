@@ -43,7 +43,7 @@ def signer() -> DiscordSigner:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from serve_app.tiny_model import save_tiny_model
+    from serve_app.testing.tiny_model import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd")
 

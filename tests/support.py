@@ -78,8 +78,8 @@ def deploy_fixed_capacity_app(
     """
     from ray import serve
 
-    from serve_app.diffusion_model import DiffusionModel
-    from serve_app.ingress import ingress_deployment
+    from serve_app.api.ingress import ingress_deployment
+    from serve_app.engine.deployment import DiffusionModel
 
     model = DiffusionModel.options(
         max_ongoing_requests=in_flight,

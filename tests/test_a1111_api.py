@@ -21,9 +21,9 @@ from PIL import Image
 from ray import serve
 from support import assert_error_shape, decode_png, max_pixel_difference, wait_for
 
-from serve_app.a1111_samplers import SAMPLERS, SCHEDULE_TYPES, resolve_sampler
+from serve_app.api.a1111.samplers import SAMPLERS, SCHEDULE_TYPES, resolve_sampler
 from serve_app.app import build_app
-from serve_app.schedulers import SCHEDULERS
+from serve_app.config.schedulers import SCHEDULERS
 
 APP = "a1111"
 LONG_STEPS = 250

@@ -3,7 +3,7 @@
 Ray's real autoscaler, v2 as `ray up` runs it, launches "GPU" worker nodes (local processes
 declaring GPU: 1) on demand from tests/cluster/fake_multinode.yaml, which has a preferred node type
 and a fallback like cluster.yaml's spot and on-demand types. The app is deployed with the README's
-deploy command (`python -m serve_app.deploy`, what `make deploy` runs) from deployments/aws.yaml
+deploy command (`python -m serve_app.ops.deploy`, what `make deploy` runs) from deployments/aws.yaml
 itself, with only the model (tiny), device (no CUDA here), store, sizes, CPU counts and autoscaling
 delays changed. Timings are written to a JSON file as a by-product (bench/ reads it).
 """
@@ -288,7 +288,10 @@ def test_gpu_replicas_scale_from_zero_to_two_nodes_and_back(
 def deploy_command(config_path: Path, sim_cluster: dict) -> subprocess.CompletedProcess[str]:
     """The README's deploy step (`make deploy` runs this): send the config, wait for RUNNING."""
     return subprocess.run(
-        [sys.executable, "-m", "serve_app.deploy", str(config_path), "--address", sim_cluster["dashboard"]],
+        [
+            sys.executable, "-m", "serve_app.ops.deploy", str(config_path),
+            "--address", sim_cluster["dashboard"],
+        ],
         env=sim_cluster["env"],
         cwd=ROOT,
         capture_output=True,

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bench.gpu import main, recipe_plan
-from serve_app.random_weights import build_components
+from serve_app.testing.random_weights import build_components
 
 # Parameter counts of stable-diffusion-v1-5 and stable-diffusion-xl-base-1.0 as published.
 PUBLISHED = {

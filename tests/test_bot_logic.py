@@ -36,11 +36,11 @@ from bot_gateway.protocol import CommandOption, Embed, Interaction, InteractionD
 from bot_gateway.source_images import host_allowed
 from bot_gateway.verification import InvalidSignatureError, verify_interaction
 from bot_gateway.webhook_client import DiscordAPIError, DiscordWebhookClient, TokenExpiredError
-from serve_app.errors import InvalidRequestError
-from serve_app.generation import ImageJob
-from serve_app.image_inputs import upscale_size
-from serve_app.load_tracking import LoadTracker
-from serve_app.settings import AppSettings
+from serve_app.config.settings import AppSettings
+from serve_app.core.errors import InvalidRequestError
+from serve_app.core.image_inputs import upscale_size
+from serve_app.core.images import ImageJob
+from serve_app.core.load import LoadTracker
 
 # --- verification --------------------------------------------------------------------------------
 

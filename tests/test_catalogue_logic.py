@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from serve_app.errors import InvalidRequestError
-from serve_app.generation import ImageJob
-from serve_app.model_catalogue import LoraRequest, canonical_loras, parse_lora_tags
-from serve_app.settings import AppSettings
+from serve_app.config.settings import AppSettings
+from serve_app.core.errors import InvalidRequestError
+from serve_app.core.images import ImageJob
+from serve_app.core.model_choice import LoraRequest, canonical_loras, parse_lora_tags, resolve_model
 
 
 def settings(**extra: object) -> AppSettings:
@@ -33,7 +33,7 @@ def settings(**extra: object) -> AppSettings:
 def test_the_default_model_and_per_model_defaults() -> None:
     s = settings()
     assert s.catalogue.default.name == "turbo"
-    assert s.catalogue.resolve(None).model == "turbo"
+    assert resolve_model(s.catalogue, None).model == "turbo"
     turbo = s.for_model("turbo")
     assert (turbo.default_steps, turbo.default_guidance_scale, turbo.model) == (1, 0.0, "org/turbo")
     assert s.for_model("xl").default_dimensions == (1024, 1024)
@@ -49,7 +49,7 @@ def test_loras_follow_the_architecture_not_the_entry() -> None:
     assert catalogue.loras_for("sd") == ["ink"]
     assert catalogue.loras_for("turbo") == ["paper"]  # SD-Turbo is a distilled SD 2.1
     assert catalogue.loras_for("xl") == []
-    choice = catalogue.resolve("sd", [LoraRequest(name="ink")])
+    choice = resolve_model(catalogue, "sd", [LoraRequest(name="ink")])
     assert choice.loras == (("ink", 0.6),)  # the catalogue's weight when none is given
 
 
@@ -66,7 +66,7 @@ def test_loras_follow_the_architecture_not_the_entry() -> None:
 )
 def test_bad_choices_name_the_field(model: str, loras: list[str], param: str, text: str) -> None:
     with pytest.raises(InvalidRequestError) as raised:
-        settings().catalogue.resolve(model, [LoraRequest.model_validate(lora) for lora in loras])
+        resolve_model(settings().catalogue, model, [LoraRequest.model_validate(lora) for lora in loras])
     assert raised.value.param == param and text in raised.value.message, raised.value.message
 
 

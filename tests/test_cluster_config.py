@@ -115,7 +115,7 @@ def test_aws_serve_config_fits_the_cluster() -> None:
 def test_aws_app_args_validate_with_the_environment_cluster_yaml_gives_the_containers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from serve_app.settings import AppSettings
+    from serve_app.config.settings import AppSettings
 
     (app,) = load("deployments/aws.yaml")["applications"]
     options = load("cluster.yaml")["docker"]["run_options"]

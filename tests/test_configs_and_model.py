@@ -9,9 +9,9 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from serve_app.app import build_app
-from serve_app.pipeline_loading import RuntimePlan, load_pipeline
-from serve_app.settings import AppSettings
-from serve_app.tiny_model import save_tiny_model
+from serve_app.config.settings import AppSettings
+from serve_app.engine.model.loading import RuntimePlan, load_pipeline
+from serve_app.testing.tiny_model import save_tiny_model
 
 DEPLOYMENTS = sorted(Path(__file__).parent.parent.joinpath("deployments").glob("*.yaml"))
 

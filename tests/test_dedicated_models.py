@@ -1,7 +1,7 @@
 """Dedicated checkpoints for inpainting and 2x upscaling, when configured, render those jobs.
 
 Tiny offline checkpoints with the real shapes (a 9-channel inpainting UNet; sd-x2-latent-upscaler's
-8-in/5-out UNet conditioned on the pooled text embedding) are built by serve_app.tiny_model and
+8-in/5-out UNet conditioned on the pooled text embedding) are built by serve_app.testing.tiny_model and
 loaded through the same from_pretrained path a real hub id or s3:// prefix takes.
 """
 
@@ -19,7 +19,7 @@ from ray import serve
 from support import decode_png
 
 from serve_app.app import build_app
-from serve_app.tiny_model import save_tiny_model
+from serve_app.testing.tiny_model import save_tiny_model
 
 APP = "dedicated"
 

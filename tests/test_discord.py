@@ -40,10 +40,10 @@ from bot_gateway.imagine_job import DELIVERY_MARGIN_S
 from bot_gateway.messages import finished_message
 from bot_gateway.protocol import TOKEN_LIFETIME_S
 from serve_app.app import build_app
-from serve_app.generation import ImageJob
-from serve_app.image_store import LocalImageStore
-from serve_app.job_records import DiscordTarget, JobStore, PredictionRecord
-from serve_app.settings import AppSettings
+from serve_app.config.settings import AppSettings
+from serve_app.core.images import ImageJob
+from serve_app.jobs.records import DiscordTarget, JobStore, PredictionRecord
+from serve_app.storage.store import LocalImageStore
 
 # Its own Ray: started after this module's environment is set, with logs and metrics of its own.
 OWN_RAY = True

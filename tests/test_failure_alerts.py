@@ -24,9 +24,9 @@ from conftest import free_port
 from moto.server import ThreadedMotoServer
 from support import deploy_fixed_capacity_app, wait_for
 
-from serve_app.failure_alerts import AlertLimiter, FailureAlerts
-from serve_app.job_records import TERMINAL
-from serve_app.settings import AppSettings
+from serve_app.config.settings import AppSettings
+from serve_app.jobs.records import TERMINAL
+from serve_app.ops.alerts import AlertLimiter, FailureAlerts
 
 # Its own Ray: started after this module's environment is set, with logs and metrics of its own.
 OWN_RAY = True
@@ -265,8 +265,8 @@ def test_a_model_replica_replaced_between_requests_is_alerted(
     )
     from ray import serve
 
-    from serve_app.diffusion_model import DiffusionModel
-    from serve_app.ingress import ingress_deployment
+    from serve_app.api.ingress import ingress_deployment
+    from serve_app.engine.deployment import DiffusionModel
 
     # Health-checked every second: the controller notices the dead replica within about that.
     model = DiffusionModel.options(

@@ -27,9 +27,9 @@ from ray import serve
 from support import assert_error_shape, decode_png, max_pixel_difference
 
 from serve_app.app import build_app
-from serve_app.errors import InvalidRequestError
-from serve_app.image_inputs import decode_base64_image
-from serve_app.settings import AppSettings
+from serve_app.config.settings import AppSettings
+from serve_app.core.errors import InvalidRequestError
+from serve_app.core.image_inputs import decode_base64_image
 
 APP = "images-in"
 STEPS = 10

@@ -21,12 +21,12 @@ from conftest import free_port
 from moto.server import ThreadedMotoServer
 from support import HangingServer
 
-from serve_app.errors import GenerationFailedError
-from serve_app.image_store import ImageStore, LocalImageStore, S3ImageStore
-from serve_app.job_records import JobStore, PredictionRecord
-from serve_app.job_records import new_record as record_for
-from serve_app.schemas import GenerationParams, build_jobs
-from serve_app.settings import AppSettings
+from serve_app.config.settings import AppSettings
+from serve_app.core.errors import GenerationFailedError
+from serve_app.core.params import GenerationParams, build_jobs
+from serve_app.jobs.records import JobStore, PredictionRecord
+from serve_app.jobs.records import new_record as record_for
+from serve_app.storage.store import ImageStore, LocalImageStore, S3ImageStore
 
 BUCKET = "raydiffusion-job-records"
 

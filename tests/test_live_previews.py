@@ -24,12 +24,12 @@ from PIL import Image
 from ray import serve
 from support import decode_png, save_tiny_preview_vae, wait_for
 
+from serve_app.api.predictions.router import prediction_view
 from serve_app.app import build_app
-from serve_app.generation import ImageJob, ImageResult, ProgressEvent
-from serve_app.image_store import LocalImageStore
-from serve_app.job_records import PredictionRecord
-from serve_app.prediction_api import prediction_view
-from serve_app.preview_board import Preview, PreviewBoard
+from serve_app.core.images import ImageJob, ImageResult, ProgressEvent
+from serve_app.jobs.preview_board import Preview, PreviewBoard
+from serve_app.jobs.records import PredictionRecord
+from serve_app.storage.store import LocalImageStore
 
 APP = "previews"
 PREFIX = "/previews"

@@ -5,19 +5,21 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from serve_app.batching import group_indices
-from serve_app.errors import InvalidRequestError
-from serve_app.generation import ImageJob
-from serve_app.pipeline_loading import (
+from serve_app.api.openai.protocol import ImageGenerationRequest
+from serve_app.config.schedulers import SCHEDULERS, UnknownSchedulerError, canonical_scheduler_name
+from serve_app.config.settings import AppSettings
+from serve_app.config.sizes import parse_size
+from serve_app.core.errors import InvalidRequestError
+from serve_app.core.images import ImageJob
+from serve_app.core.params import GenerationParams, build_jobs
+from serve_app.engine.batch_groups import group_indices
+from serve_app.engine.model.loading import (
     choose_attention,
     choose_compile,
     choose_device,
     choose_dtype,
     resolve_model_source,
 )
-from serve_app.schedulers import SCHEDULERS, UnknownSchedulerError, canonical_scheduler_name
-from serve_app.schemas import GenerationParams, ImageGenerationRequest, build_jobs
-from serve_app.settings import AppSettings, parse_size
 
 
 def job(
@@ -82,7 +84,7 @@ def test_unknown_scheduler_lists_choices() -> None:
 def test_every_scheduler_builds_from_a_stable_diffusion_config() -> None:
     from diffusers import DDIMScheduler
 
-    from serve_app.schedulers import build_scheduler
+    from serve_app.engine.model.loading import build_scheduler
 
     base = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).config
     for name, spec in SCHEDULERS.items():
@@ -213,7 +215,7 @@ def test_every_scheduler_runs_every_allowed_step_count(name: str, steps: int) ->
     import torch
     from diffusers import DDIMScheduler
 
-    from serve_app.schedulers import build_scheduler
+    from serve_app.engine.model.loading import build_scheduler
 
     base = DDIMScheduler(
         beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1

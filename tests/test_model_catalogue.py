@@ -1,7 +1,7 @@
 """Many models on one cluster: a catalogue, Ray Serve multiplexing, LoRAs per request.
 
 Two tiny checkpoints with different random weights and a tiny LoRA, all built offline by
-serve_app.tiny_model and loaded through the same from_pretrained / load_lora_weights path real
+serve_app.testing.tiny_model and loaded through the same from_pretrained / load_lora_weights path real
 checkpoints take. Two apps share the module's Serve: ``multi`` holds both models on one replica,
 ``evict`` may hold only one (max_models_per_replica: 1), so every switch unloads and reloads.
 """
@@ -20,7 +20,7 @@ from ray import serve
 from support import assert_error_shape, decode_png, max_pixel_difference
 
 from serve_app.app import build_app
-from serve_app.tiny_model import save_tiny_model
+from serve_app.testing.tiny_model import save_tiny_model
 
 STEPS = 4
 # Batched and one-at-a-time renders of one seed differ by at most 1/255 on CPU float32

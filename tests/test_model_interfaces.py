@@ -28,8 +28,8 @@ from bot_gateway.protocol import CommandOption
 from bot_gateway.register import app_settings, command_definitions
 from bot_gateway.user_settings import UnknownUserError, settings_key
 from serve_app.app import build_app
-from serve_app.model_catalogue import ModelCatalogue, ModelEntry
-from serve_app.tiny_model import save_tiny_model
+from serve_app.config.catalogue import ModelCatalogue, ModelEntry
+from serve_app.testing.tiny_model import save_tiny_model
 
 APP = "choices"
 APP_ID = "app-choices"

@@ -1,7 +1,7 @@
 """The Grafana dashboard and Prometheus alert rules in deployments/monitoring/ load and query real metrics.
 
 A query naming a metric nobody exports draws an empty panel, or an alert that can never fire, and
-nothing says so. Every metric named must be one of ours (``serve_app.service_metrics``, exported
+nothing says so. Every metric named must be one of ours (``serve_app.ops.metrics``, exported
 by Ray with a ``ray_`` prefix) or one of Ray's that Ray's own shipped Grafana panels query.
 """
 
@@ -15,7 +15,7 @@ import pytest
 import ray
 import yaml
 
-from serve_app.service_metrics import METRIC_NAMES
+from serve_app.ops.metrics import METRIC_NAMES
 
 MONITORING = Path(__file__).resolve().parent.parent / "deployments" / "monitoring"
 DASHBOARD = MONITORING / "raydiffusion_grafana_dashboard.json"

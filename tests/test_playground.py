@@ -26,11 +26,11 @@ from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 from ray import serve
 from support import decode_png, max_pixel_difference, save_tiny_preview_vae, wait_for
 
+from serve_app.api.ingress import ingress_deployment
 from serve_app.app import build_app
-from serve_app.diffusion_model import DiffusionModel
-from serve_app.ingress import ingress_deployment
-from serve_app.settings import AppSettings
-from serve_app.tiny_model import save_tiny_model
+from serve_app.config.settings import AppSettings
+from serve_app.engine.deployment import DiffusionModel
+from serve_app.testing.tiny_model import save_tiny_model
 
 APP = "playground"
 API_KEY = "playground-key-7"
@@ -202,7 +202,7 @@ def test_page_is_served_with_its_assets_and_a_strict_policy(base: str) -> None:
             response = http.get(f"/{asset}")
             assert response.status_code == 200, asset
             assert response.headers["x-content-type-options"] == "nosniff"
-        missing = http.get("/static/../serve_app/settings.py")
+        missing = http.get("/static/../serve_app/config/settings.py")
         assert missing.status_code == 404
         assert http.get("/static/nope.js").json()["error"]["param"] == "name"
 

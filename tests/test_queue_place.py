@@ -23,9 +23,9 @@ import ray
 from fake_discord import DiscordSigner, FakeDiscord, imagine_interaction, snowflake
 from support import deploy_fixed_capacity_app, wait_for
 
-from serve_app.generation import ImageJob, ProgressEvent
-from serve_app.job_records import TERMINAL
-from serve_app.settings import AppSettings
+from serve_app.config.settings import AppSettings
+from serve_app.core.images import ImageJob, ProgressEvent
+from serve_app.jobs.records import TERMINAL
 
 # Its own Ray: started after this module's environment is set, with logs and metrics of its own.
 OWN_RAY = True

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.generation import ImageJob, JobTicket, ProgressEvent
-from serve_app.load_tracking import LoadTracker
-from serve_app.queue_position import QueueSnapshot
-from serve_app.replica_queue import ReplicaQueue
+from serve_app.core.images import ImageJob, JobTicket, ProgressEvent
+from serve_app.core.load import LoadTracker
+from serve_app.engine.render_queue import ReplicaQueue
+from serve_app.jobs.queue_position import QueueSnapshot
 
 
 def job(steps: int = 10, size: int = 512) -> ImageJob:

@@ -27,9 +27,9 @@ from ray import serve
 from schemathesis.checks import not_a_server_error
 from support import decode_png, deploy_fixed_capacity_app, wait_for
 
-from serve_app.diffusion_model import DiffusionModel
-from serve_app.ingress import Ingress
-from serve_app.settings import AppSettings
+from serve_app.api.ingress import Ingress
+from serve_app.config.settings import AppSettings
+from serve_app.engine.deployment import DiffusionModel
 
 pytestmark = pytest.mark.slow
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.content_policy import image_entries
-from serve_app.errors import ContentPolicyError
-from serve_app.generation import ImageResult
-from serve_app.model_info import ReplicaReports, models_listing
-from serve_app.render_health import RenderHealth
-from serve_app.settings import AppSettings
-from serve_app.step_progress import requested_step
+from serve_app.api.openai.models import models_listing
+from serve_app.api.openai.protocol import image_entries
+from serve_app.config.settings import AppSettings
+from serve_app.core.errors import ContentPolicyError
+from serve_app.core.images import ImageResult
+from serve_app.engine.client import ReplicaReports
+from serve_app.engine.render_health import RenderHealth
+from serve_app.engine.step_progress import requested_step
 
 
 def result(seed: int, flagged: bool = False, replica: dict | None = None) -> ImageResult:
@@ -126,9 +127,9 @@ def test_models_listing_says_which_strengths_image_inputs_use() -> None:
 
 
 def test_a_prediction_never_hands_out_a_flagged_image(tmp_path) -> None:
-    from serve_app.image_store import LocalImageStore
-    from serve_app.job_records import PredictionRecord
-    from serve_app.prediction_api import prediction_view
+    from serve_app.api.predictions.router import prediction_view
+    from serve_app.jobs.records import PredictionRecord
+    from serve_app.storage.store import LocalImageStore
 
     record = PredictionRecord(
         id="pred_abc",

@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from serve_app.failure_alerts import FailureAlerts
-from serve_app.replica_watch import DeploymentView, ReplicaWatch, alerting_replica, replaced
-from serve_app.settings import AppSettings
+from serve_app.config.settings import AppSettings
+from serve_app.ops.alerts import FailureAlerts
+from serve_app.ops.replica_watch import DeploymentView, ReplicaWatch, alerting_replica, replaced
 
 
 def details(replicas: dict[str, str], target: int, config: dict[str, Any] | None = None) -> dict:

@@ -11,9 +11,9 @@ import pytest
 from conftest import free_port
 from moto.server import ThreadedMotoServer
 
-from serve_app.pipeline_loading import RuntimePlan, load_pipeline
-from serve_app.s3_model_sync import parse_s3_uri, sync_s3_model
-from serve_app.settings import AppSettings
+from serve_app.config.settings import AppSettings
+from serve_app.engine.model.loading import RuntimePlan, load_pipeline
+from serve_app.engine.model.s3_sync import parse_s3_uri, sync_s3_model
 
 BUCKET = "weights"
 PLAN = RuntimePlan(device="cpu", dtype="float32", attention="sdpa", compile=False)
@@ -241,7 +241,7 @@ def test_s3_model_loads_through_from_pretrained_like_the_local_one(
 
 
 def test_file_selection_follows_diffusers_naming() -> None:
-    from serve_app.weight_files import select_files
+    from serve_app.engine.model.weight_files import select_files
 
     listing = [
         "model_index.json",
@@ -289,8 +289,8 @@ def test_a_lora_from_s3_applies_like_the_same_file_on_disk(
 ) -> None:
     """aws.yaml's LoRA is an s3:// object: fetched once into the model cache, then loaded by PEFT."""
 
-    from serve_app.loaded_model import LoadedModel
-    from serve_app.tiny_model import LORA_FILE, save_tiny_lora
+    from serve_app.engine.model.loaded import LoadedModel
+    from serve_app.testing.tiny_model import LORA_FILE, save_tiny_lora
 
     lora_dir = save_tiny_lora(tmp_path / "lora")
     s3_client(s3_endpoint).upload_file(str(lora_dir / LORA_FILE), BUCKET, "loras/tiny-ink.safetensors")

@@ -20,8 +20,8 @@ import pytest
 from conftest import free_port
 from moto.server import ThreadedMotoServer
 
-from serve_app.secret_source import CredentialSource
-from serve_app.settings import AppSettings
+from serve_app.config.credentials import CredentialSource
+from serve_app.config.settings import AppSettings
 
 # moto keeps one in-process backend for every server it starts: a name per test keeps them apart.
 SECRET_ID = f"raydiffusion/refresh-test-{uuid.uuid4().hex[:8]}"

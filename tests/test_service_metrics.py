@@ -18,7 +18,7 @@ import ray
 from prometheus_client.parser import text_string_to_metric_families
 from support import deploy_fixed_capacity_app, wait_for
 
-from serve_app.settings import AppSettings
+from serve_app.config.settings import AppSettings
 
 # Its own Ray: started after this module's environment is set, with logs and metrics of its own.
 OWN_RAY = True

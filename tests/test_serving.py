@@ -17,11 +17,11 @@ from fake_discord import DiscordSigner, FakeDiscord, snowflake
 from ray import serve
 from support import assert_error_shape, decode_png, deploy_fixed_capacity_app, max_pixel_difference, wait_for
 
+from serve_app.api.ingress import ingress_deployment
 from serve_app.app import build_app
-from serve_app.diffusion_model import DiffusionModel
-from serve_app.generation import ImageJob, ImageResult, ProgressEvent
-from serve_app.ingress import ingress_deployment
-from serve_app.settings import AppSettings
+from serve_app.config.settings import AppSettings
+from serve_app.core.images import ImageJob, ImageResult, ProgressEvent
+from serve_app.engine.deployment import DiffusionModel
 
 APP = "sd"
 API_KEY = "test-key-123"

@@ -15,12 +15,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from serve_app.compiled_shapes import check_size_served, pad_jobs, plan_calls, shape_policy, warmup_shapes
-from serve_app.errors import InvalidRequestError
-from serve_app.generation import ImageJob
-from serve_app.pipeline_loading import RuntimePlan, plan_runtime
-from serve_app.settings import AppSettings, BatchingSettings
-from serve_app.speed_recipes import (
+from serve_app.config.settings import AppSettings, BatchingSettings
+from serve_app.config.speed import SpeedSettings, preset_for
+from serve_app.core.errors import InvalidRequestError
+from serve_app.core.images import ImageJob
+from serve_app.core.shapes import check_size_served, pad_jobs, plan_calls, shape_policy, warmup_shapes
+from serve_app.engine.model.loading import RuntimePlan, plan_runtime
+from serve_app.engine.speed_recipes import (
     apply_recipes,
     choose_attention,
     choose_compile,
@@ -29,8 +30,7 @@ from serve_app.speed_recipes import (
     compile_cache_dir,
     compile_kwargs,
 )
-from serve_app.speed_settings import SpeedSettings, preset_for
-from serve_app.tiny_model import build_tiny_pipeline
+from serve_app.testing.tiny_model import build_tiny_pipeline
 
 # --- selection --------------------------------------------------------------------------------
 
@@ -237,7 +237,7 @@ def test_batching_pixel_budget_is_validated() -> None:
 def test_fp16_safe_vae_replaces_the_models_own(tiny_model_dir: Path, tmp_path: Path) -> None:
     from diffusers import AutoencoderKL
 
-    from serve_app.pipeline_loading import load_pipeline
+    from serve_app.engine.model.loading import load_pipeline
 
     original = AutoencoderKL.from_pretrained(tiny_model_dir / "vae")
     torch.manual_seed(123)  # different weights than the model's VAE, so replacement is visible
@@ -256,7 +256,7 @@ def test_fp16_safe_vae_replaces_the_models_own(tiny_model_dir: Path, tmp_path: P
 
 def test_after_warm_up_a_missed_shape_runs_eagerly_instead_of_compiling() -> None:
     """The serving default (recompile_while_serving: false): dynamo's eager_on_recompile stance."""
-    from serve_app.compiled_shapes import dynamo_counters
+    from serve_app.core.shapes import dynamo_counters
 
     pipe = build_tiny_pipeline()
     pipe.set_progress_bar_config(disable=True)
@@ -277,7 +277,7 @@ def test_after_warm_up_a_missed_shape_runs_eagerly_instead_of_compiling() -> Non
 
 
 def test_compile_cache_goes_to_the_model_cache_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from serve_app.speed_recipes import use_compile_cache
+    from serve_app.engine.speed_recipes import use_compile_cache
 
     for name in ("TORCHINDUCTOR_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE", "TRITON_CACHE_DIR"):
         monkeypatch.delenv(name, raising=False)

@@ -35,14 +35,14 @@ from support import (
     wait_for,
 )
 
+from serve_app.api.ingress import Ingress
 from serve_app.app import build_app
-from serve_app.diffusion_model import DiffusionModel
-from serve_app.image_inputs import image_jobs
-from serve_app.image_store import LocalImageStore
-from serve_app.ingress import Ingress
-from serve_app.job_records import JobStore, new_record
-from serve_app.schemas import GenerationParams, build_jobs
-from serve_app.settings import AppSettings
+from serve_app.config.settings import AppSettings
+from serve_app.core.image_inputs import image_jobs
+from serve_app.core.params import GenerationParams, build_jobs
+from serve_app.engine.deployment import DiffusionModel
+from serve_app.jobs.records import JobStore, new_record
+from serve_app.storage.store import LocalImageStore
 
 # Its own Ray: started after this module's environment is set, with logs and metrics of its own.
 OWN_RAY = True

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.image_store import IMAGE_ID, LocalImageStore, new_image_id
-from serve_app.job_records import PredictionRecord
-from serve_app.prediction_api import prediction_view
-from serve_app.secret_source import merge_credentials
-from serve_app.settings import AppSettings
+from serve_app.api.predictions.router import prediction_view
+from serve_app.config.credentials import merge_credentials
+from serve_app.config.settings import AppSettings
+from serve_app.jobs.records import PredictionRecord
+from serve_app.storage.store import IMAGE_ID, LocalImageStore, new_image_id
 
 
 def test_image_ids_sort_newest_first_and_match_the_public_pattern() -> None:

@@ -1,0 +1,172 @@
+"""The HTTP API: OpenAI-compatible images, a plain PNG endpoint, async predictions, a gallery.
+
+Built as a plain FastAPI app from a ``ModelClient`` and the settings, so it reads top to bottom:
+validate (400 naming the field) -> turn the request into one job per image -> send the jobs to the
+batched model deployment -> store and encode the answer. The Serve ingress only hosts this app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import Response
+
+from bot_gateway.imagine_job import DiscordDelivery
+from bot_gateway.router import create_discord_router
+from serve_app.api.a1111.router import create_a1111_router
+from serve_app.api.errors import install_error_handlers
+from serve_app.api.openai.edits import create_image_edit_router, openai_images_response
+from serve_app.api.openai.models import models_listing
+from serve_app.api.openai.protocol import ImageGenerationRequest, ImageGenerationResponse
+from serve_app.api.playground.router import create_playground_router
+from serve_app.api.predictions.router import WebhookDelivery, create_prediction_router
+from serve_app.config.credentials import CredentialSource
+from serve_app.config.settings import AppSettings
+from serve_app.core.content_policy import raise_if_all_flagged
+from serve_app.core.errors import AuthenticationError, NotFoundError
+from serve_app.core.params import GenerationParams, build_jobs
+from serve_app.engine.client import ModelClient
+from serve_app.jobs.adoption import JobAdopter
+from serve_app.jobs.records import JobStore
+from serve_app.jobs.runner import JobRunner
+from serve_app.storage.store import IMAGE_ID, create_store
+
+
+def api_key_guard(credentials: CredentialSource) -> Any:
+    """A dependency that requires ``Authorization: Bearer KEY`` when API keys are configured."""
+
+    async def require_api_key(request: Request) -> None:
+        keys = (await credentials.current()).api_keys
+        if not keys:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        presented = token.strip().encode()
+        # Compare against every key in constant time: no early exit that leaks which key matched.
+        matched = False
+        for key in keys:
+            matched |= hmac.compare_digest(presented, key.encode())
+        if scheme.lower() != "bearer" or not matched:
+            raise AuthenticationError(
+                "Missing or invalid API key: send 'Authorization: Bearer <key>'."
+            )
+
+    return require_api_key
+
+
+def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
+    store = create_store(settings)
+    jobs = JobStore(store)
+    runner = JobRunner(
+        client,
+        jobs,
+        settings,
+        deliveries={"api": WebhookDelivery(jobs, settings), "discord": DiscordDelivery(jobs, settings)},
+    )
+    adopter = JobAdopter(runner, jobs, settings)
+    credentials = CredentialSource(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Adopt jobs whose ingress died (and keep doing so): nothing accepted is left running forever.
+        sweeper = asyncio.create_task(adopter.sweep_forever())
+        yield
+        sweeper.cancel()
+        await runner.shutdown()  # jobs left unfinished are adopted by another (or the next) replica
+
+    app = FastAPI(
+        title="raydiffusion",
+        summary="Stable Diffusion on Ray Serve: OpenAI-compatible images, PNGs, jobs and Discord.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app, settings.retry_after_s)
+    protected = APIRouter(dependencies=[Depends(api_key_guard(credentials))])
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        # Answered by the ingress alone: a health probe must not wake a model scaled to zero.
+        return {"status": "ok"}
+
+    @protected.post("/v1/images/generations", response_model=ImageGenerationResponse)
+    async def create_images(body: ImageGenerationRequest, request: Request) -> ImageGenerationResponse:
+        jobs = build_jobs(body, body.n, settings)
+        results = await client.generate(jobs)
+        return await asyncio.to_thread(
+            openai_images_response,
+            results,
+            jobs,
+            body.prompt,
+            body.response_format,
+            store,
+            settings,
+            settings.base_url_for(str(request.base_url)),
+        )
+
+    @protected.get(
+        "/imagine",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}, "description": "The PNG image."}},
+    )
+    async def imagine(params: Annotated[GenerationParams, Query()]) -> Response:
+        """One PNG straight back, for curl and browsers; the seed comes back in ``X-Seed``."""
+        (result,) = await client.generate(build_jobs(params, 1, settings))
+        raise_if_all_flagged([result])
+        return Response(
+            content=result.png,
+            media_type="image/png",
+            headers={
+                "X-Seed": str(result.seed),
+                "X-Render-Seconds": f"{result.render_s:.3f}",
+                "X-Batch-Size": str(result.batch_size),
+            },
+        )
+
+    @app.get(
+        "/images/{image_id}.png",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}},
+    )
+    async def stored_image(image_id: str) -> Response:
+        """Stored images by their unguessable id (like a presigned URL, no API key needed)."""
+        png = await asyncio.to_thread(store.get_image, image_id) if IMAGE_ID.match(image_id) else None
+        if png is None:
+            raise NotFoundError("No such image.", param="image_id")
+        return Response(
+            png, media_type="image/png", headers={"Cache-Control": "public, max-age=31536000, immutable"}
+        )
+
+    @protected.get("/v1/images")
+    async def gallery(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        cursor: Annotated[str | None, Query(max_length=64, pattern=r"^img_[0-9a-f]+$")] = None,
+    ) -> dict[str, Any]:
+        """Recent images, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+        records, next_cursor = await asyncio.to_thread(store.list_images, limit, cursor)
+        base = settings.base_url_for(str(request.base_url))
+        return {
+            "object": "list",
+            "data": [{**record, "url": store.image_url(record["id"], base)} for record in records],
+            "next_cursor": next_cursor,
+            "has_more": next_cursor is not None,
+        }
+
+    @protected.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        """The configured model and the last replica description seen; never calls a replica."""
+        return models_listing(settings, client.replicas)
+
+    app.include_router(protected)
+    app.include_router(create_image_edit_router(client, store, settings, protected.dependencies))
+    app.include_router(create_a1111_router(client, settings, protected.dependencies, store))
+    app.include_router(create_prediction_router(runner, settings, protected.dependencies))
+    # Discord authenticates with its own signatures, not API keys.
+    app.include_router(create_discord_router(settings, runner, credentials))
+    # The browser page needs no key to load: its API calls carry the key the user gives it.
+    app.include_router(create_playground_router())
+    return app

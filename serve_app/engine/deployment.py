@@ -1,0 +1,597 @@
+"""The batched, multiplexed model deployment: catalogue models per replica, batches across callers.
+
+Request flow inside a replica::
+
+    generate(job) / generate_stream(job)     one image, from any caller (HTTP, Discord, jobs)
+        -> _render_batch([job, ...])         @serve.batch collects jobs for batch_wait_timeout_s
+            -> _render_forever()             takes all waiting jobs (<= max_batch_size) per call
+                -> group_indices(...)        one group per (model, LoRAs, size, steps, guidance, ...)
+                    -> _get_model(name)      Serve's multiplexing LRU: loaded here, or loaded now
+                        -> _run_group in a thread  LoRAs set, the blocking pipeline call
+
+The pipeline call runs in a worker thread so the replica keeps answering health checks, metrics
+and new requests (which queue up for the next batch) while the GPU or CPU is busy. Only one
+pipeline call runs at a time: diffusers schedulers keep per-call state and are not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+from ray import serve
+from ray.serve import metrics
+
+from serve_app.config.settings import AppSettings, BatchingSettings
+from serve_app.core.images import ImageJob, ImageResult, JobTicket, ProgressEvent
+from serve_app.core.shapes import (
+    PipelineCall,
+    dynamo_counters,
+    pad_jobs,
+    plan_calls,
+    shape_policy,
+    warmup_shapes,
+)
+from serve_app.engine.batch_groups import group_indices
+from serve_app.engine.model.loaded import AdapterLoadError, LoadedModel
+from serve_app.engine.model.loading import plan_runtime
+from serve_app.engine.render_health import RenderHealth
+from serve_app.engine.render_queue import ReplicaQueue
+from serve_app.engine.speed_recipes import compile_cache_dir, use_compile_cache
+from serve_app.engine.step_progress import requested_step
+from serve_app.ops import metrics as service_metrics
+
+logger = logging.getLogger("ray.serve")
+
+BATCH_LOG_LENGTH = 1000
+
+
+def torch_thread_count(configured: int | None) -> int:
+    """Threads for torch: the configured count, else the CPUs Ray assigned to this replica.
+
+    Ray workers inherit OMP_NUM_THREADS from whatever worker process they reuse, so the count torch
+    starts with is not reliable; set it explicitly from what the replica was given.
+    """
+    if configured:
+        return configured
+    import ray
+
+    assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    return max(1, round(assigned))
+
+
+# Batches Serve may hand over while the pipeline is busy; each holds at least one request, so
+# this only needs to exceed max_ongoing_requests.
+MAX_WAITING_BATCHES = 256
+
+
+@dataclass
+class _Rendered:
+    """What one pipeline call gives back per image, and how far it got."""
+
+    images: list[tuple[bytes, bool]]  # (PNG, flagged by the safety checker)
+    render_s: float
+    steps_done: int
+    preview_s: float = 0.0  # of render_s, spent decoding live previews
+
+
+@dataclass
+class _Waiting:
+    job: ImageJob
+    ticket: JobTicket
+    result: asyncio.Future[ImageResult | BaseException]
+    told_ahead: int | None = None  # the place last streamed to its caller
+
+
+def _raise_if_failed(result: ImageResult | BaseException) -> ImageResult:
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 1, "num_gpus": 0},
+    # Enough in flight for a full batch to wait while the previous one renders.
+    max_ongoing_requests=16,
+    # Bounded: past this, callers get BackPressureError -> HTTP 503 with Retry-After.
+    max_queued_requests=64,
+    autoscaling_config={
+        "min_replicas": 1,
+        "max_replicas": 2,
+        "target_ongoing_requests": 8,
+    },
+    health_check_period_s=10,
+    health_check_timeout_s=60,
+)
+class DiffusionModel:
+    # Async: the default model loads in the pipeline thread through Serve's multiplexing (so Serve
+    # knows this replica holds it) while the replica's event loop stays free.
+    async def __init__(self, settings: AppSettings) -> None:  # type: ignore[misc]
+        import torch
+
+        self._torch_threads = torch_thread_count(settings.torch_threads)
+        torch.set_num_threads(self._torch_threads)
+        self._settings = settings
+        self._catalogue = settings.catalogue
+        self._default_model = self._catalogue.default.name
+        # Device, dtype and compile are the same for every model of the replica.
+        self._plan = plan_runtime(settings.for_model(self._default_model))
+        # Shapes are compiled at warm-up (reconfigure, once the pixel budget from user_config is
+        # known); the recompile limit must already cover every bucket then.
+        self._bucket_count = len(warmup_shapes(shape_policy(settings, self._plan.compile)))
+        if self._plan.compile:
+            use_compile_cache(compile_cache_dir(settings.speed, settings.model_cache_dir))
+        # Exported as ray_raydiffusion_graphs_compiled_since_ready: anything but 0 on a compiled
+        # replica means a request paid for a compile (or ran eagerly) after warm-up.
+        self._graphs_gauge = metrics.Gauge(
+            "raydiffusion_graphs_compiled_since_ready",
+            description="torch.compile graphs dynamo built after the replica's warm-up.",
+        )
+        self._graphs_at_ready: int | None = None
+        self._call_lock = threading.Lock()
+        # One long-lived thread for every pipeline call and model load: OpenMP keeps a thread team
+        # (and the thread count) per calling thread, so a pool of threads would each build and spin
+        # their own; and a load never overlaps a render (GPU memory peaks stay apart).
+        self._pipeline_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
+        self._batch_log: deque[dict[str, Any]] = deque(maxlen=BATCH_LOG_LENGTH)
+        self._images_rendered = 0
+        self._health = RenderHealth(settings.unhealthy_after_failed_renders)
+        self._batching = settings.batching
+        self._waiting: list[_Waiting] = []
+        self._waiting_changed = asyncio.Event()
+        self._render_loop: asyncio.Task[None] | None = None
+        self._queue = ReplicaQueue()  # places and waits told to the callers in _waiting
+        self._apply_batching(settings.batching)
+        # Models this replica holds, by name (Serve's LRU cache holds the same objects).
+        self._loaded: dict[str, LoadedModel] = {}
+        self._load_log: deque[dict[str, Any]] = deque(maxlen=BATCH_LOG_LENGTH)
+
+        async def load_model(model_id: str) -> LoadedModel:
+            return await self._load_model(model_id)
+
+        # Ray Serve multiplexing: requests carry the model as their multiplexed model id, Serve's
+        # router prefers a replica that already holds it, and past max_num_models_per_replica the
+        # least recently used model is unloaded (LoadedModel.__del__) before another loads. The
+        # limit comes from the config file, so the decorator is applied here, not on a method.
+        self._get_model = serve.multiplexed(max_num_models_per_replica=settings.max_models_per_replica)(
+            load_model
+        )
+        await self._get_model(self._default_model)
+        logger.info(
+            "replica ready: %s, %d torch threads, default model %s",
+            self._plan,
+            torch.get_num_threads(),
+            self._default_model,
+        )
+
+    async def _load_model(self, name: str) -> LoadedModel:
+        if name not in self._catalogue.entries:
+            raise ValueError(f"model {name!r} is not in the catalogue: {', '.join(self._catalogue.names)}")
+        started = time.time()
+        model = await asyncio.get_running_loop().run_in_executor(
+            self._pipeline_thread,
+            lambda: LoadedModel(
+                name, self._settings.for_model(name), self._bucket_count, self._forget
+            ),
+        )
+        self._loaded[name] = model
+        self._load_log.append({"at": started, "model": name, "load_s": round(model.load_s, 3)})
+        if self._plan.compile and self._batching_ready:
+            await asyncio.get_running_loop().run_in_executor(self._pipeline_thread, self._warm_up, model)
+        return model
+
+    # --- Serve hooks -------------------------------------------------------------------------
+
+    # Set once Serve handed the first user_config: a model loaded later warms up its compiled
+    # shapes for the pixel budget at once; one loaded before waits for reconfigure.
+    _batching_ready = False
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Retune batching live: `serve deploy` with a new user_config needs no replica restart.
+
+        Serve calls this before the replica reports ready, so a compiled replica warms up its shapes
+        here (their batch sizes depend on the pixel budget, which arrives with user_config).
+        """
+        self._apply_batching(BatchingSettings.model_validate(user_config or {}))
+        self._batching_ready = True
+        if self._plan.compile:
+            for model in list(self._loaded.values()):
+                self._pipeline_thread.submit(self._warm_up, model).result()
+
+    def check_health(self) -> None:
+        # No "is a model loaded" check: a catalogue entry that fails to load (after Serve evicted
+        # the others to make room) fails its requests, not the replica every other model runs on.
+        self._health.check()
+
+    # --- public methods, called through DeploymentHandle ------------------------------------
+
+    async def generate(self, job: ImageJob) -> ImageResult:
+        ticket = JobTicket(loop=asyncio.get_running_loop())
+        try:
+            return _raise_if_failed(await self._render_batch(job, ticket))
+        except asyncio.CancelledError:
+            ticket.cancelled = True
+            self._tell_places()  # the callers behind it moved up
+            raise
+
+    async def generate_stream(self, job: ImageJob) -> AsyncIterator[ProgressEvent | ImageResult]:
+        """Progress events while the job waits and renders, then the ImageResult last.
+
+        Call with ``handle.options(stream=True)``. Used by callers that show progress to people.
+        """
+        ticket = JobTicket(loop=asyncio.get_running_loop(), wants_progress=True)
+        render = asyncio.ensure_future(self._render_batch(job, ticket))
+        yield ProgressEvent(state="queued", total=job.steps)
+        try:
+            while not render.done():
+                next_event = asyncio.ensure_future(ticket.queue.get())
+                await asyncio.wait({render, next_event}, return_when=asyncio.FIRST_COMPLETED)
+                if next_event.done():
+                    yield next_event.result()
+                else:
+                    next_event.cancel()
+            yield _raise_if_failed(render.result())
+        finally:
+            if not render.done():
+                ticket.cancelled = True
+                render.cancel()
+                self._tell_places()  # the callers behind it moved up
+
+    def describe(self, model: LoadedModel | None = None) -> dict[str, Any]:
+        """What /v1/models reports: a model (default: the default one), where it runs, how it batches."""
+        model = model or self._loaded.get(self._default_model) or next(iter(self._loaded.values()), None)
+        return {
+            **(model.describe() if model is not None else {"model": None}),
+            "models_loaded": sorted(self._loaded),
+            "max_models_per_replica": self._settings.max_models_per_replica,
+            "torch_threads": self._torch_threads,
+            "max_batch_size": self._batching.max_batch_size,
+            "batch_wait_timeout_s": self._batching.batch_wait_timeout_s,
+            "max_batch_pixels": self._batching.max_batch_pixels or None,
+            "compile": self._compile_report(model),
+            "images_rendered": self._images_rendered,
+            "rss_bytes": psutil.Process().memory_info().rss,
+            "consecutive_failed_renders": self._health.consecutive_failures,
+        }
+
+    def _compile_report(self, model: LoadedModel | None) -> dict[str, Any] | None:
+        """Warm-up and dynamo's counters: graphs compiled since ready should stay at 0."""
+        if not self._plan.compile or model is None:
+            return None
+        counters = dynamo_counters()
+        ready = self._graphs_at_ready
+        return {
+            "warmed_shapes": [f"{w}x{h}x{b}" for w, h, b in sorted(model.warmed)],
+            "warmup_seconds": round(model.warmup_s, 3),
+            "outside_buckets": self._settings.speed.outside_buckets,
+            "graphs_compiled": counters["unique_graphs"],
+            "graphs_compiled_since_ready": None if ready is None else counters["unique_graphs"] - ready,
+            "dynamo": counters,
+        }
+
+    def _warm_up(self, model: LoadedModel) -> None:
+        """Compile each (size bucket, batch bucket) shape of ``model`` not yet compiled (pipeline thread)."""
+        import torch
+
+        torch.set_num_threads(self._torch_threads)
+        policy = shape_policy(model.settings, True, self._batching.max_batch_pixels)
+        started = time.perf_counter()
+        settings = model.settings
+        with self._call_lock, model.in_use():
+            torch.compiler.set_stance("default")
+            for width, height, batch in warmup_shapes(policy):
+                if (width, height, batch) in model.warmed:
+                    continue
+                shape_started = time.perf_counter()
+                job = ImageJob(
+                    prompt="warm-up",
+                    width=width,
+                    height=height,
+                    steps=2,
+                    guidance_scale=settings.default_guidance_scale,
+                    scheduler=settings.default_scheduler,
+                    seed=0,
+                    model=model.name,
+                )
+                scheduler = model.schedulers.use(job.scheduler)
+                model.adapters.activate(())
+                generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
+                model.tasks([job] * batch, generators, lambda *args: args[-1], scheduler)
+                model.warmed.add((width, height, batch))
+                took = time.perf_counter() - shape_started
+                logger.info("compiled %s %dx%d x%d in %.1fs", model.name, width, height, batch, took)
+            if not settings.speed.recompile_while_serving:
+                # A shape warm-up missed (another scheduler's timestep dtype, guidance 0 halving the
+                # UNet batch) then runs eagerly: never a compile pause inside a request.
+                torch.compiler.set_stance("eager_on_recompile")
+        model.warmup_s += time.perf_counter() - started
+        self._graphs_at_ready = dynamo_counters()["unique_graphs"]
+
+    def _plan_calls(self, model: LoadedModel, count: int, width: int, height: int) -> list[PipelineCall]:
+        policy = shape_policy(model.settings, self._plan.compile, self._batching.max_batch_pixels)
+        return plan_calls(count, width, height, policy)
+
+    def _model_name(self, job: ImageJob) -> str:
+        return job.model or self._default_model
+
+    def load_log(self) -> list[dict[str, Any]]:
+        """Models this replica loaded, in order (an evicted model loaded again appears twice)."""
+        return list(self._load_log)
+
+    def _forget(self, model: LoadedModel) -> None:
+        if self._loaded.get(model.name) is model:
+            del self._loaded[model.name]
+
+    def batch_log(self) -> list[dict[str, Any]]:
+        """Recent batches as run: sizes and groups. Tests and benchmarks read batching from here."""
+        return list(self._batch_log)
+
+    # --- batching ----------------------------------------------------------------------------
+
+    def _apply_batching(self, batching: BatchingSettings) -> None:
+        self._batching = batching
+        self._render_batch.set_max_batch_size(batching.max_batch_size)
+        self._render_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+
+    # Serve forms batches eagerly: while one pipeline call runs, requests that arrive are cut into
+    # more batches at every wait window, and with one batch at a time those would run one by one
+    # as fragments (seen: batches of 1 at 16 concurrent callers). So Serve's batch is only the
+    # collection window here; every batch it forms is handed to a single render loop that takes
+    # everything waiting (up to max_batch_size) each time the pipeline frees up.
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.1, max_concurrent_batches=MAX_WAITING_BATCHES)
+    async def _render_batch(
+        self, jobs: list[ImageJob], tickets: list[JobTicket]
+    ) -> list[ImageResult | BaseException]:
+        loop = asyncio.get_running_loop()
+        waiting = [
+            _Waiting(job, ticket, loop.create_future()) for job, ticket in zip(jobs, tickets, strict=True)
+        ]
+        self._waiting.extend(waiting)
+        service_metrics.queue_depth(len(self._waiting))
+        self._tell_places()
+        self._waiting_changed.set()
+        if self._render_loop is None or self._render_loop.done():
+            self._render_loop = asyncio.create_task(self._render_forever())
+        return list(await asyncio.gather(*(w.result for w in waiting)))
+
+    async def _render_forever(self) -> None:
+        while True:
+            await self._waiting_changed.wait()
+            self._waiting_changed.clear()
+            while self._waiting:
+                size = self._batching.max_batch_size
+                taken, self._waiting = self._waiting[:size], self._waiting[size:]
+                service_metrics.queue_depth(len(self._waiting))
+                live = [w for w in taken if not w.ticket.cancelled]
+                for w in taken:
+                    if w.ticket.cancelled:
+                        w.result.set_result(asyncio.CancelledError())
+                        self._count_images([w.job], "canceled")
+                if not live:
+                    continue
+                self._queue.batch_started([w.job for w in live], [w.ticket for w in live])
+                self._tell_places()
+                try:
+                    results = await self._render_jobs([w.job for w in live], [w.ticket for w in live])
+                except Exception as error:  # never let one batch stop the loop
+                    logger.exception("render loop iteration failed")
+                    results = [error] * len(live)
+                self._queue.batch_finished(all(isinstance(r, ImageResult) for r in results))
+                for w, result in zip(live, results, strict=True):
+                    if not w.result.done():
+                        w.result.set_result(result)
+
+    def _tell_places(self) -> None:
+        """Stream each waiting caller its place in this replica's queue, when it changed.
+
+        Called whenever the queue moves: jobs arrive, the render loop takes a batch, a caller
+        leaves. Callers of ``generate`` (no stream) are skipped: nobody would see it.
+        """
+        waiting = self._waiting
+        places = self._queue.places([w.job for w in waiting], [w.ticket for w in waiting])
+        for w, place in zip(waiting, places, strict=True):
+            if place is None or not w.ticket.wants_progress or w.told_ahead == place.ahead:
+                continue
+            w.told_ahead = place.ahead
+            w.ticket.report(
+                ProgressEvent(
+                    state="queued",
+                    total=w.job.steps,
+                    ahead=place.ahead,
+                    expected_wait_s=place.expected_wait_s,
+                )
+            )
+
+    async def _render_jobs(
+        self, jobs: list[ImageJob], tickets: list[JobTicket]
+    ) -> list[ImageResult | BaseException]:
+        """Render one batch group by group; a failing group fails only its own callers."""
+        groups = group_indices(jobs)
+        entry: dict[str, Any] = {
+            "at": time.time(),
+            "size": len(jobs),
+            "groups": [len(group) for group in groups],
+            "max_batch_size": self._batching.max_batch_size,
+            "render_s": None,
+            # Per group: steps asked for and steps run (fewer when every caller left and the
+            # render was interrupted).
+            "steps": [jobs[group[0]].steps for group in groups],
+            "kinds": [jobs[group[0]].kind for group in groups],
+            # Per group, every model and LoRA set its jobs asked for: one each, as a pipeline call
+            # never mixes them (tests read this to prove it).
+            "models": [sorted({self._model_name(jobs[i]) for i in group}) for group in groups],
+            "loras": [
+                sorted({",".join(f"{n}:{w:g}" for n, w in jobs[i].loras) for i in group}) for group in groups
+            ],
+            "steps_done": [0 for _ in groups],
+        }
+        self._batch_log.append(entry)
+        batch_started = time.perf_counter()
+        results: list[ImageResult | BaseException] = []
+        results.extend(RuntimeError("not rendered") for _ in jobs)
+        # Per group: the batch size of each pipeline call, padding included (compiled buckets,
+        # pixel budget: serve_app/core/shapes.py).
+        entry["calls"] = [[] for _ in groups]
+        for group_index, whole_group in enumerate(groups):
+            first = jobs[whole_group[0]]
+            try:
+                # Loaded (or found in Serve's LRU cache) between pipeline calls, never during one.
+                model = await self._get_model(self._model_name(first))
+                calls = self._plan_calls(model, len(whole_group), first.width, first.height)
+            except Exception as error:  # a model that fails to load, a size a compiled replica refuses
+                if not isinstance(error, ValueError):
+                    logger.exception("loading model %s failed", self._model_name(first))
+                    self._count_images([jobs[i] for i in whole_group], "failed")
+                for index in whole_group:
+                    results[index] = error
+                continue
+            for call in calls:
+                group = [whole_group[i] for i in call.indices]
+                await self._render_call(model, jobs, tickets, group, call, results, entry, group_index)
+        # Wall time of the whole batch in the render thread: the benchmark compares it with the same
+        # batch called in-process to tell slow renders apart from serving overhead.
+        entry["render_s"] = round(time.perf_counter() - batch_started, 4)
+        if self._plan.compile and self._graphs_at_ready is not None:
+            self._graphs_gauge.set(dynamo_counters()["unique_graphs"] - self._graphs_at_ready)
+        self._images_rendered += sum(isinstance(r, ImageResult) for r in results)
+        return results
+
+    async def _render_call(
+        self,
+        model: LoadedModel,
+        jobs: list[ImageJob],
+        tickets: list[JobTicket],
+        group: list[int],
+        call: PipelineCall,
+        results: list[ImageResult | BaseException],
+        entry: dict[str, Any],
+        group_index: int,
+    ) -> None:
+        group_jobs = [jobs[i] for i in group]
+        group_tickets = [tickets[i] for i in group]
+        if all(ticket.cancelled for ticket in group_tickets):
+            return
+        entry["calls"][group_index].append(call.batch)
+        render_started = time.perf_counter()
+        try:
+            rendered = await asyncio.get_running_loop().run_in_executor(
+                self._pipeline_thread, self._run_group, model, group_jobs, group_tickets, call
+            )
+        except Exception as error:
+            logger.exception("pipeline call failed for %d image(s)", len(group))
+            if not isinstance(error, AdapterLoadError):  # a bad LoRA is no sign of a broken replica
+                self._health.failed(error)
+            for index in group:
+                results[index] = error
+            self._count_images(group_jobs, "failed")
+            return
+        self._health.succeeded()
+        service_metrics.batch_rendered(
+            len(group), rendered.render_s, [render_started - t.accepted_at for t in group_tickets]
+        )
+        # A render every caller left is interrupted between steps: not a success.
+        interrupted = all(ticket.cancelled for ticket in group_tickets)
+        self._count_images(group_jobs, "canceled" if interrupted else "succeeded")
+        entry["steps_done"][group_index] = max(entry["steps_done"][group_index], rendered.steps_done)
+        if rendered.preview_s:
+            entry["preview_s"] = round(entry.get("preview_s", 0.0) + rendered.preview_s, 4)
+        replica = self.describe(model)
+        for index, (png, flagged) in zip(group, rendered.images, strict=True):
+            job = jobs[index]
+            results[index] = ImageResult(
+                png=png,
+                seed=job.seed,
+                width=job.width,
+                height=job.height,
+                steps=job.steps,
+                queue_s=render_started - tickets[index].accepted_at,
+                render_s=rendered.render_s,
+                batch_size=len(group),
+                nsfw_content_detected=flagged,
+                replica=replica,
+            )
+
+    def _count_images(self, jobs: list[ImageJob], outcome: str) -> None:
+        for job in jobs:
+            service_metrics.images_done(self._model_name(job), job.kind, outcome)
+
+    def _run_group(
+        self,
+        model: LoadedModel,
+        jobs: list[ImageJob],
+        tickets: list[JobTicket],
+        call: PipelineCall | None = None,
+    ) -> _Rendered:
+        """One blocking pipeline call for jobs that share a group key (model, LoRAs, kind, size...).
+
+        Padded up to ``call.batch`` with copies of the last job when the call runs a compiled
+        shape; the copies' images are dropped here, before anything is encoded.
+        """
+        import torch
+
+        # Threads: OpenMP thread counts are per thread, and this thread starts with Ray's
+        # OMP_NUM_THREADS (1 for a 1-CPU worker); set it here or the render runs single-threaded.
+        torch.set_num_threads(self._torch_threads)
+        first = jobs[0]
+        real = len(jobs)
+        previewer = model.previews
+        if call is not None and call.padding:
+            jobs = pad_jobs(jobs, call.batch)
+        generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
+        done = [0]
+        previewed = [0]  # the step last previewed (second-order schedulers repeat a step)
+        preview_s = [0.0]
+
+        def on_step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict:
+            if all(ticket.cancelled for ticket in tickets):
+                pipe._interrupt = True  # diffusers' documented way to stop between steps
+            # Iterations, not steps: second-order schedulers run about two per requested step.
+            iterations = getattr(pipe, "_num_timesteps", None) or len(pipe.scheduler.timesteps)
+            done[0] = requested_step(step + 1, iterations, first.steps)
+            previews: dict[int, bytes] = {}
+            # Only the rows of callers watching progress (never the padding rows).
+            watching = [i for i, t in enumerate(tickets) if t.wants_progress and not t.cancelled]
+            due = previewer and previewed[0] != done[0] and previewer.due(done[0], first.steps)
+            if due and watching:
+                previewed[0] = done[0]
+                started = time.perf_counter()
+                previews = previewer.decode(kwargs["latents"], watching)  # type: ignore[union-attr]
+                preview_s[0] += time.perf_counter() - started
+            for index, ticket in enumerate(tickets):
+                ticket.report(
+                    ProgressEvent(
+                        state="rendering", step=done[0], total=first.steps, preview=previews.get(index)
+                    )
+                )
+            return kwargs
+
+        with self._call_lock, model.in_use():
+            started = time.perf_counter()
+            try:
+                model.adapters.activate(first.loras)
+            except Exception as error:  # a LoRA file that is missing or does not fit the model
+                raise AdapterLoadError(f"LoRA for {model.name} failed to load: {error}") from error
+            scheduler = model.schedulers.use(first.scheduler)
+            # A compiled replica runs a size outside its buckets eagerly: no new graph mid-request.
+            eager = self._plan.compile and call is not None and not call.compiled
+            with torch.compiler.set_stance("force_eager") if eager else contextlib.nullcontext():
+                output = model.tasks(jobs, generators, on_step_end, scheduler)
+            render_s = time.perf_counter() - started
+        # Pipelines with a safety checker black out flagged images and say which; others say None.
+        flags = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
+        encoded = []
+        for image, flagged in zip(output.images[:real], flags[:real], strict=True):
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            encoded.append((buffer.getvalue(), bool(flagged)))
+        return _Rendered(encoded, render_s, done[0], preview_s[0])

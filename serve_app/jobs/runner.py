@@ -1,0 +1,361 @@
+"""Running a stored job to a terminal state: render, heartbeat, retry, cancel, deadline.
+
+Once accepted, a job ends ``succeeded``, ``failed`` or ``canceled`` whatever happens in between:
+
+- the run writes progress and a heartbeat to the record about once a second, so any ingress
+  replica can answer for it, and reads the job's cancel marker as often;
+- a render whose model replica died is retried once (same seeds, same images), then failed; the
+  other images of the job are cancelled first, so the retry never renders anything twice at once;
+- a full model queue is waited out (it is back-pressure, not failure) for ``request_timeout_s``;
+- a job with a deadline (a Discord job: its interaction token dies 15 minutes after the command)
+  is bounded by it end to end: queue wait, every attempt and storing the images. Past it the job
+  is failed with ``error_code == "deadline"`` so its source can say so while it still can.
+
+Each job's source plugs in a ``Delivery`` (the API's webhook, the Discord message) that wraps the
+run: it observes progress and hands the outcome over. Fresh and adopted jobs go through the same
+``start``, so an adopted Discord job still edits its message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from serve_app.config.settings import AppSettings
+from serve_app.core.content_policy import MESSAGE as FLAGGED_MESSAGE
+from serve_app.core.errors import ContentPolicyError, GenerationFailedError, OverloadedError, ServiceError
+from serve_app.core.images import ImageJob, ImageResult, ProgressEvent
+from serve_app.engine.client import ModelClient
+from serve_app.jobs.log import log_finished_job
+from serve_app.jobs.preview_board import PreviewBoard
+from serve_app.jobs.queue_position import QueueInfo, QueueSnapshot
+from serve_app.jobs.records import TERMINAL, JobStore, PredictionRecord, Progress
+from serve_app.ops import metrics as service_metrics
+from serve_app.ops.alerts import failure_alerts
+from serve_app.storage.store import save_results
+
+logger = logging.getLogger("ray.serve")
+
+MAX_ATTEMPTS = 2
+HEARTBEAT_S = 1.0
+# A heartbeat against a slow store must not stall the run; a missed one is only a late one.
+HEARTBEAT_STORE_TIMEOUT_S = 5.0
+# A cancel on another replica is seen at that replica's next heartbeat.
+CANCEL_WAIT_S = 2 * HEARTBEAT_S + 1.0
+
+
+class ProgressObserver(Protocol):
+    def update(self, event: ProgressEvent) -> None: ...
+
+    # The job's place in line while none of its images renders yet; None once one does.
+    def queued(self, info: QueueInfo | None) -> None: ...
+
+
+Execute = Callable[[ProgressObserver | None], Awaitable[PredictionRecord]]
+
+
+class Delivery(Protocol):
+    """What a job's source does around its run: call ``execute`` once, then deliver the outcome."""
+
+    async def __call__(self, record: PredictionRecord, execute: Execute) -> None: ...
+
+
+class PredictionCanceled(Exception):
+    """A cancel request arrived (through the store or on this replica)."""
+
+
+class DeadlineExceeded(Exception):
+    """The job's deadline passed before it could finish."""
+
+
+class JobRunner:
+    def __init__(
+        self,
+        client: ModelClient,
+        jobs: JobStore,
+        settings: AppSettings,
+        deliveries: dict[str, Delivery] | None = None,
+    ) -> None:
+        self._client = client
+        self._jobs = jobs
+        self._settings = settings
+        self._deliveries = dict(deliveries or {})
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._cancel: dict[str, asyncio.Event] = {}
+        self._finished: dict[str, asyncio.Event] = {}
+        # Live previews of the jobs running here: in memory only (see preview_board).
+        self.previews = PreviewBoard()
+
+    @property
+    def client(self) -> ModelClient:
+        return self._client
+
+    @property
+    def jobs(self) -> JobStore:
+        return self._jobs
+
+    def add_delivery(self, source: str, delivery: Delivery) -> None:
+        self._deliveries[source] = delivery
+
+    def is_running(self, prediction_id: str) -> bool:
+        return prediction_id in self._tasks
+
+    def start(self, record: PredictionRecord) -> asyncio.Task[None]:
+        """Run the job and deliver it, in the background; the task never raises for a job."""
+        self._cancel[record.id] = asyncio.Event()
+        self._finished[record.id] = asyncio.Event()
+        delivery = self._deliveries.get(record.source)
+
+        async def execute(observer: ProgressObserver | None) -> PredictionRecord:
+            return await self.execute(record, observer)
+
+        async def run() -> None:
+            try:
+                if delivery is None:
+                    await self.execute(record)
+                else:
+                    await delivery(record, execute)
+            except Exception:
+                logger.exception("delivery of prediction %s failed", record.id)
+
+        task = asyncio.create_task(run())
+        self._tasks[record.id] = task
+
+        def forget(_: asyncio.Task[None]) -> None:
+            self._tasks.pop(record.id, None)
+            self._cancel.pop(record.id, None)
+            self._finished.pop(record.id, None)
+            self.previews.forget(record.id)
+
+        task.add_done_callback(forget)
+        return task
+
+    async def cancel(self, prediction_id: str) -> PredictionRecord | None:
+        """Request a cancel and answer at once with the state it led to (never after webhooks).
+
+        The marker is written first, so the cancel holds wherever the job runs; a job on this
+        replica stops now, one on another replica at its next heartbeat.
+        """
+        record = await self._jobs.load(prediction_id)
+        if record is None or record.status in TERMINAL:
+            return record
+        await self._jobs.request_cancel(prediction_id)
+        cancel, finished = self._cancel.get(prediction_id), self._finished.get(prediction_id)
+        if cancel is not None and finished is not None:
+            cancel.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), CANCEL_WAIT_S)
+            return await self._jobs.load(prediction_id)
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while True:
+            record = await self._jobs.load(prediction_id)
+            if record is None or record.status in TERMINAL or time.monotonic() >= deadline:
+                return record
+            await asyncio.sleep(HEARTBEAT_S / 4)
+
+    async def shutdown(self) -> None:
+        """Stop running jobs without finishing them: their records stay for another replica to adopt."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- one run ----------------------------------------------------------------------------------
+
+    async def execute(
+        self, record: PredictionRecord, observer: ProgressObserver | None = None
+    ) -> PredictionRecord:
+        """Run to a terminal state and store it; returns the final record, never raises for a job."""
+        cancel = self._cancel.get(record.id) or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        deadline = None if record.deadline_at is None else loop.time() + record.deadline_at - time.time()
+        # Back-pressure is waited out for request_timeout_s (the same patience a synchronous caller
+        # gets), never past the job's deadline.
+        wait_until = loop.time() + self._settings.request_timeout_s
+        if deadline is not None:
+            wait_until = min(wait_until, deadline)
+        results: list[ImageResult] = []
+        try:
+            if record.attempts >= MAX_ATTEMPTS:
+                raise GenerationFailedError("The job was interrupted and could not be completed.")
+            if cancel.is_set() or await self._jobs.cancel_requested(record.id):
+                raise PredictionCanceled
+            jobs = await self._jobs.image_jobs(record)  # with their input images
+            while True:
+                if cancel.is_set():
+                    raise PredictionCanceled
+                if deadline is not None and loop.time() >= deadline:
+                    raise DeadlineExceeded
+                record.attempts += 1
+                record.status = "processing"
+                record.started_at = record.started_at or time.time()
+                record.heartbeat_at = time.time()
+                record.error = None
+                await self._jobs.save(record)
+                try:
+                    async with _timeout_at(deadline):
+                        results = await self._render(record, jobs, observer, cancel)
+                    break
+                except TimeoutError:
+                    if deadline is None:
+                        raise
+                    raise DeadlineExceeded from None
+                except OverloadedError:
+                    record.attempts -= 1  # back-pressure is not a failed attempt: wait for room
+                    record.overload_waits += 1
+                    pause = self._settings.retry_after_s
+                    if loop.time() + pause > wait_until:
+                        if deadline is not None and wait_until >= deadline:
+                            raise DeadlineExceeded from None
+                        raise
+                    await _sleep_unless(cancel, pause)
+                except GenerationFailedError as error:
+                    if record.attempts >= MAX_ATTEMPTS:
+                        raise
+                    logger.warning("prediction %s: %s; retrying once", record.id, error.message)
+            if cancel.is_set() or await self._jobs.cancel_requested(record.id):
+                raise PredictionCanceled
+            try:
+                async with _timeout_at(deadline):
+                    await self._succeed(record, jobs, results)
+            except TimeoutError:
+                if deadline is None:
+                    raise
+                raise DeadlineExceeded from None
+        except PredictionCanceled:
+            record.status, record.error, record.error_code = "canceled", None, None
+        except DeadlineExceeded:
+            record.status, record.error_code = "failed", "deadline"
+            record.error = "The job could not be finished before its deadline."
+        except ServiceError as error:
+            record.status, record.error, record.error_code = "failed", error.message, error.code
+        except asyncio.CancelledError:
+            raise  # the replica is shutting down: leave the record for another to adopt
+        except Exception as error:
+            logger.exception("prediction %s failed", record.id)
+            record.status, record.error = "failed", f"Internal error: {type(error).__name__}"
+            record.error_code = "internal"
+        record.completed_at = time.time()
+        if record.started_at is not None:
+            record.predict_time_s = round(record.completed_at - record.started_at, 3)
+        await self._finish(record)
+        service_metrics.job_finished(record.source, record.status)
+        if record.status == "failed":
+            failure_alerts(self._settings).job_failed(
+                record.id, record.source, record.error_code, record.error
+            )
+        log_finished_job(record, results, self._settings.served_model_name)
+        return record
+
+    async def _render(
+        self,
+        record: PredictionRecord,
+        jobs: list[ImageJob],
+        observer: ProgressObserver | None,
+        cancel: asyncio.Event,
+    ) -> list[ImageResult]:
+        steps = [0] * len(jobs)
+        total = sum(job.steps for job in jobs)
+        queued = QueueSnapshot(self._client.load, jobs)  # before its own images count as in flight
+
+        async def one(index: int, job: ImageJob) -> ImageResult:
+            async for event in self._client.generate_stream(job):
+                if isinstance(event, ImageResult):
+                    return event
+                steps[index] = event.step
+                # The replica holding the image told its real place there: show it now, not at
+                # the next heartbeat.
+                if queued.observe(index, event) and observer is not None and not any(steps):
+                    observer.queued(queued.now(self._client.load))
+                if event.preview is not None:
+                    self.previews.put(record.id, index, event.step, event.preview)
+                if observer is not None:
+                    observer.update(ProgressEvent(event.state, sum(steps), total) if len(jobs) > 1 else event)
+            raise GenerationFailedError("The model stream ended without an image.")
+
+        images = [asyncio.create_task(one(i, job)) for i, job in enumerate(jobs)]
+        if observer is not None:
+            observer.queued(queued.now(self._client.load))
+        canceled = asyncio.create_task(cancel.wait())
+        last_beat = time.monotonic()
+        try:
+            pending: set[asyncio.Future[object]] = set(images)
+            while pending:
+                done, pending = await asyncio.wait(
+                    pending | {canceled}, timeout=HEARTBEAT_S, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending.discard(canceled)
+                for task in done:
+                    error = None if task is canceled else task.exception()
+                    if error is not None:
+                        raise error  # the finally below stops the siblings
+                if cancel.is_set():
+                    raise PredictionCanceled
+                if observer is not None:
+                    observer.queued(queued.now(self._client.load) if not any(steps) else None)
+                if pending and time.monotonic() - last_beat >= HEARTBEAT_S:
+                    last_beat = time.monotonic()
+                    record.progress = Progress(step=sum(steps), total=total)
+                    # Shown until the first denoising step; after it, progress says more.
+                    record.queue = queued.now(self._client.load) if not any(steps) else None
+                    if await self._heartbeat(record):
+                        raise PredictionCanceled
+            return [task.result() for task in images]
+        finally:
+            # One failed image fails the attempt: stop its siblings (their renders stop between
+            # steps on the model) before a retry submits them all again.
+            record.queue = None
+            for task in (*images, canceled):
+                task.cancel()
+            await asyncio.gather(*images, canceled, return_exceptions=True)
+
+    async def _heartbeat(self, record: PredictionRecord) -> bool:
+        """Write progress and a sign of life; True when a cancel was requested."""
+        record.heartbeat_at = time.time()
+        try:
+            await asyncio.wait_for(self._jobs.save(record), HEARTBEAT_STORE_TIMEOUT_S)
+            return await asyncio.wait_for(
+                self._jobs.cancel_requested(record.id), HEARTBEAT_STORE_TIMEOUT_S
+            )
+        except Exception as error:
+            logger.warning("prediction %s: heartbeat failed (%s)", record.id, type(error).__name__)
+            return False
+
+    async def _succeed(
+        self, record: PredictionRecord, jobs: list[ImageJob], results: list[ImageResult]
+    ) -> None:
+        image_ids = await asyncio.to_thread(
+            save_results, self._jobs.images, self._settings, jobs, results, record.source, record.id
+        )
+        record.image_ids = image_ids
+        record.nsfw_content_detected = [result.nsfw_content_detected for result in results]
+        record.queue_time_s = round(max(result.queue_s for result in results), 3)
+        record.progress = Progress(step=sum(job.steps for job in jobs), total=sum(job.steps for job in jobs))
+        if results and all(record.nsfw_content_detected):  # nothing to show: the caller can act on it
+            raise ContentPolicyError(FLAGGED_MESSAGE)
+        record.status = "succeeded"
+
+    async def _finish(self, record: PredictionRecord) -> None:
+        try:
+            await self._jobs.save(record)
+            await self._jobs.finish(record.id)
+        except Exception:
+            # Left active: the sweep adopts it again once it looks stale, and reruns or fails it.
+            logger.exception("prediction %s: could not store its final state", record.id)
+        finished = self._finished.get(record.id)
+        if finished is not None:
+            finished.set()
+
+
+def _timeout_at(deadline: float | None) -> contextlib.AbstractAsyncContextManager[object]:
+    return asyncio.timeout_at(deadline) if deadline is not None else contextlib.nullcontext()
+
+
+async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
+    """Sleep, but wake early when ``event`` is set (a cancel while waiting for room)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)

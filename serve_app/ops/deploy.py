@@ -1,0 +1,99 @@
+"""`serve deploy` that waits for the result: `python -m serve_app.ops.deploy deployments/aws.yaml`.
+
+`serve deploy` exits 0 as soon as the dashboard has accepted the request, so a `build_app` that
+raises (bad args, a missing secret, an import error in the image) is invisible to whoever ran it.
+This sends the same request through the same client, then polls Serve until every application of
+the file is RUNNING, and prints Serve's own error and exits 1 when one is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TERMINAL_FAILURES = {"DEPLOY_FAILED", "UNHEALTHY"}
+
+
+def _app_state(details: dict[str, Any], name: str) -> tuple[str, float | None, str]:
+    app = (details.get("applications") or {}).get(name)
+    if app is None:
+        return "NOT_STARTED", None, ""
+    problems = [app.get("message") or ""]
+    for deployment_name, deployment in (app.get("deployments") or {}).items():
+        if deployment.get("message") and deployment.get("status") not in {
+            "HEALTHY",
+            "UPSCALING",
+            "DOWNSCALING",
+        }:
+            problems.append(f"{deployment_name}: {deployment['message']}")
+    return (
+        app.get("status", "NOT_STARTED"),
+        app.get("last_deployed_time_s"),
+        "\n".join(p for p in problems if p),
+    )
+
+
+def deploy_and_wait(config_path: Path, address: str, timeout_s: float, poll_s: float = 2.0) -> int:
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load(config_path.read_text()))
+    names = [app.name for app in config.applications]
+    client = ServeSubmissionClient(address)
+    before = {name: _app_state(client.get_serve_details(), name)[1] for name in names}
+    client.deploy_applications(config.model_dump(exclude_unset=True))
+    print(f"sent {config_path} to {address}; waiting for {', '.join(names)} to be RUNNING", flush=True)
+
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, str] = {}
+    while True:
+        details = client.get_serve_details()
+        pending = []
+        for name in names:
+            status, deployed_at, problem = _app_state(details, name)
+            # Until the controller has taken the new config, the status shown is the old one's.
+            fresh = deployed_at is not None and deployed_at != before[name]
+            if fresh and status in TERMINAL_FAILURES:
+                print(
+                    f"application {name}: {status}\n{problem or '(Serve gave no message)'}", file=sys.stderr
+                )
+                return 1
+            if not (fresh and status == "RUNNING"):
+                pending.append(name)
+            if last.get(name) != status:
+                print(f"  {name}: {status}", flush=True)
+                last[name] = status
+        if not pending:
+            print("deployed: " + ", ".join(f"{name} RUNNING" for name in names))
+            return 0
+        if time.monotonic() > deadline:
+            print(
+                f"timed out after {timeout_s:.0f}s; still not RUNNING: {', '.join(pending)}", file=sys.stderr
+            )
+            return 1
+        time.sleep(poll_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m serve_app.ops.deploy", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("config", type=Path, help="a Serve config file, e.g. deployments/aws.yaml")
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("RAY_DASHBOARD_ADDRESS", "http://127.0.0.1:8265"),
+        help="the dashboard (on AWS: `ray dashboard cluster.yaml` forwards it to localhost:8265)",
+    )
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for RUNNING")
+    args = parser.parse_args(argv)
+    return deploy_and_wait(args.config, args.address, args.timeout)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
