@@ -105,9 +105,8 @@ def measure_raw(args: argparse.Namespace) -> dict[str, Any]:
 def deploy_served(args: argparse.Namespace, signer_public_key: str, discord_api: str) -> str:
     from ray import serve
 
-    from serve_app.api.ingress import Ingress
+    from serve_app.app import compose
     from serve_app.config.settings import AppSettings
-    from serve_app.engine.deployment import DiffusionModel
 
     settings = AppSettings(
         model=args.model,
@@ -120,14 +119,14 @@ def deploy_served(args: argparse.Namespace, signer_public_key: str, discord_api:
         discord_api_base_url=discord_api,
         discord_max_jobs_per_user=100,
     )
-    model = DiffusionModel.options(
-        ray_actor_options={"num_cpus": args.threads},
-        autoscaling_config={"min_replicas": 1, "max_replicas": 1},
-        max_ongoing_requests=2 * args.max_batch,
-        max_queued_requests=1000,
-        user_config={"max_batch_size": args.max_batch, "batch_wait_timeout_s": args.batch_wait},
-    ).bind(settings)
-    serve.run(Ingress.bind(model, settings), name="served", route_prefix="/served")
+    model_options = {
+        "ray_actor_options": {"num_cpus": args.threads},
+        "autoscaling_config": {"min_replicas": 1, "max_replicas": 1},
+        "max_ongoing_requests": 2 * args.max_batch,
+        "max_queued_requests": 1000,
+        "user_config": {"max_batch_size": args.max_batch, "batch_wait_timeout_s": args.batch_wait},
+    }
+    serve.run(compose(settings, model_options), name="served", route_prefix="/served")
     return "/served/imagine"
 
 

@@ -236,9 +236,8 @@ def measure_served(arch: str, args: argparse.Namespace, raw: dict[str, Any]) -> 
     from ray import serve
 
     from bench.load import closed_loop
-    from serve_app.api.ingress import Ingress
+    from serve_app.app import compose
     from serve_app.config.settings import AppSettings
-    from serve_app.engine.deployment import DiffusionModel
     from serve_app.testing.random_weights import build_random_pipeline, default_size
 
     size = default_size(arch)
@@ -260,14 +259,14 @@ def measure_served(arch: str, args: argparse.Namespace, raw: dict[str, Any]) -> 
                 max_images=1,
                 data_dir=str(Path(folder) / "data"),
             )
-            model = DiffusionModel.options(
-                ray_actor_options={"num_cpus": 1, "num_gpus": gpus},
-                autoscaling_config={"min_replicas": 1, "max_replicas": 1},
-                max_ongoing_requests=2 * max_batch,
-                max_queued_requests=1000,
-                user_config={"max_batch_size": max_batch, "batch_wait_timeout_s": 0.05},
-            ).bind(settings)
-            serve.run(Ingress.bind(model, settings), name="gpu-bench", route_prefix="/")
+            model_options = {
+                "ray_actor_options": {"num_cpus": 1, "num_gpus": gpus},
+                "autoscaling_config": {"min_replicas": 1, "max_replicas": 1},
+                "max_ongoing_requests": 2 * max_batch,
+                "max_queued_requests": 1000,
+                "user_config": {"max_batch_size": max_batch, "batch_wait_timeout_s": 0.05},
+            }
+            serve.run(compose(settings, model_options), name="gpu-bench", route_prefix="/")
 
             async def run() -> dict[str, Any]:
                 async with httpx.AsyncClient(base_url="http://127.0.0.1:8123", timeout=600) as http:

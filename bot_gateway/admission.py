@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from serve_app.core.images import ImageJob
+from serve_app.core.images import ImageSpec
 from serve_app.core.load import LoadTracker, work_units
 
 
@@ -49,7 +49,7 @@ def guild_allowed(guild_id: str | None, allowed_guilds: list[str]) -> bool:
     return not allowed_guilds or (guild_id is not None and guild_id in allowed_guilds)
 
 
-def expected_wait_s(load: LoadTracker, job: ImageJob, cold_start_s: float) -> float:
+def expected_wait_s(load: LoadTracker, job: ImageSpec, cold_start_s: float) -> float:
     """Seconds until ``job``'s image would be ready if it were admitted now.
 
     The work already in flight on this ingress, plus the job's own, at the measured speed, as if

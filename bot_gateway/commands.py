@@ -1,7 +1,7 @@
 """The ``/imagine`` slash command: its definition for registration, and its options parsed back.
 
 The definition bounds what Discord's client lets people type; the server still validates every
-value through the same ``build_jobs`` as the HTTP API, since the definition registered and the
+value through the same ``build_image_specs`` as the HTTP API, since the definition registered and the
 server's settings can drift apart. An ``image`` attachment makes it image-to-image (at
 ``strength``); the picture itself is fetched and checked later (``source_images``).
 """

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot_gateway.protocol import Embed
-from serve_app.core.images import ImageJob, JobKind
+from serve_app.core.images import ImageKind, ImageSpec
 from serve_app.core.params import GenerationParams
 
 REROLL_ID = "imagine:reroll"
@@ -38,7 +38,7 @@ def progress_text(
     return f"{place}, about {max(1, round(wait_s))} s…"
 
 
-def preview_message(job: ImageJob, text: str, filename: str) -> dict[str, Any]:
+def preview_message(job: ImageSpec, text: str, filename: str) -> dict[str, Any]:
     """A progress edit showing the render's latest preview (a small JPEG) under the progress text.
 
     ``attachments`` names only the new file: Discord drops every attachment a PATCH leaves out, so
@@ -63,11 +63,11 @@ class StartImage:
     """The picture a job starts from: where to fetch it, and what to do with it."""
 
     url: str
-    kind: JobKind
+    kind: ImageKind
     strength: float
 
 
-def _parameter_fields(job: ImageJob, source: str | None = None) -> list[dict[str, Any]]:
+def _parameter_fields(job: ImageSpec, source: str | None = None) -> list[dict[str, Any]]:
     fields = [
         {"name": "Seed", "value": str(job.seed), "inline": True},
         {"name": "Steps", "value": str(job.steps), "inline": True},
@@ -95,7 +95,7 @@ def _button(label: str, custom_id: str, style: int = 1) -> dict[str, Any]:
 
 
 def finished_message(
-    job: ImageJob,
+    job: ImageSpec,
     filename: str,
     render_s: float,
     note: str = "",
@@ -130,7 +130,7 @@ def finished_message(
     }
 
 
-def failed_message(job: ImageJob, reason: str, source: str | None = None) -> dict[str, Any]:
+def failed_message(job: ImageSpec, reason: str, source: str | None = None) -> dict[str, Any]:
     return {
         "content": f"❌ {reason}",
         "embeds": [

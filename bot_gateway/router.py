@@ -1,375 +1,93 @@
 """``POST /discord/interactions``: verify, then answer within Discord's 3-second deadline.
 
-Discord gives an interactions endpoint 3 seconds for its first answer. Rendering takes longer, so
-``/imagine`` (and a button click) is answered at once with a deferred response (type 5, the
-"thinking…" state), the job is stored and started through the shared job runner, and the result
-arrives later by editing that message (see ``imagine_job``). Nothing in this request waits on
-the model, and the one storage write it needs is bounded: a store that does not answer in time
-turns into an ephemeral "try again", never into a missed deadline.
-
-A job that starts from a picture (an ``/imagine`` attachment; Variations and Upscale, which start
-from the clicked message's image) fetches and checks the picture here, before the answer, also
-bounded: the job is stored with its picture, so any replica can run or adopt it.
+This module is the door: it reads the body (bounded), checks Discord's Ed25519 signature over the
+raw bytes (Discord probes with bad signatures and drops an endpoint that accepts one), answers
+PINGs, and hands every verified interaction to ``interactions.InteractionHandler``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from bot_gateway.admission import JobsPerUser, banned_word_in, expected_wait_s, guild_allowed
-from bot_gateway.commands import IMAGINE, CommandOptionError, image_from_options, params_from_options
-from bot_gateway.imagine_job import DELIVERY_MARGIN_S
-from bot_gateway.messages import (
-    REROLL_ID,
-    RETRY_ID,
-    UPSCALE_ID,
-    VARIATIONS_ID,
-    StartImage,
-    UnreadableMessageError,
-    params_from_embed,
-    start_image_from_embed,
-)
-from bot_gateway.model_choices import autocomplete_choices
-from bot_gateway.protocol import (
-    TOKEN_LIFETIME_S,
-    Interaction,
-    InteractionType,
-    Message,
-    ResponseType,
-    ephemeral,
-)
-from bot_gateway.settings_command import (
-    SETTINGS,
-    SettingsOptionError,
-    changes_from_options,
-    describe,
-    invalid,
-    updated_defaults,
-)
-from bot_gateway.source_images import SourceImageError, start_image_jobs
-from bot_gateway.user_settings import UnknownUserError, UserDefaults, UserSettingsStore, with_defaults
+from bot_gateway.interactions import InteractionContext, InteractionHandler
+from bot_gateway.protocol import Interaction, InteractionType, ResponseType
 from bot_gateway.verification import InvalidSignatureError, verify_interaction
 from serve_app.config.credentials import CredentialSource
 from serve_app.config.settings import AppSettings
-from serve_app.config.sizes import parse_size
-from serve_app.core.errors import InvalidRequestError, ServiceUnavailableError, error_body
-from serve_app.core.image_inputs import upscale_size
-from serve_app.core.images import ImageJob
-from serve_app.core.params import GenerationParams
-from serve_app.jobs.records import DiscordTarget, PredictionRecord, new_record
+from serve_app.core.errors import ServiceUnavailableError, error_body
 from serve_app.jobs.runner import JobRunner
 from serve_app.ops import metrics as service_metrics
 
 logger = logging.getLogger("ray.serve")
 
 MAX_BODY_BYTES = 1024 * 1024
-# Storing the job is the only wait before the ACK, and Discord drops an answer after 3 s: past
-# this the store counts as down for this interaction.
-ACCEPT_TIMEOUT_S = 1.5
-# Fetching and decoding a picture a job starts from, before the answer: with the store's 1.5 s,
-# this keeps the answer inside Discord's 3 s.
-SOURCE_IMAGE_TIMEOUT_S = 1.2
-# Reading the user's /settings defaults before an /imagine answer: taken from the picture's budget.
-USER_DEFAULTS_TIMEOUT_S = 0.3
-# /settings reads and then writes the store, and does nothing else before its answer.
-SETTINGS_STORE_TIMEOUT_S = 1.2
-STORE_DOWN = "storage is not answering. Try again in a moment."
-BUTTONS = (REROLL_ID, RETRY_ID, VARIATIONS_ID, UPSCALE_ID)
 
 
-@dataclass(frozen=True)
-class _Context:
-    received_at: float  # epoch seconds
-    application_id: str
-    base_url: str
+def create_discord_router(
+    settings: AppSettings, runner: JobRunner, credentials: CredentialSource
+) -> APIRouter:
+    router = APIRouter()
+    handler = InteractionHandler(settings, runner, credentials)
+
+    @router.post("/discord/interactions", include_in_schema=True, summary="Discord interactions endpoint")
+    async def discord_interactions(request: Request) -> JSONResponse:
+        received = time.perf_counter()
+        try:
+            return await _answer(request, handler, settings, credentials)
+        finally:
+            # Discord drops an interaction not answered within 3 s: this is the number to watch.
+            service_metrics.discord_acked(time.perf_counter() - received)
+
+    return router
+
+
+async def _answer(
+    request: Request, handler: InteractionHandler, settings: AppSettings, source: CredentialSource
+) -> JSONResponse:
+    credentials = await source.current()
+    if not credentials.discord_configured:
+        raise ServiceUnavailableError(
+            "Discord is not configured: set DISCORD_PUBLIC_KEY and DISCORD_APPLICATION_ID "
+            "(environment variables or app args) and restart the service."
+        )
+    body = await _read_limited(request, MAX_BODY_BYTES)
+    if body is None:
+        return _client_error(413, "Request body over 1 MiB.", "invalid_request_error")
+    try:
+        verify_interaction(
+            body,
+            request.headers.get("x-signature-ed25519"),
+            request.headers.get("x-signature-timestamp"),
+            str(credentials.discord_public_key),
+        )
+    except InvalidSignatureError as error:
+        logger.info("rejected interaction: %s", error)
+        service_metrics.rejected("auth")
+        return _client_error(401, "Invalid request signature.", "authentication_error")
+    try:
+        document = json.loads(body)
+        if isinstance(document, dict) and document.get("type") == InteractionType.PING:
+            # Discord checks the endpoint with PINGs and needs nothing but the type to answer one.
+            return JSONResponse({"type": ResponseType.PONG})
+        interaction = Interaction.model_validate(document)
+    except (ValueError, ValidationError) as error:
+        return _client_error(400, f"Malformed interaction: {error}", "invalid_request_error")
+    context = InteractionContext(
+        received_at=time.time(),
+        application_id=str(credentials.discord_application_id),
+        base_url=settings.base_url_for(str(request.base_url)),
+    )
+    return JSONResponse(await handler.dispatch(interaction, context))
 
 
 def _client_error(status: int, message: str, error_type: str) -> JSONResponse:
     return JSONResponse(error_body(message, error_type), status_code=status)
-
-
-class InteractionHandler:
-    def __init__(self, settings: AppSettings, runner: JobRunner, credentials: CredentialSource) -> None:
-        self._settings = settings
-        self._runner = runner
-        self._credentials = credentials
-        self._limits = JobsPerUser(settings.discord_max_jobs_per_user)
-        self._user_settings = UserSettingsStore(runner.jobs.images)
-
-    async def handle(self, request: Request) -> JSONResponse:
-        credentials = await self._credentials.current()
-        if not credentials.discord_configured:
-            raise ServiceUnavailableError(
-                "Discord is not configured: set DISCORD_PUBLIC_KEY and DISCORD_APPLICATION_ID "
-                "(environment variables or app args) and restart the service."
-            )
-        body = await _read_limited(request, MAX_BODY_BYTES)
-        if body is None:
-            return _client_error(413, "Request body over 1 MiB.", "invalid_request_error")
-        try:
-            verify_interaction(
-                body,
-                request.headers.get("x-signature-ed25519"),
-                request.headers.get("x-signature-timestamp"),
-                str(credentials.discord_public_key),
-            )
-        except InvalidSignatureError as error:
-            logger.info("rejected interaction: %s", error)
-            service_metrics.rejected("auth")
-            return _client_error(401, "Invalid request signature.", "authentication_error")
-        try:
-            document = json.loads(body)
-            if isinstance(document, dict) and document.get("type") == InteractionType.PING:
-                # Discord checks the endpoint with PINGs and needs nothing but the type to answer one.
-                return JSONResponse({"type": ResponseType.PONG})
-            interaction = Interaction.model_validate(document)
-        except (ValueError, ValidationError) as error:
-            return _client_error(400, f"Malformed interaction: {error}", "invalid_request_error")
-        context = _Context(
-            received_at=time.time(),
-            application_id=str(credentials.discord_application_id),
-            base_url=self._settings.base_url_for(str(request.base_url)),
-        )
-        return JSONResponse(await self._dispatch(interaction, context))
-
-    async def _dispatch(self, interaction: Interaction, context: _Context) -> dict[str, Any]:
-        kind = interaction.type
-        if kind == InteractionType.PING:
-            return {"type": ResponseType.PONG}
-        if kind == InteractionType.APPLICATION_COMMAND:
-            if interaction.data is not None and interaction.data.name == SETTINGS:
-                return await self._settings_command(interaction)
-            if interaction.data is None or interaction.data.name != IMAGINE:
-                return ephemeral("Unknown command.")
-            try:
-                params = params_from_options(interaction.data.options)
-                attachment, strength = image_from_options(interaction.data.options, interaction.data.resolved)
-            except (CommandOptionError, ValidationError, ValueError) as error:
-                return ephemeral(f"Invalid options: {_short(error)}")
-            started = time.monotonic()
-            defaults = await self._user_defaults(interaction.user_id)
-            if defaults is not None and params.model is None and defaults.model:
-                if defaults.model not in self._settings.catalogue.entries:
-                    return ephemeral(
-                        f"Your default model {defaults.model!r} is no longer served; pick another with "
-                        f"/settings (models: {', '.join(self._settings.catalogue.names)})."
-                    )
-            params = with_defaults(params, defaults or UserDefaults(), attachment is not None)
-            spent_s = time.monotonic() - started
-            start = None
-            if attachment is not None:
-                if attachment.size is not None and attachment.size > self._settings.max_input_bytes:
-                    return ephemeral(
-                        f"The image is over the {self._settings.max_input_bytes / 1024 / 1024:.0f} MiB "
-                        "this bot takes."
-                    )
-                if strength is None:
-                    strength = self._settings.default_strength
-                start = StartImage(str(attachment.url), "img2img", strength)
-            return await self._start(
-                interaction, params, context, start, spent_s=spent_s, store_answered=defaults is not None
-            )
-        if kind == InteractionType.MESSAGE_COMPONENT:
-            custom_id = interaction.data.custom_id if interaction.data else None
-            if custom_id not in BUTTONS or interaction.message is None:
-                return ephemeral("This button is not supported.")
-            try:
-                params, start = self._from_message(interaction.message, str(custom_id))
-            except (UnreadableMessageError, ValidationError) as error:
-                return ephemeral(f"Cannot repeat this image: {_short(error)}")
-            except InvalidRequestError as error:
-                return ephemeral(f"Cannot do that: {error.message}")
-            return await self._start(interaction, params, context, start)
-        if kind == InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE:
-            # Past 25 models (or LoRAs) the options are autocompleted (bot_gateway/model_choices.py).
-            options = interaction.data.options if interaction.data else []
-            choices = autocomplete_choices(options, self._settings.catalogue)
-            result = ResponseType.APPLICATION_COMMAND_AUTOCOMPLETE_RESULT
-            return {"type": result, "data": {"choices": choices}}
-        raise InvalidRequestError(f"Unsupported interaction type {kind}.", param="type")
-
-    async def _user_defaults(self, user_id: str | None) -> UserDefaults | None:
-        """The user's /settings defaults; None when the store did not answer in time."""
-        if user_id is None:
-            return UserDefaults()
-        try:
-            return await self._user_settings.load(user_id, USER_DEFAULTS_TIMEOUT_S)
-        except UnknownUserError:
-            return UserDefaults()  # not a Discord snowflake: nothing can have been stored for it
-        except Exception as error:
-            logger.warning("user defaults unreadable (%s)", type(error).__name__)
-            return None
-
-    async def _settings_command(self, interaction: Interaction) -> dict[str, Any]:
-        """``/settings``: show or change the user's defaults; every answer is ephemeral."""
-        user_id = interaction.user_id
-        if user_id is None:
-            return ephemeral("Cannot tell who sent this command.")
-        if not guild_allowed(interaction.guild_id, self._settings.discord_allowed_guilds):
-            return ephemeral("This bot is not enabled here.")
-        try:
-            values, reset = changes_from_options(interaction.data.options if interaction.data else [])
-        except SettingsOptionError as error:
-            return invalid(error)
-        try:
-            current = await self._user_settings.load(user_id, SETTINGS_STORE_TIMEOUT_S)
-        except UnknownUserError:
-            return ephemeral("Settings can only be kept for Discord users.")
-        except Exception as error:
-            logger.warning("user defaults unreadable (%s)", type(error).__name__)
-            return ephemeral(f"Could not read your settings: {STORE_DOWN}")
-        if not values and not reset:
-            return ephemeral(describe(current, self._settings, saved=False))
-        try:
-            updated = updated_defaults(current, values, reset, self._settings)
-        except InvalidRequestError as error:
-            return invalid(error)
-        except ValidationError as error:
-            return ephemeral(f"Not saved: {_short(error)}")
-        try:
-            await self._user_settings.save(user_id, updated, SETTINGS_STORE_TIMEOUT_S)
-        except Exception as error:
-            logger.warning("user defaults not stored (%s)", type(error).__name__)
-            return ephemeral(f"Not saved: {STORE_DOWN}")
-        return ephemeral(describe(updated, self._settings, saved=True))
-
-    def _from_message(
-        self, message: Message, custom_id: str
-    ) -> tuple[GenerationParams, StartImage | None]:
-        """What a button on ``message`` renders: all of it read from the message (stateless).
-
-        Re-roll and Retry repeat the message's job (from its source picture, if it had one);
-        Variations and Upscale start from the message's own image.
-        """
-        params = params_from_embed(message.embeds, keep_seed=custom_id in (RETRY_ID, UPSCALE_ID))
-        if custom_id in (REROLL_ID, RETRY_ID):
-            return params, start_image_from_embed(message.embeds)
-        url = next((a.url for a in message.attachments if a.url), None)
-        if url is None:
-            raise UnreadableMessageError("the message has no image")
-        if custom_id == VARIATIONS_ID:
-            return params, StartImage(url, "img2img", self._settings.variation_strength)
-        try:
-            width, height = parse_size(str(params.size))
-        except ValueError:
-            raise UnreadableMessageError(f"the embed's size {params.size!r} is not WIDTHxHEIGHT") from None
-        doubled = upscale_size(width, height, self._settings, "size")
-        return (
-            params.model_copy(update={"size": doubled}),
-            StartImage(url, "upscale", self._settings.upscale_strength),
-        )
-
-    async def _start(
-        self,
-        interaction: Interaction,
-        params: GenerationParams,
-        context: _Context,
-        start: StartImage | None = None,
-        spent_s: float = 0.0,
-        store_answered: bool = True,
-    ) -> dict[str, Any]:
-        """``spent_s``: of the picture's fetch budget, already used; ``store_answered``: False when
-        the user's defaults could not be read, which refuses the job (after the admission checks)
-        rather than rendering it without them."""
-        settings = self._settings
-        user_id = interaction.user_id
-        if user_id is None:
-            return ephemeral("Cannot tell who sent this command.")
-        if not guild_allowed(interaction.guild_id, settings.discord_allowed_guilds):
-            return ephemeral("This bot is not enabled here.")
-        word = banned_word_in([params.prompt, params.negative_prompt], settings.discord_banned_words)
-        if word is not None:
-            return ephemeral(f"Your prompt contains a word that is not allowed here ({word!r}).")
-        token_expires_at = interaction.created_at(context.received_at) + TOKEN_LIFETIME_S
-        jobs = None
-        if start is not None:
-            try:
-                async with asyncio.timeout(max(0.1, SOURCE_IMAGE_TIMEOUT_S - spent_s)):
-                    jobs = await start_image_jobs(params, start, settings)
-            except InvalidRequestError as error:
-                return ephemeral(f"Invalid options: {error.message}")
-            except SourceImageError as error:
-                return ephemeral(f"Cannot use this image: {error}")
-            except TimeoutError:
-                return ephemeral("The image took too long to fetch; try again, or a smaller image.")
-        try:
-            record = self._record(interaction, params, context, token_expires_at, jobs, start)
-        except InvalidRequestError as error:
-            return ephemeral(f"Invalid options: {error.message}")
-        # The job must be rendered by its deadline; anything expected to take longer is refused now.
-        job = record.image_jobs()[0]
-        expected = expected_wait_s(self._runner.client.load, job, settings.discord_cold_start_s)
-        allowed = min(settings.discord_max_wait_s, float(record.deadline_at or 0) - time.time())
-        if expected > allowed:
-            service_metrics.rejected("admission")
-            return ephemeral(
-                f"The queue is too long right now (about {expected / 60:.0f} min); "
-                "try again in a few minutes."
-            )
-        if not store_answered:
-            return ephemeral(f"Could not queue your image: {STORE_DOWN}")
-        if not self._limits.try_acquire(user_id):
-            service_metrics.rejected("admission")
-            return ephemeral(
-                f"You already have {settings.discord_max_jobs_per_user} images rendering; "
-                "wait for one to finish."
-            )
-        try:
-            await self._runner.jobs.accept(record, timeout_s=ACCEPT_TIMEOUT_S)
-        except Exception as error:
-            self._limits.release(user_id)
-            logger.warning("discord job not queued: the store failed (%s)", type(error).__name__)
-            return ephemeral("Could not queue your image: storage is not answering. Try again in a moment.")
-        task = self._runner.start(record)
-        task.add_done_callback(lambda _: self._limits.release(user_id))
-        return {"type": ResponseType.DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE}
-
-    def _record(
-        self,
-        interaction: Interaction,
-        params: GenerationParams,
-        context: _Context,
-        token_expires_at: float,
-        jobs: list[ImageJob] | None = None,
-        start: StartImage | None = None,
-    ) -> PredictionRecord:
-        """The job with everything its delivery needs: any replica can finish it and edit the message."""
-        target = DiscordTarget(
-            application_id=context.application_id,
-            interaction_id=interaction.id,
-            token=interaction.token,
-            token_expires_at=token_expires_at,
-            attachment_size_limit=interaction.attachment_size_limit,
-            source_image_url=start.url if start else None,
-        )
-        shown = {"kind": start.kind, "strength": start.strength, "image": start.url} if start else None
-        return new_record(
-            params,
-            1,
-            self._settings,
-            "discord",
-            base_url=context.base_url,
-            discord=target,
-            deadline_at=token_expires_at - DELIVERY_MARGIN_S,
-            jobs=jobs,
-            extra_input=shown,
-        )
-
-
-def _short(error: Exception) -> str:
-    if isinstance(error, ValidationError):
-        first = error.errors()[0]
-        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-    return str(error)
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:
@@ -384,21 +102,3 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def create_discord_router(
-    settings: AppSettings, runner: JobRunner, credentials: CredentialSource
-) -> APIRouter:
-    router = APIRouter()
-    handler = InteractionHandler(settings, runner, credentials)
-
-    @router.post("/discord/interactions", include_in_schema=True, summary="Discord interactions endpoint")
-    async def discord_interactions(request: Request) -> JSONResponse:
-        received = time.perf_counter()
-        try:
-            return await handler.handle(request)
-        finally:
-            # Discord drops an interaction not answered within 3 s: this is the number to watch.
-            service_metrics.discord_acked(time.perf_counter() - received)
-
-    return router

@@ -2,7 +2,7 @@
 
 ``/settings model:... size:... steps:... negative_prompt:...`` stores the values given (the others
 stay as they were), ``reset:True`` clears them all, and no options at all shows them. The values
-are checked exactly as ``/imagine`` would check them (``build_jobs``), so a stored default can
+are checked exactly as ``/imagine`` would check them (``build_image_specs``), so a stored default can
 never make a later ``/imagine`` fail. Every answer is ephemeral: a user's defaults are theirs.
 """
 
@@ -17,7 +17,7 @@ from bot_gateway.user_settings import UserDefaults
 from serve_app.config.catalogue import ModelCatalogue
 from serve_app.config.settings import AppSettings
 from serve_app.core.errors import InvalidRequestError
-from serve_app.core.params import GenerationParams, build_jobs
+from serve_app.core.params import GenerationParams, build_image_specs
 
 SETTINGS = "settings"
 _TYPES: dict[str, type] = {"model": str, "size": str, "steps": int, "negative_prompt": str, "reset": bool}
@@ -93,7 +93,7 @@ def updated_defaults(
     merged = UserDefaults() if reset else current
     merged = UserDefaults.model_validate({**merged.model_dump(), **values})
     # An unknown model: the HTTP API's words, listing the models there are.
-    build_jobs(
+    build_image_specs(
         GenerationParams(
             prompt="settings check",
             model=merged.model,

@@ -26,15 +26,15 @@ from bot_gateway.webhook_client import USER_AGENT
 from serve_app.config.settings import AppSettings
 from serve_app.config.sizes import parse_size
 from serve_app.core.errors import InvalidRequestError
-from serve_app.core.image_inputs import check_strength, decode_image, image_jobs, output_size
-from serve_app.core.images import ImageJob
+from serve_app.core.image_inputs import check_strength, decode_image, image_specs, output_size
+from serve_app.core.images import ImageSpec
 from serve_app.core.outbound_urls import (
     AllowList,
     Destination,
     ForbiddenDestinationError,
     resolve_destination,
 )
-from serve_app.core.params import GenerationParams, build_jobs
+from serve_app.core.params import GenerationParams, build_image_specs
 
 
 class SourceImageError(ValueError):
@@ -104,15 +104,15 @@ async def _get_pinned(destination: Destination, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def start_image_jobs(
+async def start_image_specs(
     params: GenerationParams, start: StartImage, settings: AppSettings
-) -> list[ImageJob]:
+) -> list[ImageSpec]:
     """The job for ``params`` starting from ``start``'s picture.
 
     Raises InvalidRequestError for options the service refuses (checked before anything is
     fetched) and SourceImageError for a picture it cannot use.
     """
-    jobs = build_jobs(params, 1, settings)
+    jobs = build_image_specs(params, 1, settings)
     check_strength(start.strength, jobs[0].steps)
     data = await fetch_image(start.url, settings)
     try:
@@ -126,4 +126,4 @@ async def start_image_jobs(
         scale = (default_width * default_height / (image.width * image.height)) ** 0.5
         width, height = parse_size(output_size(image, None, settings, scale))
         jobs = [replace(job, width=width, height=height) for job in jobs]
-    return await asyncio.to_thread(image_jobs, jobs, start.kind, image, start.strength)
+    return await asyncio.to_thread(image_specs, jobs, start.kind, image, start.strength)

@@ -11,6 +11,7 @@ from typing import Any
 
 from ray.serve import Application
 
+from bot_gateway.surface import DiscordSurface
 from serve_app.api.ingress import ingress_deployment
 from serve_app.config.settings import AppSettings, BatchingSettings
 from serve_app.engine.deployment import DiffusionModel
@@ -44,15 +45,31 @@ def resolved_sources(settings: AppSettings) -> AppSettings:
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
+    """``import_path: serve_app.app:build_app``: the config file's ``args:`` in, the application out."""
     settings = resolved_sources(AppSettings.model_validate(args or {}))
     if settings.image_store == "local":
         settings = settings.model_copy(
             update={"data_dir": str(Path(settings.data_dir).expanduser().resolve())}
         )
-    # Batching travels as the model's user_config, never as constructor args, so retuning it
+    return compose(settings)
+
+
+def compose(
+    settings: AppSettings,
+    model_options: dict[str, Any] | None = None,
+    ingress_options: dict[str, Any] | None = None,
+) -> Application:
+    """The one place the deployments are bound: the ingress in front of the model deployment, with
+    Discord plugged in as a client of the job runner. Options are what a config file's
+    ``deployments:`` section would set (tests use them for small, easily overloaded apps)."""
+    # Batching travels as the model's user_config, never as a constructor argument, so retuning it
     # (here or in a config file's `deployments:` section) reconfigures live replicas instead of
-    # restarting them.
+    # restarting them: every replica gets the settings without it.
     batching = settings.batching.model_dump()
     settings = settings.model_copy(update={"batching": BatchingSettings()})
-    model = DiffusionModel.options(user_config=batching).bind(settings)
-    return ingress_deployment(settings).bind(model, settings)
+    model = DiffusionModel.options(**{"user_config": batching, **(model_options or {})}).bind(settings)
+    ingress = ingress_deployment(settings)
+    if ingress_options:
+        ingress = ingress.options(**ingress_options)
+    # Discord is one more client of the job runner: the API never imports it, it is plugged in here.
+    return ingress.bind(model, settings, [DiscordSurface()])

@@ -78,16 +78,15 @@ def deploy_fixed_capacity_app(
     """
     from ray import serve
 
-    from serve_app.api.ingress import ingress_deployment
-    from serve_app.engine.deployment import DiffusionModel
+    from serve_app.app import compose
 
-    model = DiffusionModel.options(
-        max_ongoing_requests=in_flight,
-        max_queued_requests=queued,
-        autoscaling_config={"min_replicas": 1, "max_replicas": 1},
-        user_config={"max_batch_size": max_batch_size or in_flight, "batch_wait_timeout_s": batch_wait_s},
-    ).bind(settings)
-    serve.run(ingress_deployment(settings).bind(model, settings), name=name, route_prefix=route_prefix)
+    model_options = {
+        "max_ongoing_requests": in_flight,
+        "max_queued_requests": queued,
+        "autoscaling_config": {"min_replicas": 1, "max_replicas": 1},
+        "user_config": {"max_batch_size": max_batch_size or in_flight, "batch_wait_timeout_s": batch_wait_s},
+    }
+    serve.run(compose(settings, model_options), name=name, route_prefix=route_prefix)
 
 
 class HangingServer:

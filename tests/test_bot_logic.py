@@ -39,7 +39,7 @@ from bot_gateway.webhook_client import DiscordAPIError, DiscordWebhookClient, To
 from serve_app.config.settings import AppSettings
 from serve_app.core.errors import InvalidRequestError
 from serve_app.core.image_inputs import upscale_size
-from serve_app.core.images import ImageJob
+from serve_app.core.images import ImageSpec
 from serve_app.core.load import LoadTracker
 
 # --- verification --------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ def test_attachment_option_is_looked_up_in_resolved() -> None:
 
 # --- messages ------------------------------------------------------------------------------------
 
-JOB = ImageJob("a castle", 512, 768, 25, 6.5, "euler_a", seed=99, negative_prompt="fog")
+JOB = ImageSpec("a castle", 512, 768, 25, 6.5, "euler_a", seed=99, negative_prompt="fog")
 
 
 def test_finished_message_round_trips_through_its_embed() -> None:
@@ -238,13 +238,13 @@ def test_guild_allow_list() -> None:
 
 def test_wait_estimate_is_the_cold_start_before_any_measurement_then_grows_with_work() -> None:
     tracker = LoadTracker()
-    small = ImageJob("x", 512, 512, 10, 7.5, "ddim", seed=1)
+    small = ImageSpec("x", 512, 512, 10, 7.5, "ddim", seed=1)
     # Cold start: nothing measured yet, so a replica may still have to start; never 0.
     assert expected_wait_s(tracker, small, cold_start_s=90.0) == 90.0
     tracker.observe(render_s=8.0, batch_size=4, units=10.0)  # 2 s per image of 10 steps at 512x512
     assert expected_wait_s(tracker, small, cold_start_s=90.0) == pytest.approx(2.0)
     # Cost follows steps and pixels: 40 steps at 1024x1024 is 16 times that work.
-    big = ImageJob("x", 1024, 1024, 40, 7.5, "ddim", seed=1)
+    big = ImageSpec("x", 1024, 1024, 40, 7.5, "ddim", seed=1)
     assert expected_wait_s(tracker, big, cold_start_s=90.0) == pytest.approx(32.0)
     tracker.started(9)  # nine images in flight, each like the ones measured
     assert expected_wait_s(tracker, small, cold_start_s=90.0) == pytest.approx(20.0)

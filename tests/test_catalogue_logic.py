@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from serve_app.config.settings import AppSettings
 from serve_app.core.errors import InvalidRequestError
-from serve_app.core.images import ImageJob
+from serve_app.core.images import ImageSpec
 from serve_app.core.model_choice import LoraRequest, canonical_loras, parse_lora_tags, resolve_model
 
 
@@ -90,12 +90,12 @@ def test_a_bad_catalogue_fails_the_deploy(models: list[dict[str, object]]) -> No
 
 def test_equal_lora_sets_batch_together_and_zero_weights_drop_out() -> None:
     assert canonical_loras({"b": 0.5, "a": 1.0, "c": 0.0}) == (("a", 1.0), ("b", 0.5))
-    job = ImageJob("p", 64, 64, 4, 7.5, "ddim", seed=1, model="sd", loras=[["a", 1]])  # type: ignore[arg-type]
+    job = ImageSpec("p", 64, 64, 4, 7.5, "ddim", seed=1, model="sd", loras=[["a", 1]])  # type: ignore[arg-type]
     assert job.loras == (("a", 1.0),)
     assert hash(job.group_key) == hash(
-        ImageJob("q", 64, 64, 4, 7.5, "ddim", seed=2, model="sd", loras=(("a", 1.0),)).group_key
+        ImageSpec("q", 64, 64, 4, 7.5, "ddim", seed=2, model="sd", loras=(("a", 1.0),)).group_key
     )
-    other_model = ImageJob("p", 64, 64, 4, 7.5, "ddim", seed=1, model="xl", loras=(("a", 1.0),))
+    other_model = ImageSpec("p", 64, 64, 4, 7.5, "ddim", seed=1, model="xl", loras=(("a", 1.0),))
     assert other_model.group_key != job.group_key
 
 

@@ -36,13 +36,13 @@ from PIL import Image
 from ray import serve
 from support import HangingServer, decode_png, deploy_fixed_capacity_app, max_pixel_difference, wait_for
 
-from bot_gateway.imagine_job import DELIVERY_MARGIN_S
+from bot_gateway.delivery import DELIVERY_MARGIN_S, DiscordTarget
 from bot_gateway.messages import finished_message
 from bot_gateway.protocol import TOKEN_LIFETIME_S
 from serve_app.app import build_app
 from serve_app.config.settings import AppSettings
-from serve_app.core.images import ImageJob
-from serve_app.jobs.records import DiscordTarget, JobStore, PredictionRecord
+from serve_app.core.images import ImageSpec
+from serve_app.jobs.records import JobRecord, JobStore
 from serve_app.storage.store import LocalImageStore
 
 # Its own Ray: started after this module's environment is set, with logs and metrics of its own.
@@ -659,7 +659,7 @@ def test_upscale_past_the_largest_size_is_refused_before_fetching(
     bot: str, signer: DiscordSigner, fake: FakeDiscord
 ) -> None:
     url = fake.host(f"/attachments/{uuid.uuid4().hex}/big.png", noise_png(3))
-    job = ImageJob("huge", 1024, 512, 4, 7.5, "ddim", seed=1)
+    job = ImageSpec("huge", 1024, 512, 4, 7.5, "ddim", seed=1)
     message = {
         "embeds": finished_message(job, "big.png", 1.0)["embeds"],
         "attachments": [{"id": "1", "url": url}],
@@ -771,7 +771,7 @@ def test_a_job_that_cannot_finish_before_its_token_dies_is_stopped_and_says_so(
     # Work this ingress does not see (another ingress replica's, say) holds the one model replica.
     handle = serve.get_deployment_handle("DiffusionModel", app_name="failing")
     blocker = handle.options(stream=True).generate_stream.remote(
-        ImageJob("blocker", 128, 128, 300, 7.5, "ddim", seed=1)
+        ImageSpec("blocker", 128, 128, 300, 7.5, "ddim", seed=1)
     )
     next(event for event in blocker if getattr(event, "state", None) == "rendering")
     # Its id says the command was created long ago: 1.5 s are left before the render must stop
@@ -819,7 +819,7 @@ def test_adopted_discord_job_with_a_dead_token_is_not_rendered(
 ) -> None:
     token = f"tok-{uuid.uuid4().hex}"
     created = time.time() - TOKEN_LIFETIME_S - 60  # its token died a minute ago
-    record = PredictionRecord(
+    record = JobRecord(
         id="pred_expired0000000000001",
         status="processing",
         source="discord",
@@ -828,13 +828,13 @@ def test_adopted_discord_job_with_a_dead_token_is_not_rendered(
             {"prompt": "too old", "width": 64, "height": 64, "steps": 3, "guidance_scale": 7.5,
              "scheduler": "ddim", "seed": 5, "negative_prompt": ""}
         ],
-        discord=DiscordTarget(
+        reply_to=DiscordTarget(
             application_id=APP_ID,
             interaction_id=snowflake(created),
             token=token,
             token_expires_at=created + TOKEN_LIFETIME_S,
             attachment_size_limit=10 * 1024 * 1024,
-        ),
+        ).model_dump(),
         deadline_at=created + TOKEN_LIFETIME_S - DELIVERY_MARGIN_S,
         created_at=created,
         started_at=created + 1,

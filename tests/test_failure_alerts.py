@@ -265,14 +265,11 @@ def test_a_model_replica_replaced_between_requests_is_alerted(
     )
     from ray import serve
 
-    from serve_app.api.ingress import ingress_deployment
-    from serve_app.engine.deployment import DiffusionModel
+    from serve_app.app import compose
 
     # Health-checked every second: the controller notices the dead replica within about that.
-    model = DiffusionModel.options(
-        autoscaling_config={"min_replicas": 1, "max_replicas": 1}, health_check_period_s=1
-    ).bind(settings)
-    serve.run(ingress_deployment(settings).bind(model, settings), name="idle", route_prefix="/idle")
+    model_options = {"autoscaling_config": {"min_replicas": 1, "max_replicas": 1}, "health_check_period_s": 1}
+    serve.run(compose(settings, model_options), name="idle", route_prefix="/idle")
     (replica,) = [
         actor
         for actor in ray.util.list_named_actors(all_namespaces=True)

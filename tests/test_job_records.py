@@ -23,8 +23,8 @@ from support import HangingServer
 
 from serve_app.config.settings import AppSettings
 from serve_app.core.errors import GenerationFailedError
-from serve_app.core.params import GenerationParams, build_jobs
-from serve_app.jobs.records import JobStore, PredictionRecord
+from serve_app.core.params import GenerationParams, build_image_specs
+from serve_app.jobs.records import JobRecord, JobStore
 from serve_app.jobs.records import new_record as record_for
 from serve_app.storage.store import ImageStore, LocalImageStore, S3ImageStore
 
@@ -63,8 +63,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, aws_credentials: None)
     return S3ImageStore(BUCKET, prefix=f"t{time.time_ns()}", endpoint_url=endpoint)
 
 
-def new_record(prediction_id: str = "pred_0123456789abcdef0123") -> PredictionRecord:
-    return PredictionRecord(
+def new_record(prediction_id: str = "pred_0123456789abcdef0123") -> JobRecord:
+    return JobRecord(
         id=prediction_id,
         status="processing",
         input={"prompt": "x", "n": 1},
@@ -155,7 +155,7 @@ def test_input_images_round_trip_through_the_store_once_and_leave_with_the_job(s
     init, mask = b"\x89PNG init \xff\x00", b"\x89PNG mask \xfe"
     jobs = [
         replace(job, kind="inpaint", init_image=init, mask_image=mask, strength=0.5)
-        for job in build_jobs(GenerationParams(prompt="x", seed=3), 2, settings)
+        for job in build_image_specs(GenerationParams(prompt="x", seed=3), 2, settings)
     ]
     record = record_for(GenerationParams(prompt="x", seed=3), 2, settings, "api", jobs=jobs)
     # The record (rewritten every second) holds keys, never the bytes: JSON holds none.
@@ -168,7 +168,7 @@ def test_input_images_round_trip_through_the_store_once_and_leave_with_the_job(s
         # Another replica (a fresh JobStore, nothing in memory) adopts it and reads the images back.
         adopted = await JobStore(store).load(record.id)
         assert adopted is not None
-        back = await JobStore(store).image_jobs(adopted)
+        back = await JobStore(store).image_specs(adopted)
         await JobStore(store).finish(record.id)
         return back, stored, await asyncio.to_thread(store.list_keys, f"inputs/{record.id}/")
 
@@ -185,7 +185,7 @@ def test_a_missing_or_foreign_input_image_fails_the_job_cleanly(store: ImageStor
     for key in ("inputs/pred_noinput/init_image-0.json", "inputs/pred_other/init_image-0.json"):
         record.jobs[0]["init_image_key"] = key
         with pytest.raises(GenerationFailedError, match="input image is missing"):
-            asyncio.run(JobStore(store).image_jobs(PredictionRecord.model_validate(record.model_dump())))
+            asyncio.run(JobStore(store).image_specs(JobRecord.model_validate(record.model_dump())))
 
 
 def test_overlong_and_odd_ids_are_unknown_without_touching_the_store(store: ImageStore) -> None:

@@ -26,9 +26,9 @@ from support import decode_png, save_tiny_preview_vae, wait_for
 
 from serve_app.api.predictions.router import prediction_view
 from serve_app.app import build_app
-from serve_app.core.images import ImageJob, ImageResult, ProgressEvent
+from serve_app.core.images import ImageResult, ImageSpec, ProgressEvent
 from serve_app.jobs.preview_board import Preview, PreviewBoard
-from serve_app.jobs.records import PredictionRecord
+from serve_app.jobs.records import JobRecord
 from serve_app.storage.store import LocalImageStore
 
 APP = "previews"
@@ -69,7 +69,7 @@ def model(
 
 
 def _stream(model: serve.handle.DeploymentHandle, seed: int) -> tuple[list[ProgressEvent], ImageResult]:
-    job = ImageJob("a lighthouse", 64, 64, STEPS, 7.5, "ddim", seed=seed)
+    job = ImageSpec("a lighthouse", 64, 64, STEPS, 7.5, "ddim", seed=seed)
     events = list(model.options(stream=True).generate_stream.remote(job))
     *progress, result = events
     assert isinstance(result, ImageResult)
@@ -127,7 +127,7 @@ def test_preview_cost_is_measured_and_reported(model: serve.handle.DeploymentHan
 
 def test_callers_not_streaming_get_no_preview_work(model: serve.handle.DeploymentHandle) -> None:
     before = model.batch_log.remote().result()
-    job = ImageJob("a lighthouse", 64, 64, STEPS, 7.5, "ddim", seed=4)
+    job = ImageSpec("a lighthouse", 64, 64, STEPS, 7.5, "ddim", seed=4)
     assert isinstance(model.generate.remote(job).result(), ImageResult)
     (entry,) = model.batch_log.remote().result()[len(before) :]
     assert "preview_s" not in entry
@@ -185,7 +185,7 @@ def test_a_rendering_prediction_shows_previews_and_the_finished_one_its_images(
 def test_previews_are_shown_only_while_the_job_runs(tmp_path: Path) -> None:
     board = PreviewBoard()
     board.put("pred_a", 1, 4, b"\xff\xd8jpeg")
-    record = PredictionRecord(
+    record = JobRecord(
         id="pred_a", input={"prompt": "x", "n": 2}, jobs=[{"seed": 1}, {"seed": 2}], created_at=1.0
     )
     store = LocalImageStore(tmp_path)

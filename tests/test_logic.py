@@ -10,8 +10,8 @@ from serve_app.config.schedulers import SCHEDULERS, UnknownSchedulerError, canon
 from serve_app.config.settings import AppSettings
 from serve_app.config.sizes import parse_size
 from serve_app.core.errors import InvalidRequestError
-from serve_app.core.images import ImageJob
-from serve_app.core.params import GenerationParams, build_jobs
+from serve_app.core.images import ImageSpec
+from serve_app.core.params import GenerationParams, build_image_specs
 from serve_app.engine.batch_groups import group_indices
 from serve_app.engine.model.loading import (
     choose_attention,
@@ -24,8 +24,8 @@ from serve_app.engine.model.loading import (
 
 def job(
     size: tuple[int, int] = (64, 64), steps: int = 10, guidance: float = 7.5, sched: str = "ddim"
-) -> ImageJob:
-    return ImageJob("p", size[0], size[1], steps, guidance, sched, seed=0)
+) -> ImageSpec:
+    return ImageSpec("p", size[0], size[1], steps, guidance, sched, seed=0)
 
 
 # --- grouping ------------------------------------------------------------------------------------
@@ -46,8 +46,8 @@ def test_groups_keep_arrival_order_and_interleave_correctly() -> None:
 
 
 def test_prompt_seed_and_negative_prompt_do_not_split_groups() -> None:
-    a = ImageJob("a cat", 64, 64, 10, 7.5, "ddim", seed=1, negative_prompt="")
-    b = ImageJob("a dog", 64, 64, 10, 7.5, "ddim", seed=2, negative_prompt="blurry")
+    a = ImageSpec("a cat", 64, 64, 10, 7.5, "ddim", seed=1, negative_prompt="")
+    b = ImageSpec("a dog", 64, 64, 10, 7.5, "ddim", seed=2, negative_prompt="blurry")
     assert group_indices([a, b]) == [[0, 1]]
 
 
@@ -177,15 +177,15 @@ SETTINGS = AppSettings(default_size="64x64", default_steps=10, max_steps=40, max
 
 
 def test_build_jobs_applies_defaults_and_consecutive_seeds() -> None:
-    jobs = build_jobs(ImageGenerationRequest(prompt="a cat", seed=10), 3, SETTINGS)
+    jobs = build_image_specs(ImageGenerationRequest(prompt="a cat", seed=10), 3, SETTINGS)
     assert [j.seed for j in jobs] == [10, 11, 12]
     assert {(j.width, j.height, j.steps, j.scheduler) for j in jobs} == {(64, 64, 10, "ddim")}
 
 
 def test_build_jobs_seed_wraps_and_random_seed_when_missing() -> None:
-    jobs = build_jobs(GenerationParams(prompt="x", seed=2**32 - 1), 2, SETTINGS)
+    jobs = build_image_specs(GenerationParams(prompt="x", seed=2**32 - 1), 2, SETTINGS)
     assert [j.seed for j in jobs] == [2**32 - 1, 0]
-    seeds = {build_jobs(GenerationParams(prompt="x", seed=-1), 1, SETTINGS)[0].seed for _ in range(5)}
+    seeds = {build_image_specs(GenerationParams(prompt="x", seed=-1), 1, SETTINGS)[0].seed for _ in range(5)}
     assert len(seeds) > 1
 
 
@@ -200,7 +200,7 @@ def test_build_jobs_seed_wraps_and_random_seed_when_missing() -> None:
 )
 def test_build_jobs_enforces_configured_bounds(params: dict, count: int, param: str) -> None:
     with pytest.raises(InvalidRequestError) as raised:
-        build_jobs(
+        build_image_specs(
             GenerationParams(**params),
             count,
             AppSettings(default_size="64x64", max_size=512, max_steps=40, max_images=4, default_steps=10),

@@ -26,10 +26,8 @@ from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 from ray import serve
 from support import decode_png, max_pixel_difference, save_tiny_preview_vae, wait_for
 
-from serve_app.api.ingress import ingress_deployment
-from serve_app.app import build_app
+from serve_app.app import build_app, compose
 from serve_app.config.settings import AppSettings
-from serve_app.engine.deployment import DiffusionModel
 from serve_app.testing.tiny_model import save_tiny_model
 
 APP = "playground"
@@ -559,8 +557,7 @@ def test_a_503_is_shown_at_the_button_with_its_retry_after(
     )
     # No model replica: nothing here gets as far as rendering.
     cold = {"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1}
-    model = DiffusionModel.options(autoscaling_config=cold).bind(settings)
-    serve.run(ingress_deployment(settings).bind(model, settings), name="down", route_prefix="/down")
+    serve.run(compose(settings, {"autoscaling_config": cold}), name="down", route_prefix="/down")
     page = open_page(browser, base, key=None, path="/down/")  # relative URLs: /down/v1/...
     try:
         expect(page.locator("#model-info")).to_contain_text("Model")

@@ -24,7 +24,7 @@ from fake_discord import DiscordSigner, FakeDiscord, imagine_interaction, snowfl
 from support import deploy_fixed_capacity_app, wait_for
 
 from serve_app.config.settings import AppSettings
-from serve_app.core.images import ImageJob, ProgressEvent
+from serve_app.core.images import ImageSpec, ProgressEvent
 from serve_app.jobs.records import TERMINAL
 
 # Its own Ray: started after this module's environment is set, with logs and metrics of its own.
@@ -93,7 +93,7 @@ class Blocker:
         from ray import serve
 
         handle = serve.get_deployment_handle("DiffusionModel", app_name="queue")
-        job = ImageJob(
+        job = ImageSpec(
             prompt=prompt, width=64, height=64, steps=BLOCKER_STEPS, guidance_scale=7.5,
             scheduler="ddim", seed=1,
         )

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.core.images import ImageJob, JobTicket, ProgressEvent
+from serve_app.core.images import ImageSpec, ProgressEvent, RenderTicket
 from serve_app.core.load import LoadTracker
 from serve_app.engine.render_queue import ReplicaQueue
 from serve_app.jobs.queue_position import QueueSnapshot
 
 
-def job(steps: int = 10, size: int = 512) -> ImageJob:
-    return ImageJob(
+def job(steps: int = 10, size: int = 512) -> ImageSpec:
+    return ImageSpec(
         prompt="p", negative_prompt="", width=size, height=size, steps=steps, guidance_scale=7.5,
         scheduler="ddim", seed=1,
     )
@@ -94,8 +94,8 @@ def test_a_job_of_several_images_stands_at_its_first_image_and_waits_for_its_las
 # --- the replica: places in its own queue ---------------------------------------------------------
 
 
-def ticket() -> JobTicket:
-    return JobTicket(loop=None, wants_progress=True)  # type: ignore[arg-type]  # never reports here
+def ticket() -> RenderTicket:
+    return RenderTicket(loop=None, wants_progress=True)  # type: ignore[arg-type]  # never reports here
 
 
 def test_places_count_the_rendering_batch_and_the_jobs_waiting_before() -> None:

@@ -27,9 +27,8 @@ from ray import serve
 from schemathesis.checks import not_a_server_error
 from support import decode_png, deploy_fixed_capacity_app, wait_for
 
-from serve_app.api.ingress import Ingress
+from serve_app.app import compose
 from serve_app.config.settings import AppSettings
-from serve_app.engine.deployment import DiffusionModel
 
 pytestmark = pytest.mark.slow
 
@@ -388,16 +387,19 @@ def s3_app(serve_url: str, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
         s3_endpoint_url=endpoint,
         s3_region="us-east-1",
     )
-    model = DiffusionModel.options(autoscaling_config={"min_replicas": 1, "max_replicas": 1}).bind(settings)
     serve.run(
-        Ingress.options(
-            ray_actor_options={
-                "num_cpus": 0,
-                "runtime_env": {
-                    "env_vars": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-                },
-            }
-        ).bind(model, settings),
+        compose(
+            settings,
+            model_options={"autoscaling_config": {"min_replicas": 1, "max_replicas": 1}},
+            ingress_options={
+                "ray_actor_options": {
+                    "num_cpus": 0,
+                    "runtime_env": {
+                        "env_vars": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+                    },
+                }
+            },
+        ),
         name="s3outage",
         route_prefix="/s3outage",
     )

@@ -128,10 +128,10 @@ def test_models_listing_says_which_strengths_image_inputs_use() -> None:
 
 def test_a_prediction_never_hands_out_a_flagged_image(tmp_path) -> None:
     from serve_app.api.predictions.router import prediction_view
-    from serve_app.jobs.records import PredictionRecord
+    from serve_app.jobs.records import JobRecord
     from serve_app.storage.store import LocalImageStore
 
-    record = PredictionRecord(
+    record = JobRecord(
         id="pred_abc",
         status="succeeded",
         input={"prompt": "p", "n": 3},

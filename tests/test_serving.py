@@ -17,11 +17,9 @@ from fake_discord import DiscordSigner, FakeDiscord, snowflake
 from ray import serve
 from support import assert_error_shape, decode_png, deploy_fixed_capacity_app, max_pixel_difference, wait_for
 
-from serve_app.api.ingress import ingress_deployment
-from serve_app.app import build_app
+from serve_app.app import build_app, compose
 from serve_app.config.settings import AppSettings
-from serve_app.core.images import ImageJob, ImageResult, ProgressEvent
-from serve_app.engine.deployment import DiffusionModel
+from serve_app.core.images import ImageResult, ImageSpec, ProgressEvent
 
 APP = "sd"
 API_KEY = "test-key-123"
@@ -388,9 +386,7 @@ def replicas_of(app_name: str) -> set[str]:
 
 
 def deploy(settings: AppSettings, name: str, model_options: dict, ingress_options: dict | None = None) -> str:
-    model = DiffusionModel.options(**model_options).bind(settings)
-    ingress = ingress_deployment(settings).options(**(ingress_options or {}))
-    serve.run(ingress.bind(model, settings), name=name, route_prefix=f"/{name}")
+    serve.run(compose(settings, model_options, ingress_options), name=name, route_prefix=f"/{name}")
     return name
 
 
@@ -445,7 +441,7 @@ def test_models_answers_while_the_model_queue_is_full(tight_app: str) -> None:
 
 def test_heun_progress_stays_within_the_requested_steps(base: str) -> None:
     """Heun runs 2n-1 iterations for n steps; progress is reported in the n steps asked for."""
-    job = ImageJob(prompt="heun", width=64, height=64, steps=3, guidance_scale=7.5, scheduler="heun", seed=1)
+    job = ImageSpec(prompt="heun", width=64, height=64, steps=3, guidance_scale=7.5, scheduler="heun", seed=1)
     events = list(model_handle().options(stream=True).generate_stream.remote(job))
     rendering = [e for e in events if isinstance(e, ProgressEvent) and e.state == "rendering"]
     assert len(rendering) == 5, rendering  # one event per iteration

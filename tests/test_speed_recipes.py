@@ -15,10 +15,11 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from serve_app.config.families import preset_for
 from serve_app.config.settings import AppSettings, BatchingSettings
-from serve_app.config.speed import SpeedSettings, preset_for
+from serve_app.config.speed import SpeedSettings
 from serve_app.core.errors import InvalidRequestError
-from serve_app.core.images import ImageJob
+from serve_app.core.images import ImageSpec
 from serve_app.core.shapes import check_size_served, pad_jobs, plan_calls, shape_policy, warmup_shapes
 from serve_app.engine.model.loading import RuntimePlan, plan_runtime
 from serve_app.engine.speed_recipes import (
@@ -208,8 +209,8 @@ def test_batches_pad_up_to_the_next_bucket_and_split_past_the_largest() -> None:
     assert [(len(c.indices), c.batch, c.padding) for c in plan_calls(3, 512, 512, policy)] == [(3, 4, 1)]
     assert [(len(c.indices), c.batch) for c in plan_calls(6, 512, 512, policy)] == [(4, 4), (2, 2)]
     assert [(len(c.indices), c.batch) for c in plan_calls(5, 512, 512, policy)] == [(4, 4), (1, 1)]
-    job = ImageJob("p", 512, 512, 10, 7.5, "ddim", seed=1)
-    other = ImageJob("q", 512, 512, 10, 7.5, "ddim", seed=2)
+    job = ImageSpec("p", 512, 512, 10, 7.5, "ddim", seed=1)
+    other = ImageSpec("q", 512, 512, 10, 7.5, "ddim", seed=2)
     assert pad_jobs([job, other], 4) == [job, other, other, other]
 
 

@@ -35,12 +35,10 @@ from support import (
     wait_for,
 )
 
-from serve_app.api.ingress import Ingress
-from serve_app.app import build_app
+from serve_app.app import build_app, compose
 from serve_app.config.settings import AppSettings
-from serve_app.core.image_inputs import image_jobs
-from serve_app.core.params import GenerationParams, build_jobs
-from serve_app.engine.deployment import DiffusionModel
+from serve_app.core.image_inputs import image_specs
+from serve_app.core.params import GenerationParams, build_image_specs
 from serve_app.jobs.records import JobStore, new_record
 from serve_app.storage.store import LocalImageStore
 
@@ -532,7 +530,8 @@ def test_an_adopted_image_job_renders_the_same_image(apps: dict, tiny_model_dir:
         # The app's own settings: the job names the app's model, as one its other ingress wrote would.
         settings = AppSettings.model_validate(args(tiny_model_dir, data_dir=str(local["dir"])))
         params = GenerationParams(prompt="kept", seed=9)
-        jobs = image_jobs(build_jobs(params, 1, settings), "img2img", Image.open(io.BytesIO(picture)), 0.6)
+        specs = build_image_specs(params, 1, settings)
+        jobs = image_specs(specs, "img2img", Image.open(io.BytesIO(picture)), 0.6)
         orphan = new_record(params, 1, settings, "api", jobs=jobs)
         orphan.status, orphan.attempts = "processing", 1
         orphan.created_at = orphan.heartbeat_at = time.time() - 60
@@ -584,12 +583,12 @@ def twin_replicas_app(serve_url: str, tiny_model_dir: Path, tmp_path: Path) -> I
     settings = AppSettings(
         model=str(tiny_model_dir), default_size="64x64", max_steps=300, data_dir=str(tmp_path)
     )
-    model = DiffusionModel.options(
-        max_ongoing_requests=1,
-        autoscaling_config={"min_replicas": 2, "max_replicas": 2},
-        user_config={"max_batch_size": 1, "batch_wait_timeout_s": 0.0},
-    ).bind(settings)
-    serve.run(Ingress.bind(model, settings), name="twins", route_prefix="/twins")
+    model_options = {
+        "max_ongoing_requests": 1,
+        "autoscaling_config": {"min_replicas": 2, "max_replicas": 2},
+        "user_config": {"max_batch_size": 1, "batch_wait_timeout_s": 0.0},
+    }
+    serve.run(compose(settings, model_options), name="twins", route_prefix="/twins")
     yield f"{serve_url}/twins"
     serve.delete("twins")
 

@@ -10,7 +10,7 @@ import pytest
 from serve_app.api.predictions.router import prediction_view
 from serve_app.config.credentials import merge_credentials
 from serve_app.config.settings import AppSettings
-from serve_app.jobs.records import PredictionRecord
+from serve_app.jobs.records import JobRecord
 from serve_app.storage.store import IMAGE_ID, LocalImageStore, new_image_id
 
 
@@ -58,7 +58,7 @@ def test_secret_values_win_and_settings_fill_the_gaps() -> None:
 
 def test_prediction_view_has_replicates_shape(tmp_path: Path) -> None:
     store = LocalImageStore(tmp_path)
-    record = PredictionRecord(
+    record = JobRecord(
         id="pred_abc",
         input={"prompt": "x", "n": 1},
         jobs=[{"seed": 4}],

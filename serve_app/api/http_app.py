@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Sequence
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import Response
 
-from bot_gateway.imagine_job import DiscordDelivery
-from bot_gateway.router import create_discord_router
 from serve_app.api.a1111.router import create_a1111_router
 from serve_app.api.errors import install_error_handlers
 from serve_app.api.openai.edits import create_image_edit_router, openai_images_response
@@ -29,12 +27,28 @@ from serve_app.config.credentials import CredentialSource
 from serve_app.config.settings import AppSettings
 from serve_app.core.content_policy import raise_if_all_flagged
 from serve_app.core.errors import AuthenticationError, NotFoundError
-from serve_app.core.params import GenerationParams, build_jobs
+from serve_app.core.params import GenerationParams, build_image_specs
 from serve_app.engine.client import ModelClient
 from serve_app.jobs.adoption import JobAdopter
 from serve_app.jobs.records import JobStore
-from serve_app.jobs.runner import JobRunner
+from serve_app.jobs.runner import Delivery, JobRunner
 from serve_app.storage.store import IMAGE_ID, create_store
+
+
+class ClientSurface(Protocol):
+    """A client of the job runner with an HTTP endpoint of its own (Discord: bot_gateway/surface.py).
+
+    Wired in serve_app/app.py, so this module never imports one: its router is mounted beside the
+    API's, and its jobs (``JobRecord.source``) are delivered by its ``delivery``.
+    """
+
+    source: str
+
+    def delivery(self, jobs: JobStore, settings: AppSettings) -> Delivery: ...
+
+    def router(
+        self, settings: AppSettings, runner: JobRunner, credentials: CredentialSource
+    ) -> APIRouter: ...
 
 
 def api_key_guard(credentials: CredentialSource) -> Any:
@@ -58,14 +72,19 @@ def api_key_guard(credentials: CredentialSource) -> Any:
     return require_api_key
 
 
-def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
+def create_http_app(
+    client: ModelClient, settings: AppSettings, surfaces: Sequence[ClientSurface] = ()
+) -> FastAPI:
     store = create_store(settings)
     jobs = JobStore(store)
     runner = JobRunner(
         client,
         jobs,
         settings,
-        deliveries={"api": WebhookDelivery(jobs, settings), "discord": DiscordDelivery(jobs, settings)},
+        deliveries={
+            "api": WebhookDelivery(jobs, settings),
+            **{surface.source: surface.delivery(jobs, settings) for surface in surfaces},
+        },
     )
     adopter = JobAdopter(runner, jobs, settings)
     credentials = CredentialSource(settings)
@@ -94,7 +113,7 @@ def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
 
     @protected.post("/v1/images/generations", response_model=ImageGenerationResponse)
     async def create_images(body: ImageGenerationRequest, request: Request) -> ImageGenerationResponse:
-        jobs = build_jobs(body, body.n, settings)
+        jobs = build_image_specs(body, body.n, settings)
         results = await client.generate(jobs)
         return await asyncio.to_thread(
             openai_images_response,
@@ -114,7 +133,7 @@ def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
     )
     async def imagine(params: Annotated[GenerationParams, Query()]) -> Response:
         """One PNG straight back, for curl and browsers; the seed comes back in ``X-Seed``."""
-        (result,) = await client.generate(build_jobs(params, 1, settings))
+        (result,) = await client.generate(build_image_specs(params, 1, settings))
         raise_if_all_flagged([result])
         return Response(
             content=result.png,
@@ -165,8 +184,8 @@ def create_http_app(client: ModelClient, settings: AppSettings) -> FastAPI:
     app.include_router(create_image_edit_router(client, store, settings, protected.dependencies))
     app.include_router(create_a1111_router(client, settings, protected.dependencies, store))
     app.include_router(create_prediction_router(runner, settings, protected.dependencies))
-    # Discord authenticates with its own signatures, not API keys.
-    app.include_router(create_discord_router(settings, runner, credentials))
+    for surface in surfaces:
+        app.include_router(surface.router(settings, runner, credentials))
     # The browser page needs no key to load: its API calls carry the key the user gives it.
     app.include_router(create_playground_router())
     return app

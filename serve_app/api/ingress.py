@@ -8,6 +8,7 @@ instead of unbounded memory.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from fastapi import FastAPI
 from ray import serve
@@ -15,7 +16,7 @@ from ray.serve import Deployment
 from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.api.http_app import create_http_app
+from serve_app.api.http_app import ClientSurface, create_http_app
 from serve_app.config.settings import AppSettings
 from serve_app.engine.client import ModelClient
 from serve_app.ops.alerts import failure_alerts
@@ -29,8 +30,11 @@ from serve_app.ops.replica_watch import ReplicaWatch
 )
 @serve.ingress()
 class Ingress:
-    def __init__(self, model: DeploymentHandle, settings: AppSettings) -> None:
+    def __init__(
+        self, model: DeploymentHandle, settings: AppSettings, surfaces: Sequence[ClientSurface] = ()
+    ) -> None:
         self._settings = settings
+        self._surfaces = tuple(surfaces)
         self._client = ModelClient(
             model,
             settings.request_timeout_s,
@@ -51,7 +55,7 @@ class Ingress:
             self._replica_watch = asyncio.get_running_loop().create_task(watch.run_forever())
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_http_app(self._client, self._settings)
+        return create_http_app(self._client, self._settings, self._surfaces)
 
 
 def ingress_deployment(settings: AppSettings) -> Deployment:

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from serve_app.config.settings import AppSettings
 from serve_app.core.errors import InvalidRequestError
-from serve_app.core.images import ImageJob, JobKind
+from serve_app.core.images import ImageKind, ImageSpec
 
 FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
 # AUTOMATIC1111's resize modes: 0 just resize, 1 crop and resize, 2 resize and fill,
@@ -133,16 +133,16 @@ def check_strength(strength: float, steps: int, field: str = "strength") -> floa
     return strength
 
 
-def image_jobs(
-    jobs: list[ImageJob],
-    kind: JobKind,
+def image_specs(
+    jobs: list[ImageSpec],
+    kind: ImageKind,
     image: Image.Image,
     strength: float,
     mask: Image.Image | None = None,
     resize_mode: ResizeMode = 0,
     strength_field: str = "strength",
     mask_field: str = "mask",
-) -> list[ImageJob]:
+) -> list[ImageSpec]:
     """Turn text-to-image jobs (size, steps, seeds resolved) into jobs that start from ``image``."""
     first = jobs[0]
     check_strength(strength, first.steps, strength_field)

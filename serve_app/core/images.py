@@ -1,7 +1,11 @@
 """What one image costs to ask for and what comes back: the messages between ingress and model.
 
+Words used across the code: an ``ImageSpec`` is one image to render (a request for ``n`` images
+becomes ``n`` specs, so batches fill across callers); a job (``serve_app/jobs/``) is an accepted,
+stored request that a runner takes to a terminal state, holding the specs of its images.
+
 Plain dataclasses, because they cross actor boundaries through Ray's pickling on every request;
-validation happens once at the HTTP edge (pydantic) before a job is built.
+validation happens once at the HTTP edge (pydantic) before a spec is built.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ MAX_SEED = 2**32 - 1
 # What a job starts from. txt2img: noise. img2img: ``init_image`` noised to ``strength``.
 # inpaint: ``init_image`` repainted where ``mask_image`` is white. upscale: ``init_image`` resized
 # by the ingress to the output size, then refined by a low-strength img2img pass ("hires fix").
-JobKind = Literal["txt2img", "img2img", "inpaint", "upscale"]
+ImageKind = Literal["txt2img", "img2img", "inpaint", "upscale"]
 
 
 def random_seed() -> int:
@@ -25,7 +29,7 @@ def random_seed() -> int:
 
 
 @dataclass(frozen=True)
-class ImageJob:
+class ImageSpec:
     """One image. A request for ``n`` images becomes ``n`` jobs, so batches fill across callers."""
 
     prompt: str
@@ -36,7 +40,7 @@ class ImageJob:
     scheduler: str
     seed: int
     negative_prompt: str = ""
-    kind: JobKind = "txt2img"
+    kind: ImageKind = "txt2img"
     # PNG bytes decoded, validated and resized to (width, height) by the ingress: a replica never
     # parses what a caller uploaded. The mask is single-channel, white = repaint.
     init_image: bytes | None = None
@@ -76,7 +80,7 @@ class ImageJob:
         images = f", init_image={len(self.init_image)}B" if self.init_image else ""
         images += f", mask_image={len(self.mask_image)}B" if self.mask_image else ""
         return (
-            f"ImageJob(model={self.model!r}, loras={self.loras!r}, kind={self.kind!r}, "
+            f"ImageSpec(model={self.model!r}, loras={self.loras!r}, kind={self.kind!r}, "
             f"prompt={self.prompt[:40]!r}, size={self.width}x{self.height}, "
             f"steps={self.steps}, seed={self.seed}, strength={self.strength}{images})"
         )
@@ -125,7 +129,7 @@ class ProgressEvent:
 
 
 @dataclass
-class JobTicket:
+class RenderTicket:
     """A job's link between its caller and the pipeline's worker thread.
 
     Carries step progress back onto the replica's event loop (when the caller streams it), and the

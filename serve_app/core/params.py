@@ -1,7 +1,7 @@
 """What every way of asking for images shares: the parameters, and how they become image specs.
 
 Static bounds live on the fields (types, absolute ranges); bounds an operator configures (largest
-size, most steps, prompt length, ``n``) are checked by ``build_jobs`` against the app's settings,
+size, most steps, prompt length, ``n``) are checked by ``build_image_specs`` against the app's settings,
 and both kinds produce the same 400 naming the field.
 """
 
@@ -13,7 +13,7 @@ from serve_app.config.schedulers import UnknownSchedulerError, canonical_schedul
 from serve_app.config.settings import AppSettings
 from serve_app.config.sizes import parse_size
 from serve_app.core.errors import InvalidRequestError
-from serve_app.core.images import MAX_SEED, ImageJob, random_seed
+from serve_app.core.images import MAX_SEED, ImageSpec, random_seed
 from serve_app.core.model_choice import LoraRequest, resolve_model
 from serve_app.core.shapes import check_size_served
 
@@ -47,7 +47,7 @@ class GenerationParams(BaseModel):
         return value
 
 
-def build_jobs(params: GenerationParams, count: int, settings: AppSettings) -> list[ImageJob]:
+def build_image_specs(params: GenerationParams, count: int, settings: AppSettings) -> list[ImageSpec]:
     """Resolve defaults and configured bounds; one job per image, seeds consecutive from the first."""
     if len(params.prompt) > settings.max_prompt_chars:
         raise InvalidRequestError(
@@ -74,7 +74,7 @@ def build_jobs(params: GenerationParams, count: int, settings: AppSettings) -> l
     guidance = params.guidance_scale if params.guidance_scale is not None else settings.default_guidance_scale
     first_seed = params.seed if params.seed is not None and params.seed >= 0 else random_seed()
     return [
-        ImageJob(
+        ImageSpec(
             prompt=params.prompt,
             negative_prompt=params.negative_prompt,
             width=width,

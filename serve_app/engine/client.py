@@ -19,7 +19,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
 from serve_app.core.errors import GenerationFailedError, GenerationTimeoutError, OverloadedError
-from serve_app.core.images import ImageJob, ImageResult, ProgressEvent
+from serve_app.core.images import ImageResult, ImageSpec, ProgressEvent
 from serve_app.core.load import LoadTracker, work_units
 from serve_app.ops.request_log import log_finished_request
 
@@ -60,7 +60,7 @@ class ModelClient:
         self.load = LoadTracker()
         self.replicas = ReplicaReports()
 
-    async def generate(self, jobs: list[ImageJob]) -> list[ImageResult]:
+    async def generate(self, jobs: list[ImageSpec]) -> list[ImageResult]:
         """All images or an error: on any failure the other jobs of the request are cancelled.
 
         A replica that dies mid-render (crash, spot reclaim, OOM kill) costs the caller nothing
@@ -102,7 +102,7 @@ class ModelClient:
         log_finished_request(jobs, results, "succeeded")
         return results
 
-    async def generate_stream(self, job: ImageJob) -> AsyncIterator[ProgressEvent | ImageResult]:
+    async def generate_stream(self, job: ImageSpec) -> AsyncIterator[ProgressEvent | ImageResult]:
         """Progress events, then the ImageResult; errors translated like ``generate``'s."""
         stream = None
         self.load.started()
@@ -126,7 +126,7 @@ class ModelClient:
         finally:
             self.load.finished()
 
-    def _for(self, job: ImageJob) -> DeploymentHandle:
+    def _for(self, job: ImageSpec) -> DeploymentHandle:
         """Ray Serve multiplexing: the router prefers a replica that already holds the job's model."""
         if not job.model:
             return self._handle

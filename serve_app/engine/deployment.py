@@ -33,7 +33,7 @@ from ray import serve
 from ray.serve import metrics
 
 from serve_app.config.settings import AppSettings, BatchingSettings
-from serve_app.core.images import ImageJob, ImageResult, JobTicket, ProgressEvent
+from serve_app.core.images import ImageResult, ImageSpec, ProgressEvent, RenderTicket
 from serve_app.core.shapes import (
     PipelineCall,
     dynamo_counters,
@@ -87,8 +87,8 @@ class _Rendered:
 
 @dataclass
 class _Waiting:
-    job: ImageJob
-    ticket: JobTicket
+    job: ImageSpec
+    ticket: RenderTicket
     result: asyncio.Future[ImageResult | BaseException]
     told_ahead: int | None = None  # the place last streamed to its caller
 
@@ -112,6 +112,10 @@ def _raise_if_failed(result: ImageResult | BaseException) -> ImageResult:
     },
     health_check_period_s=10,
     health_check_timeout_s=60,
+    # Batching reaches a replica only as user_config, so Serve hands it to reconfigure() before the
+    # replica takes a request, and a `serve deploy` that changes it retunes live replicas. These
+    # are BatchingSettings' defaults; serve_app/app.py sends the config file's.
+    user_config=BatchingSettings().model_dump(),
 )
 class DiffusionModel:
     # Async: the default model loads in the pipeline thread through Serve's multiplexing (so Serve
@@ -146,12 +150,12 @@ class DiffusionModel:
         self._batch_log: deque[dict[str, Any]] = deque(maxlen=BATCH_LOG_LENGTH)
         self._images_rendered = 0
         self._health = RenderHealth(settings.unhealthy_after_failed_renders)
-        self._batching = settings.batching
+        # Set by reconfigure(), which Serve calls before the replica takes its first request.
+        self._batching: BatchingSettings | None = None
         self._waiting: list[_Waiting] = []
         self._waiting_changed = asyncio.Event()
         self._render_loop: asyncio.Task[None] | None = None
         self._queue = ReplicaQueue()  # places and waits told to the callers in _waiting
-        self._apply_batching(settings.batching)
         # Models this replica holds, by name (Serve's LRU cache holds the same objects).
         self._loaded: dict[str, LoadedModel] = {}
         self._load_log: deque[dict[str, Any]] = deque(maxlen=BATCH_LOG_LENGTH)
@@ -186,15 +190,11 @@ class DiffusionModel:
         )
         self._loaded[name] = model
         self._load_log.append({"at": started, "model": name, "load_s": round(model.load_s, 3)})
-        if self._plan.compile and self._batching_ready:
+        if self._plan.compile and self._batching is not None:
             await asyncio.get_running_loop().run_in_executor(self._pipeline_thread, self._warm_up, model)
         return model
 
     # --- Serve hooks -------------------------------------------------------------------------
-
-    # Set once Serve handed the first user_config: a model loaded later warms up its compiled
-    # shapes for the pixel budget at once; one loaded before waits for reconfigure.
-    _batching_ready = False
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Retune batching live: `serve deploy` with a new user_config needs no replica restart.
@@ -202,8 +202,12 @@ class DiffusionModel:
         Serve calls this before the replica reports ready, so a compiled replica warms up its shapes
         here (their batch sizes depend on the pixel budget, which arrives with user_config).
         """
-        self._apply_batching(BatchingSettings.model_validate(user_config or {}))
-        self._batching_ready = True
+        batching = BatchingSettings.model_validate(user_config or {})
+        self._render_batch.set_max_batch_size(batching.max_batch_size)
+        self._render_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+        # From here on a model loaded later warms up its compiled shapes for this pixel budget at
+        # once; the ones loaded before are warmed up below.
+        self._batching = batching
         if self._plan.compile:
             for model in list(self._loaded.values()):
                 self._pipeline_thread.submit(self._warm_up, model).result()
@@ -215,8 +219,8 @@ class DiffusionModel:
 
     # --- public methods, called through DeploymentHandle ------------------------------------
 
-    async def generate(self, job: ImageJob) -> ImageResult:
-        ticket = JobTicket(loop=asyncio.get_running_loop())
+    async def generate(self, job: ImageSpec) -> ImageResult:
+        ticket = RenderTicket(loop=asyncio.get_running_loop())
         try:
             return _raise_if_failed(await self._render_batch(job, ticket))
         except asyncio.CancelledError:
@@ -224,12 +228,12 @@ class DiffusionModel:
             self._tell_places()  # the callers behind it moved up
             raise
 
-    async def generate_stream(self, job: ImageJob) -> AsyncIterator[ProgressEvent | ImageResult]:
+    async def generate_stream(self, job: ImageSpec) -> AsyncIterator[ProgressEvent | ImageResult]:
         """Progress events while the job waits and renders, then the ImageResult last.
 
         Call with ``handle.options(stream=True)``. Used by callers that show progress to people.
         """
-        ticket = JobTicket(loop=asyncio.get_running_loop(), wants_progress=True)
+        ticket = RenderTicket(loop=asyncio.get_running_loop(), wants_progress=True)
         render = asyncio.ensure_future(self._render_batch(job, ticket))
         yield ProgressEvent(state="queued", total=job.steps)
         try:
@@ -255,9 +259,9 @@ class DiffusionModel:
             "models_loaded": sorted(self._loaded),
             "max_models_per_replica": self._settings.max_models_per_replica,
             "torch_threads": self._torch_threads,
-            "max_batch_size": self._batching.max_batch_size,
-            "batch_wait_timeout_s": self._batching.batch_wait_timeout_s,
-            "max_batch_pixels": self._batching.max_batch_pixels or None,
+            "max_batch_size": self.batching.max_batch_size,
+            "batch_wait_timeout_s": self.batching.batch_wait_timeout_s,
+            "max_batch_pixels": self.batching.max_batch_pixels or None,
             "compile": self._compile_report(model),
             "images_rendered": self._images_rendered,
             "rss_bytes": psutil.Process().memory_info().rss,
@@ -284,7 +288,7 @@ class DiffusionModel:
         import torch
 
         torch.set_num_threads(self._torch_threads)
-        policy = shape_policy(model.settings, True, self._batching.max_batch_pixels)
+        policy = shape_policy(model.settings, True, self.batching.max_batch_pixels)
         started = time.perf_counter()
         settings = model.settings
         with self._call_lock, model.in_use():
@@ -293,7 +297,7 @@ class DiffusionModel:
                 if (width, height, batch) in model.warmed:
                     continue
                 shape_started = time.perf_counter()
-                job = ImageJob(
+                job = ImageSpec(
                     prompt="warm-up",
                     width=width,
                     height=height,
@@ -318,10 +322,10 @@ class DiffusionModel:
         self._graphs_at_ready = dynamo_counters()["unique_graphs"]
 
     def _plan_calls(self, model: LoadedModel, count: int, width: int, height: int) -> list[PipelineCall]:
-        policy = shape_policy(model.settings, self._plan.compile, self._batching.max_batch_pixels)
+        policy = shape_policy(model.settings, self._plan.compile, self.batching.max_batch_pixels)
         return plan_calls(count, width, height, policy)
 
-    def _model_name(self, job: ImageJob) -> str:
+    def _model_name(self, job: ImageSpec) -> str:
         return job.model or self._default_model
 
     def load_log(self) -> list[dict[str, Any]]:
@@ -338,19 +342,21 @@ class DiffusionModel:
 
     # --- batching ----------------------------------------------------------------------------
 
-    def _apply_batching(self, batching: BatchingSettings) -> None:
-        self._batching = batching
-        self._render_batch.set_max_batch_size(batching.max_batch_size)
-        self._render_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+    @property
+    def batching(self) -> BatchingSettings:
+        """The user_config reconfigure() applied (always before the first request)."""
+        assert self._batching is not None, "Serve calls reconfigure() before any request"
+        return self._batching
 
-    # Serve forms batches eagerly: while one pipeline call runs, requests that arrive are cut into
-    # more batches at every wait window, and with one batch at a time those would run one by one
-    # as fragments (seen: batches of 1 at 16 concurrent callers). So Serve's batch is only the
-    # collection window here; every batch it forms is handed to a single render loop that takes
-    # everything waiting (up to max_batch_size) each time the pipeline frees up.
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.1, max_concurrent_batches=MAX_WAITING_BATCHES)
+    # Why @serve.batch feeds a render queue instead of rendering its batch: Serve forms batches
+    # eagerly, so while one pipeline call runs, arrivals are cut into a batch per wait window, and
+    # with one batch at a time those would render one by one as fragments (seen: batches of 1 at
+    # 16 concurrent callers). So Serve's batch is only the collection window (its size and wait
+    # are set by reconfigure); every batch it forms joins one render loop that takes everything
+    # waiting (up to max_batch_size) each time the pipeline frees up.
+    @serve.batch(max_concurrent_batches=MAX_WAITING_BATCHES)
     async def _render_batch(
-        self, jobs: list[ImageJob], tickets: list[JobTicket]
+        self, jobs: list[ImageSpec], tickets: list[RenderTicket]
     ) -> list[ImageResult | BaseException]:
         loop = asyncio.get_running_loop()
         waiting = [
@@ -369,7 +375,7 @@ class DiffusionModel:
             await self._waiting_changed.wait()
             self._waiting_changed.clear()
             while self._waiting:
-                size = self._batching.max_batch_size
+                size = self.batching.max_batch_size
                 taken, self._waiting = self._waiting[:size], self._waiting[size:]
                 service_metrics.queue_depth(len(self._waiting))
                 live = [w for w in taken if not w.ticket.cancelled]
@@ -413,7 +419,7 @@ class DiffusionModel:
             )
 
     async def _render_jobs(
-        self, jobs: list[ImageJob], tickets: list[JobTicket]
+        self, jobs: list[ImageSpec], tickets: list[RenderTicket]
     ) -> list[ImageResult | BaseException]:
         """Render one batch group by group; a failing group fails only its own callers."""
         groups = group_indices(jobs)
@@ -421,7 +427,7 @@ class DiffusionModel:
             "at": time.time(),
             "size": len(jobs),
             "groups": [len(group) for group in groups],
-            "max_batch_size": self._batching.max_batch_size,
+            "max_batch_size": self.batching.max_batch_size,
             "render_s": None,
             # Per group: steps asked for and steps run (fewer when every caller left and the
             # render was interrupted).
@@ -469,8 +475,8 @@ class DiffusionModel:
     async def _render_call(
         self,
         model: LoadedModel,
-        jobs: list[ImageJob],
-        tickets: list[JobTicket],
+        jobs: list[ImageSpec],
+        tickets: list[RenderTicket],
         group: list[int],
         call: PipelineCall,
         results: list[ImageResult | BaseException],
@@ -521,15 +527,15 @@ class DiffusionModel:
                 replica=replica,
             )
 
-    def _count_images(self, jobs: list[ImageJob], outcome: str) -> None:
+    def _count_images(self, jobs: list[ImageSpec], outcome: str) -> None:
         for job in jobs:
             service_metrics.images_done(self._model_name(job), job.kind, outcome)
 
     def _run_group(
         self,
         model: LoadedModel,
-        jobs: list[ImageJob],
-        tickets: list[JobTicket],
+        jobs: list[ImageSpec],
+        tickets: list[RenderTicket],
         call: PipelineCall | None = None,
     ) -> _Rendered:
         """One blocking pipeline call for jobs that share a group key (model, LoRAs, kind, size...).

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from serve_app.core.images import ImageJob, JobTicket
+from serve_app.core.images import ImageSpec, RenderTicket
 from serve_app.core.load import LoadTracker, work_units
 
 
@@ -27,18 +27,18 @@ class Place:
     expected_wait_s: float | None  # None until this replica measured a batch
 
 
-def job_units(job: ImageJob) -> float:
+def job_units(job: ImageSpec) -> float:
     return work_units(job.steps, job.width, job.height)
 
 
 class ReplicaQueue:
     def __init__(self) -> None:
         self.speed = LoadTracker()
-        self._rendering: list[tuple[JobTicket, float]] = []  # the pipeline's batch: callers, units
+        self._rendering: list[tuple[RenderTicket, float]] = []  # the pipeline's batch: callers, units
         self._started = 0.0
 
     def batch_started(
-        self, jobs: Sequence[ImageJob], tickets: Sequence[JobTicket], at: float | None = None
+        self, jobs: Sequence[ImageSpec], tickets: Sequence[RenderTicket], at: float | None = None
     ) -> None:
         self._rendering = [(ticket, job_units(job)) for job, ticket in zip(jobs, tickets, strict=True)]
         self._started = time.perf_counter() if at is None else at
@@ -52,7 +52,7 @@ class ReplicaQueue:
         self._rendering = []
 
     def places(
-        self, jobs: Sequence[ImageJob], tickets: Sequence[JobTicket], at: float | None = None
+        self, jobs: Sequence[ImageSpec], tickets: Sequence[RenderTicket], at: float | None = None
     ) -> list[Place | None]:
         """Per waiting job, in queue order: its place, or None for a job its caller left."""
         at = time.perf_counter() if at is None else at

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from serve_app.core.images import ImageResult
-from serve_app.jobs.records import PredictionRecord
+from serve_app.jobs.records import JobRecord
 from serve_app.ops.request_log import image_fields
 
 # Ray Serve writes the "ray.serve" logger of a replica to its log file (logs/serve/ in the session).
@@ -23,7 +23,7 @@ EVENT = "job_finished"
 
 
 def finished_job_entry(
-    record: PredictionRecord, results: list[ImageResult], model: str
+    record: JobRecord, results: list[ImageResult], model: str
 ) -> dict[str, Any]:
     return {
         "event": EVENT,
@@ -31,13 +31,13 @@ def finished_job_entry(
         "source": record.source,
         "outcome": record.status,
         "error_code": record.error_code,
-        **image_fields(record.image_jobs(), results, model),
+        **image_fields(record.image_specs(), results, model),
         "predict_time_s": record.predict_time_s,
         "attempts": record.attempts,
         "overload_waits": record.overload_waits,
     }
 
 
-def log_finished_job(record: PredictionRecord, results: list[ImageResult], model: str) -> None:
+def log_finished_job(record: JobRecord, results: list[ImageResult], model: str) -> None:
     entry = finished_job_entry(record, results, model)
     logger.info(json.dumps(entry, separators=(",", ":"), sort_keys=True))

@@ -19,7 +19,7 @@ import time
 
 from pydantic import BaseModel
 
-from serve_app.core.images import ImageJob, ProgressEvent
+from serve_app.core.images import ImageSpec, ProgressEvent
 from serve_app.core.load import LoadTracker, work_units
 
 # How long a replica usually takes to place a job it was sent (Serve's routing plus the
@@ -40,7 +40,7 @@ class QueueSnapshot:
     def __init__(
         self,
         load: LoadTracker,
-        jobs: list[ImageJob],
+        jobs: list[ImageSpec],
         grace_s: float = REPLICA_GRACE_S,
         at: float | None = None,  # monotonic seconds: when the images are submitted (now)
     ) -> None:

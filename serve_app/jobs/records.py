@@ -32,8 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from serve_app.config.settings import AppSettings
 from serve_app.core.errors import GenerationFailedError
-from serve_app.core.images import ImageJob
-from serve_app.core.params import GenerationParams, build_jobs
+from serve_app.core.images import ImageSpec
+from serve_app.core.params import GenerationParams, build_image_specs
 from serve_app.jobs.queue_position import QueueInfo
 from serve_app.storage.store import ImageStore
 
@@ -42,8 +42,8 @@ TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
 # Ours are "pred_" + 20 hex digits; the bound keeps any id a valid file name and S3 key (a longer
 # one would be ENAMETOOLONG on the local store, a 503 instead of the 404 it is).
 PREDICTION_ID = re.compile(r"^pred_[A-Za-z0-9]{1,64}$")
-_IMAGE_JOB_FIELDS = frozenset(f.name for f in fields(ImageJob))
-# ImageJob's byte fields: stored as objects of their own, named in the job dict by "<field>_key".
+_IMAGE_SPEC_FIELDS = frozenset(f.name for f in fields(ImageSpec))
+# ImageSpec's byte fields: stored as objects of their own, named in the job dict by "<field>_key".
 _INPUT_FIELDS = ("init_image", "mask_image")
 
 T = TypeVar("T")
@@ -54,34 +54,23 @@ class Progress(BaseModel):
     total: int = 0
 
 
-class DiscordTarget(BaseModel):
-    """What editing the job's Discord message needs, so any replica can deliver it, even after adoption."""
-
-    application_id: str
-    interaction_id: str
-    # Valid for 15 minutes and enough to edit the message: kept in the store (which holds the
-    # images too), never logged, never shown by the API.
-    token: str = Field(repr=False)
-    token_expires_at: float  # epoch seconds
-    attachment_size_limit: int
-    # The picture the job started from (a Discord CDN URL), shown in the message so that its
-    # buttons can start from it again.
-    source_image_url: str | None = None
-
-
-class PredictionRecord(BaseModel):
+class JobRecord(BaseModel):
     # Unknown fields are kept, not dropped: a replica running older code must not erase what a
     # newer one added (per-image flags, for instance) when it rewrites the record.
     model_config = ConfigDict(extra="allow")
 
     id: str
     status: Status = "starting"
-    source: Literal["api", "discord"] = "api"
+    # Who asked: "api" (predictions, with their webhook) or a client of the runner wired in
+    # serve_app/app.py ("discord"); the runner hands the job to the delivery registered for it.
+    source: str = "api"
     input: dict[str, Any]
-    jobs: list[dict[str, Any]]  # resolved ImageJobs: a rerun renders exactly the same images
+    jobs: list[dict[str, Any]]  # resolved ImageSpecs: a rerun renders exactly the same images
     webhook: str | None = None
     base_url: str = ""  # where the caller reached us: the base of local image URLs
-    discord: DiscordTarget | None = None
+    # Where the source delivers the outcome, in the source's own terms (a Discord message: its
+    # application, interaction token and expiry). Holds secrets: never logged, never shown by the API.
+    reply_to: dict[str, Any] | None = Field(default=None, repr=False)
     deadline_at: float | None = None  # epoch seconds; past it the job is failed, not rendered
     image_ids: list[str] = Field(default_factory=list)
     nsfw_content_detected: list[bool] = Field(default_factory=list)  # per image, as image_ids
@@ -106,12 +95,12 @@ class PredictionRecord(BaseModel):
     def key(self) -> str:
         return record_key(self.id)
 
-    def image_jobs(self) -> list[ImageJob]:
-        """The jobs as recorded, without their input images (``JobStore.image_jobs`` adds them)."""
-        # Only ImageJob's own fields: records may carry more per image than this version knows.
-        return [ImageJob(**{k: v for k, v in job.items() if k in _IMAGE_JOB_FIELDS}) for job in self.jobs]
+    def image_specs(self) -> list[ImageSpec]:
+        """The jobs as recorded, without their input images (``JobStore.image_specs`` adds them)."""
+        # Only ImageSpec's own fields: records may carry more per image than this version knows.
+        return [ImageSpec(**{k: v for k, v in job.items() if k in _IMAGE_SPEC_FIELDS}) for job in self.jobs]
 
-    def set_jobs(self, jobs: list[ImageJob]) -> None:
+    def set_image_specs(self, jobs: list[ImageSpec]) -> None:
         """Record ``jobs``, their input images moved out to keys of their own (one per distinct image)."""
         keys: dict[bytes, str] = {}
         self._inputs = {}
@@ -133,32 +122,32 @@ def new_record(
     params: GenerationParams,
     count: int,
     settings: AppSettings,
-    source: Literal["api", "discord"],
+    source: str,
     *,
     webhook: str | None = None,
     base_url: str = "",
-    discord: DiscordTarget | None = None,
+    reply_to: dict[str, Any] | None = None,
     deadline_at: float | None = None,
-    jobs: list[ImageJob] | None = None,
+    jobs: list[ImageSpec] | None = None,
     extra_input: dict[str, Any] | None = None,
-) -> PredictionRecord:
+) -> JobRecord:
     """Validate and resolve seeds: a record can be rerun anywhere and give the same images.
 
     ``jobs``: already built from ``params`` (jobs that start from a picture); ``extra_input``:
     what the caller sent beyond ``params`` (kind, strength...), echoed in ``input``.
     """
-    record = PredictionRecord(
+    record = JobRecord(
         id=f"pred_{secrets.token_hex(10)}",
         source=source,
         input={**params.model_dump(exclude_none=True), "n": count, **(extra_input or {})},
         jobs=[],
         webhook=webhook,
         base_url=settings.base_url_for(base_url),
-        discord=discord,
+        reply_to=reply_to,
         deadline_at=deadline_at,
         created_at=time.time(),
     )
-    record.set_jobs(jobs if jobs is not None else build_jobs(params, count, settings))
+    record.set_image_specs(jobs if jobs is not None else build_image_specs(params, count, settings))
     return record
 
 
@@ -198,16 +187,16 @@ class JobStore:
     async def _run(self, call: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(call, *args)
 
-    async def save(self, record: PredictionRecord) -> None:
+    async def save(self, record: JobRecord) -> None:
         await self._run(self._store.put_json, record.key, record.model_dump(mode="json"))
 
-    async def load(self, prediction_id: str) -> PredictionRecord | None:
+    async def load(self, prediction_id: str) -> JobRecord | None:
         if not PREDICTION_ID.match(prediction_id):
             return None
         data = await self._run(self._store.get_json, record_key(prediction_id))
-        return PredictionRecord.model_validate(data) if data else None
+        return JobRecord.model_validate(data) if data else None
 
-    async def accept(self, record: PredictionRecord, timeout_s: float | None = None) -> None:
+    async def accept(self, record: JobRecord, timeout_s: float | None = None) -> None:
         """Store the record, then mark it active (what the adoption sweep looks at).
 
         With ``timeout_s``, raises TimeoutError once it passes (the Discord ACK cannot wait on a
@@ -235,7 +224,7 @@ class JobStore:
             _keep(asyncio.ensure_future(self._retract(record, pending)))
             raise
 
-    async def _retract(self, record: PredictionRecord, pending: asyncio.Future[bool]) -> None:
+    async def _retract(self, record: JobRecord, pending: asyncio.Future[bool]) -> None:
         try:
             marked_active = await pending
         except Exception:
@@ -248,10 +237,10 @@ class JobStore:
         else:
             await self._drop(inputs_prefix(record.id))
 
-    async def image_jobs(self, record: PredictionRecord) -> list[ImageJob]:
+    async def image_specs(self, record: JobRecord) -> list[ImageSpec]:
         """The record's jobs with their input images, read back from the store when not in memory."""
         jobs = []
-        for job, data in zip(record.image_jobs(), record.jobs, strict=True):
+        for job, data in zip(record.image_specs(), record.jobs, strict=True):
             images: dict[str, bytes] = {}
             for field in _INPUT_FIELDS:
                 key = data.get(f"{field}_key")
@@ -260,7 +249,7 @@ class JobStore:
             jobs.append(replace(job, **images) if images else job)
         return jobs
 
-    async def _input(self, record: PredictionRecord, key: str) -> bytes:
+    async def _input(self, record: JobRecord, key: str) -> bytes:
         if key not in record._inputs:
             stored = (
                 await self._run(self._store.get_json, key)

@@ -28,12 +28,12 @@ from typing import Protocol
 from serve_app.config.settings import AppSettings
 from serve_app.core.content_policy import MESSAGE as FLAGGED_MESSAGE
 from serve_app.core.errors import ContentPolicyError, GenerationFailedError, OverloadedError, ServiceError
-from serve_app.core.images import ImageJob, ImageResult, ProgressEvent
+from serve_app.core.images import ImageResult, ImageSpec, ProgressEvent
 from serve_app.engine.client import ModelClient
 from serve_app.jobs.log import log_finished_job
 from serve_app.jobs.preview_board import PreviewBoard
 from serve_app.jobs.queue_position import QueueInfo, QueueSnapshot
-from serve_app.jobs.records import TERMINAL, JobStore, PredictionRecord, Progress
+from serve_app.jobs.records import TERMINAL, JobRecord, JobStore, Progress
 from serve_app.ops import metrics as service_metrics
 from serve_app.ops.alerts import failure_alerts
 from serve_app.storage.store import save_results
@@ -55,13 +55,13 @@ class ProgressObserver(Protocol):
     def queued(self, info: QueueInfo | None) -> None: ...
 
 
-Execute = Callable[[ProgressObserver | None], Awaitable[PredictionRecord]]
+Execute = Callable[[ProgressObserver | None], Awaitable[JobRecord]]
 
 
 class Delivery(Protocol):
     """What a job's source does around its run: call ``execute`` once, then deliver the outcome."""
 
-    async def __call__(self, record: PredictionRecord, execute: Execute) -> None: ...
+    async def __call__(self, record: JobRecord, execute: Execute) -> None: ...
 
 
 class PredictionCanceled(Exception):
@@ -104,13 +104,13 @@ class JobRunner:
     def is_running(self, prediction_id: str) -> bool:
         return prediction_id in self._tasks
 
-    def start(self, record: PredictionRecord) -> asyncio.Task[None]:
+    def start(self, record: JobRecord) -> asyncio.Task[None]:
         """Run the job and deliver it, in the background; the task never raises for a job."""
         self._cancel[record.id] = asyncio.Event()
         self._finished[record.id] = asyncio.Event()
         delivery = self._deliveries.get(record.source)
 
-        async def execute(observer: ProgressObserver | None) -> PredictionRecord:
+        async def execute(observer: ProgressObserver | None) -> JobRecord:
             return await self.execute(record, observer)
 
         async def run() -> None:
@@ -134,7 +134,7 @@ class JobRunner:
         task.add_done_callback(forget)
         return task
 
-    async def cancel(self, prediction_id: str) -> PredictionRecord | None:
+    async def cancel(self, prediction_id: str) -> JobRecord | None:
         """Request a cancel and answer at once with the state it led to (never after webhooks).
 
         The marker is written first, so the cancel holds wherever the job runs; a job on this
@@ -167,8 +167,8 @@ class JobRunner:
     # --- one run ----------------------------------------------------------------------------------
 
     async def execute(
-        self, record: PredictionRecord, observer: ProgressObserver | None = None
-    ) -> PredictionRecord:
+        self, record: JobRecord, observer: ProgressObserver | None = None
+    ) -> JobRecord:
         """Run to a terminal state and store it; returns the final record, never raises for a job."""
         cancel = self._cancel.get(record.id) or asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -184,7 +184,7 @@ class JobRunner:
                 raise GenerationFailedError("The job was interrupted and could not be completed.")
             if cancel.is_set() or await self._jobs.cancel_requested(record.id):
                 raise PredictionCanceled
-            jobs = await self._jobs.image_jobs(record)  # with their input images
+            jobs = await self._jobs.image_specs(record)  # with their input images
             while True:
                 if cancel.is_set():
                     raise PredictionCanceled
@@ -253,8 +253,8 @@ class JobRunner:
 
     async def _render(
         self,
-        record: PredictionRecord,
-        jobs: list[ImageJob],
+        record: JobRecord,
+        jobs: list[ImageSpec],
         observer: ProgressObserver | None,
         cancel: asyncio.Event,
     ) -> list[ImageResult]:
@@ -262,7 +262,7 @@ class JobRunner:
         total = sum(job.steps for job in jobs)
         queued = QueueSnapshot(self._client.load, jobs)  # before its own images count as in flight
 
-        async def one(index: int, job: ImageJob) -> ImageResult:
+        async def one(index: int, job: ImageSpec) -> ImageResult:
             async for event in self._client.generate_stream(job):
                 if isinstance(event, ImageResult):
                     return event
@@ -313,7 +313,7 @@ class JobRunner:
                 task.cancel()
             await asyncio.gather(*images, canceled, return_exceptions=True)
 
-    async def _heartbeat(self, record: PredictionRecord) -> bool:
+    async def _heartbeat(self, record: JobRecord) -> bool:
         """Write progress and a sign of life; True when a cancel was requested."""
         record.heartbeat_at = time.time()
         try:
@@ -326,7 +326,7 @@ class JobRunner:
             return False
 
     async def _succeed(
-        self, record: PredictionRecord, jobs: list[ImageJob], results: list[ImageResult]
+        self, record: JobRecord, jobs: list[ImageSpec], results: list[ImageResult]
     ) -> None:
         image_ids = await asyncio.to_thread(
             save_results, self._jobs.images, self._settings, jobs, results, record.source, record.id
@@ -339,7 +339,7 @@ class JobRunner:
             raise ContentPolicyError(FLAGGED_MESSAGE)
         record.status = "succeeded"
 
-    async def _finish(self, record: PredictionRecord) -> None:
+    async def _finish(self, record: JobRecord) -> None:
         try:
             await self._jobs.save(record)
             await self._jobs.finish(record.id)

@@ -12,7 +12,7 @@ import logging
 import secrets
 from typing import Any
 
-from serve_app.core.images import ImageJob, ImageResult
+from serve_app.core.images import ImageResult, ImageSpec
 
 # Ray Serve writes the "ray.serve" logger of a replica to its log file (logs/serve/ in the session).
 logger = logging.getLogger("ray.serve")
@@ -20,7 +20,7 @@ logger = logging.getLogger("ray.serve")
 REQUEST_EVENT = "request_finished"
 
 
-def image_fields(jobs: list[ImageJob], results: list[ImageResult], model: str | None) -> dict[str, Any]:
+def image_fields(jobs: list[ImageSpec], results: list[ImageResult], model: str | None) -> dict[str, Any]:
     """What every line says about the images: which model drew them, their shapes, seeds and times.
 
     ``model`` stands in for jobs recorded before the catalogue (they name none).
@@ -41,7 +41,7 @@ def image_fields(jobs: list[ImageJob], results: list[ImageResult], model: str | 
 
 
 def finished_request_entry(
-    jobs: list[ImageJob],
+    jobs: list[ImageSpec],
     results: list[ImageResult],
     outcome: str,
     source: str = "sync",
@@ -59,7 +59,7 @@ def finished_request_entry(
 
 
 def log_finished_request(
-    jobs: list[ImageJob],
+    jobs: list[ImageSpec],
     results: list[ImageResult],
     outcome: str,
     source: str = "sync",

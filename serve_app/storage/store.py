@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from serve_app.config.settings import AppSettings
-from serve_app.core.images import ImageJob, ImageResult
+from serve_app.core.images import ImageResult, ImageSpec
 
 _INVERT_MS = 10**13
 IMAGE_ID = re.compile(r"^img_[0-9]{13}[0-9a-f]{10}$")
@@ -253,7 +253,7 @@ def create_store(settings: AppSettings) -> ImageStore:
 def save_results(
     store: ImageStore,
     settings: AppSettings,
-    jobs: list[ImageJob],
+    jobs: list[ImageSpec],
     results: list[ImageResult],
     source: str,
     prediction_id: str | None = None,

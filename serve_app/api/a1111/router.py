@@ -1,6 +1,6 @@
 """AUTOMATIC1111's web API under ``/sdapi/v1/``: the tools and bots that speak it use us unchanged.
 
-Each request becomes ordinary ``ImageJob``s (``build_jobs``, then ``image_inputs.image_jobs`` for
+Each request becomes ordinary ``ImageSpec``s (``build_image_specs``, then ``image_inputs.image_specs`` for
 img2img, inpainting and upscale), so A1111 callers batch with every other caller. What A1111 names
 differently is translated at this edge: ``cfg_scale`` is guidance, ``batch_size`` x ``n_iter`` images
 with consecutive seeds, ``sampler_name`` + ``scheduler`` resolve onto our schedulers, and the answer
@@ -37,10 +37,10 @@ from serve_app.api.a1111.tasks import A1111Tasks
 from serve_app.config.settings import AppSettings
 from serve_app.core.content_policy import raise_if_all_flagged
 from serve_app.core.errors import InvalidRequestError
-from serve_app.core.image_inputs import decode_base64_image, fit, image_jobs
-from serve_app.core.images import MAX_SEED, ImageJob, ImageResult, random_seed
+from serve_app.core.image_inputs import decode_base64_image, fit, image_specs
+from serve_app.core.images import MAX_SEED, ImageResult, ImageSpec, random_seed
 from serve_app.core.model_choice import LoraRequest, parse_lora_tags, resolve_model
-from serve_app.core.params import GenerationParams, build_jobs
+from serve_app.core.params import GenerationParams, build_image_specs
 from serve_app.engine.client import ModelClient
 from serve_app.storage.store import ImageStore
 
@@ -77,7 +77,7 @@ def _prompt_loras(
 
 def _text_jobs(
     body: ProcessingRequest, count: int, settings: AppSettings, sampler: ResolvedSampler, current: str
-) -> list[ImageJob]:
+) -> list[ImageSpec]:
     """``current``: the checkpoint when ``override_settings`` names none (see a1111_checkpoints)."""
     model = (
         find_checkpoint(
@@ -95,7 +95,7 @@ def _text_jobs(
     width, height = _side(body.width, "width", settings), _side(body.height, "height", settings)
     prompt, loras = _prompt_loras(body.prompt or "", model, body, settings)
     params = GenerationParams(
-        # build_jobs wants a prompt to check; A1111 allows an empty one, restored below.
+        # build_image_specs wants a prompt to check; A1111 allows an empty one, restored below.
         prompt=prompt if prompt.strip() else "-",
         negative_prompt=body.negative_prompt or "",
         size=f"{width}x{height}",
@@ -106,7 +106,7 @@ def _text_jobs(
         model=model,
         loras=loras,
     )
-    return [replace(job, prompt=prompt) for job in build_jobs(params, count, settings)]
+    return [replace(job, prompt=prompt) for job in build_image_specs(params, count, settings)]
 
 
 def _subseeds(subseed: int | None, count: int) -> list[int]:
@@ -120,7 +120,7 @@ def _b64(png: bytes) -> str:
 
 def _answer(
     body: ProcessingRequest,
-    jobs: Sequence[ImageJob],
+    jobs: Sequence[ImageSpec],
     results: Sequence[ImageResult | None],
     sampler: ResolvedSampler,
     settings: AppSettings,
@@ -156,7 +156,7 @@ def _answer(
 
 def _img2img_jobs(
     body: Img2ImgRequest, settings: AppSettings, sampler: ResolvedSampler, current: str
-) -> tuple[list[ImageJob], list[tuple[Image.Image, Image.Image] | None]]:
+) -> tuple[list[ImageSpec], list[tuple[Image.Image, Image.Image] | None]]:
     """The jobs, and per job the (original, mask) to composite the result over when inpainting."""
     if not body.init_images:
         raise InvalidRequestError(
@@ -182,13 +182,13 @@ def _img2img_jobs(
     strength = body.denoising_strength if body.denoising_strength is not None else 0.75
     mode = body.resize_mode or 0
     jobs = _text_jobs(body, batch_size * n_iter, settings, sampler, current)
-    prepared: list[ImageJob] = list(jobs)
+    prepared: list[ImageSpec] = list(jobs)
     overlays: list[tuple[Image.Image, Image.Image] | None] = [None] * len(jobs)
     for position, image in enumerate(images):
         indexes = [i for i in range(len(jobs)) if i % len(images) == position]
         subset = [jobs[i] for i in indexes]
         if mask is None:
-            converted = image_jobs(
+            converted = image_specs(
                 subset, "img2img", image, strength, resize_mode=mode, strength_field="denoising_strength"
             )
         else:
@@ -204,7 +204,7 @@ def _img2img_jobs(
             original = fit(image.convert("RGB"), width, height, mode)
             fitted_mask = fit(prepared_mask, width, height, mode)
             start = fill_masked(original, fitted_mask) if (body.inpainting_fill or 0) == 0 else original
-            converted = image_jobs(
+            converted = image_specs(
                 subset, "inpaint", start, strength, mask=fitted_mask, strength_field="denoising_strength"
             )
             for i in indexes:
@@ -317,8 +317,8 @@ def create_a1111_router(
         )
         crop = 1 if body.resize_mode == 1 and body.upscaling_crop else 0
         jobs = await asyncio.to_thread(
-            image_jobs,
-            build_jobs(params, 1, settings),
+            image_specs,
+            build_image_specs(params, 1, settings),
             "upscale",
             image,
             settings.upscale_strength,

@@ -2,7 +2,7 @@
 ``/sdapi/v1/interrupt`` that stops them.
 
 AUTOMATIC1111 renders one request at a time, so its progress and interrupt speak of "the current
-job". Here every image of an A1111 request is an ordinary ``ImageJob`` streamed through the
+job". Here every image of an A1111 request is an ordinary ``ImageSpec`` streamed through the
 ``ModelClient`` (so it batches with everybody else's), and this registry keeps, per request (a
 *task*, named by ``force_task_id`` or a generated ``task(...)`` id as A1111 does), the steps each
 image has reached. Progress answers for the caller's task when it names it (``id_task``), else for
@@ -25,7 +25,7 @@ from typing import Any
 
 from serve_app.api.a1111.protocol import ProgressResponse
 from serve_app.core.errors import GenerationFailedError, InvalidRequestError
-from serve_app.core.images import ImageJob, ImageResult
+from serve_app.core.images import ImageResult, ImageSpec
 from serve_app.core.load import LoadTracker
 from serve_app.engine.client import ModelClient
 from serve_app.jobs.queue_position import QueueInfo, QueueSnapshot
@@ -118,7 +118,7 @@ class A1111Tasks:
         self._running: dict[str, A1111Task] = {}
         self._recent: OrderedDict[str, A1111Task] = OrderedDict()
 
-    def start(self, task_id: str | None, kind: str, jobs: Sequence[ImageJob], batch_size: int) -> A1111Task:
+    def start(self, task_id: str | None, kind: str, jobs: Sequence[ImageSpec], batch_size: int) -> A1111Task:
         if task_id is not None and task_id in self._running:
             raise InvalidRequestError(f"Task {task_id!r} is already running.", param="force_task_id")
         task = A1111Task(
@@ -131,7 +131,7 @@ class A1111Tasks:
         return task
 
     async def run(
-        self, task: A1111Task, client: ModelClient, jobs: Sequence[ImageJob]
+        self, task: A1111Task, client: ModelClient, jobs: Sequence[ImageSpec]
     ) -> list[ImageResult | None]:
         """Every image's result, in order; ``None`` for images stopped by an interrupt.
 
@@ -140,7 +140,7 @@ class A1111Tasks:
 
         queue = QueueSnapshot(client.load, list(jobs))
 
-        async def one(index: int, job: ImageJob) -> ImageResult:
+        async def one(index: int, job: ImageSpec) -> ImageResult:
             async for event in client.generate_stream(job):
                 if isinstance(event, ImageResult):
                     task.done_steps[index], task.finished[index] = job.steps, True

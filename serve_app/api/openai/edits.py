@@ -32,12 +32,12 @@ from serve_app.core.errors import InvalidRequestError
 from serve_app.core.image_inputs import (
     decode_image,
     has_transparency,
-    image_jobs,
+    image_specs,
     mask_from_alpha,
     output_size,
 )
-from serve_app.core.images import ImageJob, ImageResult
-from serve_app.core.params import GenerationParams, build_jobs
+from serve_app.core.images import ImageResult, ImageSpec
+from serve_app.core.params import GenerationParams, build_image_specs
 from serve_app.engine.client import ModelClient
 from serve_app.storage.store import ImageStore, save_results
 
@@ -61,7 +61,7 @@ class EditForm(BaseModel):
 
 def openai_images_response(
     results: Sequence[ImageResult],
-    jobs: list[ImageJob],
+    jobs: list[ImageSpec],
     prompt: str,
     response_format: str,
     store: ImageStore,
@@ -146,13 +146,13 @@ def create_image_edit_router(
         elif has_transparency(image):
             mask = mask_from_alpha(image)
         params = _generation_params(form, form.prompt, output_size(image, form.size, settings))
-        jobs = build_jobs(params, form.n, settings)
+        jobs = build_image_specs(params, form.n, settings)
         if mask is not None:
             strength = form.strength if form.strength is not None else 1.0
-            jobs = image_jobs(jobs, "inpaint", image, strength, mask=mask)
+            jobs = image_specs(jobs, "inpaint", image, strength, mask=mask)
         else:
             strength = form.strength if form.strength is not None else settings.default_strength
-            jobs = image_jobs(jobs, "img2img", image, strength)
+            jobs = image_specs(jobs, "img2img", image, strength)
         results = await client.generate(jobs)
         return await asyncio.to_thread(
             openai_images_response,
@@ -175,7 +175,7 @@ def create_image_edit_router(
         prompt = (form.prompt or "").strip()
         params = _generation_params(form, prompt or "variation", output_size(image, form.size, settings))
         strength = form.strength if form.strength is not None else settings.variation_strength
-        jobs = image_jobs(build_jobs(params, form.n, settings), "img2img", image, strength)
+        jobs = image_specs(build_image_specs(params, form.n, settings), "img2img", image, strength)
         # No prompt (OpenAI's variations take none): an empty one lets the picture alone lead.
         jobs = [replace(job, prompt=prompt) for job in jobs]
         results = await client.generate(jobs)

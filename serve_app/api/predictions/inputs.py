@@ -22,12 +22,12 @@ from serve_app.core.errors import InvalidRequestError
 from serve_app.core.image_inputs import (
     decode_base64_image,
     decode_image,
-    image_jobs,
+    image_specs,
     output_size,
     upscale_size,
 )
-from serve_app.core.images import ImageJob, JobKind
-from serve_app.core.params import GenerationParams, build_jobs
+from serve_app.core.images import ImageKind, ImageSpec
+from serve_app.core.params import GenerationParams, build_image_specs
 from serve_app.storage.store import IMAGE_ID, ImageStore
 
 
@@ -106,7 +106,7 @@ async def prediction_image_jobs(
     store: ImageStore,
     settings: AppSettings,
     base_url: str,
-) -> tuple[list[ImageJob] | None, dict[str, Any]]:
+) -> tuple[list[ImageSpec] | None, dict[str, Any]]:
     """The jobs of a prediction that starts from a picture (None for text-to-image), and what
     its record's ``input`` should say about the picture (kind, strength, the image's URL)."""
     if fields.image is not None and fields.init_image is not None:
@@ -127,7 +127,7 @@ async def prediction_image_jobs(
     mask = None
     if fields.mask is not None:
         mask = await read_image_input(fields.mask, "input.mask", store, settings, base_url)
-    kind: JobKind
+    kind: ImageKind
     if fields.upscale:
         kind, default_strength = "upscale", settings.upscale_strength
         size = params.size or upscale_size(image.width, image.height, settings, "input.upscale")
@@ -136,9 +136,9 @@ async def prediction_image_jobs(
         default_strength = settings.default_strength if mask is None else 1.0
         size = output_size(image, params.size, settings)
     strength = fields.strength if fields.strength is not None else default_strength
-    jobs = build_jobs(params.model_copy(update={"size": size}), count, settings)
+    jobs = build_image_specs(params.model_copy(update={"size": size}), count, settings)
     jobs = await asyncio.to_thread(
-        image_jobs,
+        image_specs,
         jobs,
         kind,
         image,

@@ -21,7 +21,7 @@ from serve_app.core.model_choice import resolve_model
 from serve_app.core.params import GenerationParams
 from serve_app.core.webhooks import deliver_webhook, validate_webhook
 from serve_app.jobs.preview_board import Preview
-from serve_app.jobs.records import TERMINAL, JobStore, PredictionRecord, new_record
+from serve_app.jobs.records import TERMINAL, JobRecord, JobStore, new_record
 from serve_app.jobs.runner import Execute, JobRunner
 from serve_app.ops import metrics as service_metrics
 from serve_app.storage.store import ImageStore
@@ -43,7 +43,7 @@ class PredictionRequest(BaseModel):
 
 
 def prediction_view(
-    record: PredictionRecord,
+    record: JobRecord,
     store: ImageStore,
     base_url: str,
     previews: dict[int, Preview] | None = None,
@@ -93,7 +93,7 @@ def prediction_view(
     }
 
 
-def _preview_urls(record: PredictionRecord, previews: dict[int, Preview] | None) -> list[str | None] | None:
+def _preview_urls(record: JobRecord, previews: dict[int, Preview] | None) -> list[str | None] | None:
     if not previews or record.status in TERMINAL:
         return None
     return [previews[i].data_url if i in previews else None for i in range(len(record.jobs))]
@@ -112,7 +112,7 @@ class WebhookDelivery:
         self._jobs = jobs
         self._settings = settings
 
-    async def __call__(self, record: PredictionRecord, execute: Execute) -> None:
+    async def __call__(self, record: JobRecord, execute: Execute) -> None:
         final = await execute(None)
         if not final.webhook:
             return
@@ -140,14 +140,14 @@ def create_prediction_router(
         params = GenerationParams.model_validate(
             body.input.model_dump(include=set(GenerationParams.model_fields))
         )
-        # Checked here to name the fields as the caller wrote them; build_jobs resolves them again.
+        # Checked here to name the fields as the caller wrote them; build_image_specs resolves them again.
         resolve_model(settings.catalogue,
             params.model, params.loras, model_param="input.model", loras_param="input.loras"
         )
         if body.webhook:  # refused now (400) rather than silently never called later
             await validate_webhook(str(body.webhook), settings.webhook_allowed_hosts)
         base = settings.base_url_for(str(request.base_url))
-        image_jobs, image_input = await prediction_image_jobs(
+        image_specs, image_input = await prediction_image_jobs(
             body.input, params, body.input.n, jobs.images, settings, base
         )
         record = new_record(
@@ -157,7 +157,7 @@ def create_prediction_router(
             "api",
             webhook=str(body.webhook) if body.webhook else None,
             base_url=base,
-            jobs=image_jobs,
+            jobs=image_specs,
             extra_input=image_input,
         )
         await jobs.accept(record)  # accepted (201) only once it is stored

@@ -19,7 +19,7 @@ from typing import Any
 from PIL import Image
 
 from serve_app.config.settings import AppSettings
-from serve_app.core.images import ImageJob
+from serve_app.core.images import ImageSpec
 from serve_app.engine.model.loading import resolve_model_source
 
 logger = logging.getLogger("ray.serve")
@@ -103,7 +103,7 @@ class TaskPipelines:
 
     def __call__(
         self,
-        jobs: list[ImageJob],
+        jobs: list[ImageSpec],
         generators: list[Any],
         on_step_end: Callable[..., dict],
         scheduler: Any,
@@ -144,7 +144,7 @@ class TaskPipelines:
         return pipe(**kwargs)
 
     def _dedicated_upscale(
-        self, jobs: list[ImageJob], generators: list[Any], on_step_end: Callable[..., dict]
+        self, jobs: list[ImageSpec], generators: list[Any], on_step_end: Callable[..., dict]
     ) -> Any:
         """The 2x latent upscaler on the picture at its original size.
 

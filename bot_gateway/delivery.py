@@ -15,6 +15,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from pydantic import BaseModel, Field
+
 from bot_gateway.attachments import AttachmentTooLargeError, fit_attachment
 from bot_gateway.messages import failed_message, finished_message, preview_message, progress_text
 from bot_gateway.webhook_client import Attachment, DiscordAPIError, DiscordWebhookClient
@@ -22,7 +24,7 @@ from serve_app.config.settings import AppSettings
 from serve_app.core.images import ProgressEvent
 from serve_app.jobs.preview_board import Preview
 from serve_app.jobs.queue_position import QueueInfo
-from serve_app.jobs.records import JobStore, PredictionRecord
+from serve_app.jobs.records import JobRecord, JobStore
 from serve_app.jobs.runner import Execute
 from serve_app.ops import metrics as service_metrics
 from serve_app.ops.alerts import failure_alerts
@@ -34,6 +36,21 @@ logger = logging.getLogger("ray.serve")
 DELIVERY_MARGIN_S = 30.0
 # The last edit must start a little before the token's end, not at it.
 EDIT_SLACK_S = 2.0
+
+
+class DiscordTarget(BaseModel):
+    """What editing the job's Discord message needs, so any replica can deliver it, even after adoption."""
+
+    application_id: str
+    interaction_id: str
+    # Valid for 15 minutes and enough to edit the message: kept in the store (which holds the
+    # images too), never logged, never shown by the API.
+    token: str = Field(repr=False)
+    token_expires_at: float  # epoch seconds
+    attachment_size_limit: int
+    # The picture the job started from (a Discord CDN URL), shown in the message so that its
+    # buttons can start from it again.
+    source_image_url: str | None = None
 
 
 class ProgressPublisher:
@@ -98,7 +115,7 @@ class RenderFailedError(Exception):
     """The job ended without an image; the message says why."""
 
 
-def failure_reason(record: PredictionRecord) -> str:
+def failure_reason(record: JobRecord) -> str:
     if record.status == "canceled":
         return "The render was canceled."
     if record.error_code == "deadline":
@@ -118,13 +135,13 @@ class DiscordDelivery:
         self._jobs = jobs
         self._settings = settings
 
-    async def __call__(self, record: PredictionRecord, execute: Execute) -> None:
-        target = record.discord
+    async def __call__(self, record: JobRecord, execute: Execute) -> None:
+        target = DiscordTarget.model_validate(record.reply_to) if record.reply_to else None
         if target is None:
             logger.error("discord job %s has no message to edit", record.id)
             await execute(None)
             return
-        job = record.image_jobs()[0]
+        job = record.image_specs()[0]
         # A monotonic deadline for the edits: the wall clock may jump, the token's life does not.
         edit_deadline = time.monotonic() + (target.token_expires_at - time.time()) - EDIT_SLACK_S
         async with DiscordWebhookClient(
