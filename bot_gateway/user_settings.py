@@ -16,7 +16,7 @@ import time
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.core.params import GenerationParams
-from serve_app.storage.store import ImageStore
+from serve_app.storage import ImageStore
 
 USER_ID = re.compile(r"^[0-9]{1,20}$")
 

@@ -13,6 +13,9 @@ from PIL import Image
 
 T = TypeVar("T")
 
+# The repository's root: tests live one or two folders below it (unit/, serve/, aws/, browser/).
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def decode_png(data: bytes) -> np.ndarray:
     image = Image.open(io.BytesIO(data))

@@ -22,7 +22,8 @@ from serve_app.api.openai.edits import create_image_edit_router, openai_images_r
 from serve_app.api.openai.models import models_listing
 from serve_app.api.openai.protocol import ImageGenerationRequest, ImageGenerationResponse
 from serve_app.api.playground.router import create_playground_router
-from serve_app.api.predictions.router import WebhookDelivery, create_prediction_router
+from serve_app.api.predictions.router import create_prediction_router
+from serve_app.api.predictions.webhooks import WebhookDelivery
 from serve_app.config.credentials import CredentialSource
 from serve_app.config.settings import AppSettings
 from serve_app.core.content_policy import raise_if_all_flagged
@@ -32,7 +33,7 @@ from serve_app.engine.client import ModelClient
 from serve_app.jobs.adoption import JobAdopter
 from serve_app.jobs.records import JobStore
 from serve_app.jobs.runner import Delivery, JobRunner
-from serve_app.storage.store import IMAGE_ID, create_store
+from serve_app.storage import IMAGE_ID, create_store
 
 
 class ClientSurface(Protocol):

@@ -1,0 +1,1 @@
+"""Accepted requests as stored jobs: records, the runner, adoption, positions, previews, the job log."""

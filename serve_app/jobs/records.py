@@ -35,7 +35,7 @@ from serve_app.core.errors import GenerationFailedError
 from serve_app.core.images import ImageSpec
 from serve_app.core.params import GenerationParams, build_image_specs
 from serve_app.jobs.queue_position import QueueInfo
-from serve_app.storage.store import ImageStore
+from serve_app.storage import ImageStore
 
 Status = Literal["starting", "processing", "succeeded", "failed", "canceled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})

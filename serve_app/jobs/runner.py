@@ -36,7 +36,7 @@ from serve_app.jobs.queue_position import QueueInfo, QueueSnapshot
 from serve_app.jobs.records import TERMINAL, JobRecord, JobStore, Progress
 from serve_app.ops import metrics as service_metrics
 from serve_app.ops.alerts import failure_alerts
-from serve_app.storage.store import save_results
+from serve_app.storage import save_results
 
 logger = logging.getLogger("ray.serve")
 

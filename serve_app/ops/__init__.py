@@ -1,0 +1,1 @@
+"""Operating the service: metrics, alerts, the replica watch, request logs, ``make deploy``."""

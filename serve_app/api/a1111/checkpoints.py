@@ -20,7 +20,7 @@ from typing import Any
 
 from serve_app.config.catalogue import ModelCatalogue, ModelEntry
 from serve_app.core.errors import InvalidRequestError, StorageUnavailableError
-from serve_app.storage.store import ImageStore
+from serve_app.storage import ImageStore
 
 logger = logging.getLogger("ray.serve")
 

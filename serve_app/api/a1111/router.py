@@ -42,7 +42,7 @@ from serve_app.core.images import MAX_SEED, ImageResult, ImageSpec, random_seed
 from serve_app.core.model_choice import LoraRequest, parse_lora_tags, resolve_model
 from serve_app.core.params import GenerationParams, build_image_specs
 from serve_app.engine.client import ModelClient
-from serve_app.storage.store import ImageStore
+from serve_app.storage import ImageStore
 
 
 def _side(value: int | None, field: str, settings: AppSettings) -> int:

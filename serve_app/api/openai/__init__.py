@@ -1,0 +1,1 @@
+"""OpenAI's Images API: generations (in ``http_app``), edits and variations, models."""

@@ -39,7 +39,7 @@ from serve_app.core.image_inputs import (
 from serve_app.core.images import ImageResult, ImageSpec
 from serve_app.core.params import GenerationParams, build_image_specs
 from serve_app.engine.client import ModelClient
-from serve_app.storage.store import ImageStore, save_results
+from serve_app.storage import ImageStore, save_results
 
 
 class EditForm(BaseModel):

@@ -1,0 +1,1 @@
+"""Replicate's async predictions API over our jobs."""

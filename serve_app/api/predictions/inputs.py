@@ -28,7 +28,7 @@ from serve_app.core.image_inputs import (
 )
 from serve_app.core.images import ImageKind, ImageSpec
 from serve_app.core.params import GenerationParams, build_image_specs
-from serve_app.storage.store import IMAGE_ID, ImageStore
+from serve_app.storage import IMAGE_ID, ImageStore
 
 
 class ImageInputFields(BaseModel):

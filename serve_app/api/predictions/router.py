@@ -1,132 +1,26 @@
-"""Replicate's async API over our jobs: ``/v1/predictions`` routes, their JSON shape, the webhook.
+"""Replicate's async API over our jobs: the ``/v1/predictions`` routes.
 
-Everything Replicate-shaped lives here; running the job is ``job_runner``'s, storing it
-``job_records``'.
+Their bodies and JSON shape are in ``protocol``, the webhook in ``webhooks``; running the job is
+the job runner's (serve_app/jobs/runner.py), storing it the job store's (serve_app/jobs/records.py).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.params import Depends
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-from serve_app.api.predictions.inputs import ImageInputFields, prediction_image_jobs
+from serve_app.api.predictions.inputs import prediction_image_jobs
+from serve_app.api.predictions.protocol import PredictionRequest, prediction_view
 from serve_app.config.settings import AppSettings
 from serve_app.core.errors import NotFoundError
 from serve_app.core.model_choice import resolve_model
 from serve_app.core.params import GenerationParams
-from serve_app.core.webhooks import deliver_webhook, validate_webhook
-from serve_app.jobs.preview_board import Preview
-from serve_app.jobs.records import TERMINAL, JobRecord, JobStore, new_record
-from serve_app.jobs.runner import Execute, JobRunner
-from serve_app.ops import metrics as service_metrics
-from serve_app.storage.store import ImageStore
-
-
-class PredictionInput(GenerationParams, ImageInputFields):
-    """Text-to-image parameters, plus a picture to start from (img2img, inpainting, upscale)."""
-
-    n: int = Field(default=1, ge=1, le=64)
-
-
-class PredictionRequest(BaseModel):
-    """Replicate's ``POST /v1/predictions`` body."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    input: PredictionInput
-    webhook: HttpUrl | None = None
-
-
-def prediction_view(
-    record: JobRecord,
-    store: ImageStore,
-    base_url: str,
-    previews: dict[int, Preview] | None = None,
-) -> dict[str, Any]:
-    """The public shape (Replicate's), with image URLs made at read time (presigned ones expire).
-
-    ``previews``: the live previews this replica holds for the job (by image index), shown only
-    while it runs; ``output`` stays the finished images alone, as Replicate clients expect.
-    """
-    base = base_url.rstrip("/")
-    # Images the safety checker flagged are never handed out (their places say so in the flags).
-    flags = record.nsfw_content_detected or [False] * len(record.image_ids)
-    output = (
-        [store.image_url(i, base) for i, flagged in zip(record.image_ids, flags, strict=True) if not flagged]
-        if record.status == "succeeded"
-        else None
-    )
-    metrics: dict[str, float] = {}
-    if record.queue_time_s is not None:
-        metrics["queue_time"] = record.queue_time_s
-    if record.predict_time_s is not None:
-        metrics["predict_time"] = record.predict_time_s
-    return {
-        "id": record.id,
-        "status": record.status,
-        "input": record.input,
-        # Replicate's field: the model that renders it (the catalogue's default when input names none).
-        "model": record.jobs[0].get("model") if record.jobs else None,
-        "output": output,
-        "error": record.error,
-        "progress": record.progress.model_dump() if record.status != "starting" else None,
-        # Our addition to Replicate's shape: {position, expected_wait_s} while waiting for the model.
-        "queue": record.queue.model_dump() if record.queue and record.status not in TERMINAL else None,
-        # Our addition: per image (as ``seeds``), a JPEG data URL of its latest step, or null.
-        "previews": _preview_urls(record, previews),
-        "metrics": metrics,
-        "seeds": [job["seed"] for job in record.jobs],
-        "nsfw_content_detected": record.nsfw_content_detected,
-        "attempts": record.attempts,
-        "created_at": _iso(record.created_at),
-        "started_at": _iso(record.started_at),
-        "completed_at": _iso(record.completed_at),
-        "urls": {
-            "get": f"{base}/v1/predictions/{record.id}",
-            "cancel": f"{base}/v1/predictions/{record.id}/cancel",
-        },
-    }
-
-
-def _preview_urls(record: JobRecord, previews: dict[int, Preview] | None) -> list[str | None] | None:
-    if not previews or record.status in TERMINAL:
-        return None
-    return [previews[i].data_url if i in previews else None for i in range(len(record.jobs))]
-
-
-def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp)) + f".{int(timestamp % 1 * 1000):03d}Z"
-
-
-class WebhookDelivery:
-    """API jobs: run, then POST the final prediction to the caller's webhook (if any)."""
-
-    def __init__(self, jobs: JobStore, settings: AppSettings) -> None:
-        self._jobs = jobs
-        self._settings = settings
-
-    async def __call__(self, record: JobRecord, execute: Execute) -> None:
-        final = await execute(None)
-        if not final.webhook:
-            return
-        body = prediction_view(final, self._jobs.images, final.base_url)
-        final.webhook_attempts = await deliver_webhook(
-            final.webhook,
-            body,
-            self._settings.webhook_max_attempts,
-            self._settings.webhook_retry_initial_s,
-            allowed_hosts=self._settings.webhook_allowed_hosts,
-        )
-        if not final.webhook_attempts:
-            service_metrics.webhook_failed()
-        await self._jobs.save(final)
+from serve_app.core.webhooks import validate_webhook
+from serve_app.jobs.records import new_record
+from serve_app.jobs.runner import JobRunner
 
 
 def create_prediction_router(

@@ -23,6 +23,7 @@ import pytest
 import yaml
 from conftest import free_port
 from moto.server import ThreadedMotoServer
+from support import ROOT
 
 from serve_app.provisioning import cluster_stamp
 from serve_app.provisioning.aws_stack import (
@@ -34,7 +35,6 @@ from serve_app.provisioning.aws_stack import (
 )
 from serve_app.provisioning.cli import main as cli_main
 
-ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-west-2"
 AMI_PARAMETER = "/raydiffusion-test/dlami/ami-id"
 CANARIES = {key: f"canary-{key.lower()}-7f3a9c1e55" for key in SECRET_KEYS}

@@ -43,7 +43,7 @@ from serve_app.app import build_app
 from serve_app.config.settings import AppSettings
 from serve_app.core.images import ImageSpec
 from serve_app.jobs.records import JobRecord, JobStore
-from serve_app.storage.store import LocalImageStore
+from serve_app.storage import LocalImageStore
 
 # Its own Ray: started after this module's environment is set, with logs and metrics of its own.
 OWN_RAY = True

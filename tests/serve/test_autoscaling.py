@@ -1,7 +1,7 @@
 """GPU autoscaling 0 -> 1 -> 2 -> 0 on a simulated multi-node cluster, deployed like production.
 
 Ray's real autoscaler, v2 as `ray up` runs it, launches "GPU" worker nodes (local processes
-declaring GPU: 1) on demand from tests/cluster/fake_multinode.yaml, which has a preferred node type
+declaring GPU: 1) on demand from tests/serve/cluster/fake_multinode.yaml, which has a preferred node type
 and a fallback like cluster.yaml's spot and on-demand types. The app is deployed with the README's
 deploy command (`python -m serve_app.ops.deploy`, what `make deploy` runs) from deployments/aws.yaml
 itself, with only the model (tiny), device (no CUDA here), store, sizes, CPU counts and autoscaling
@@ -23,11 +23,10 @@ import httpx
 import pytest
 import yaml
 from conftest import free_port
-from support import decode_png, wait_for
+from support import ROOT, decode_png, wait_for
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 TIMINGS_FILE = Path(
     os.environ.get("RAYDIFFUSION_AUTOSCALING_TIMINGS", ROOT / ".cache" / "autoscaling-sim.json")
 )
@@ -47,7 +46,7 @@ def sim_cluster(tmp_path_factory: pytest.TempPathFactory, no_shared_ray: None) -
 
     gcs_port, dashboard_port = free_port(), free_port()
     ip = services.get_node_ip_address()
-    config_file = ROOT / "tests" / "cluster" / "fake_multinode.yaml"
+    config_file = ROOT / "tests" / "serve" / "cluster" / "fake_multinode.yaml"
     config = yaml.safe_load(config_file.read_text())
     # Worker nodes join the head at this address (the provider defaults to port 6379).
     config["provider"]["gcs_address"] = f"{ip}:{gcs_port}"

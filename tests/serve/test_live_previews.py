@@ -22,14 +22,14 @@ import pytest
 from fake_discord import DiscordSigner, FakeDiscord, RecordedCall, imagine_interaction
 from PIL import Image
 from ray import serve
-from support import decode_png, save_tiny_preview_vae, wait_for
+from support import ROOT, decode_png, save_tiny_preview_vae, wait_for
 
-from serve_app.api.predictions.router import prediction_view
+from serve_app.api.predictions.protocol import prediction_view
 from serve_app.app import build_app
 from serve_app.core.images import ImageResult, ImageSpec, ProgressEvent
 from serve_app.jobs.preview_board import Preview, PreviewBoard
 from serve_app.jobs.records import JobRecord
-from serve_app.storage.store import LocalImageStore
+from serve_app.storage import LocalImageStore
 
 APP = "previews"
 PREFIX = "/previews"
@@ -37,7 +37,7 @@ STEPS = 6
 EVERY = 2
 PREVIEW_SIZE = 32
 APP_ID = "app-previews"
-FACTS_FILE = Path(__file__).resolve().parent.parent / ".cache" / "live_previews.json"
+FACTS_FILE = ROOT / ".cache" / "live_previews.json"
 # Long enough that a poll (or a progress edit) lands while it renders, with previews every 2 steps.
 SLOW_STEPS = 40
 

@@ -21,7 +21,7 @@ import ray
 import webuiapi
 from fake_discord import DiscordSigner, FakeDiscord, RecordedCall, snowflake
 from ray import serve
-from support import assert_error_shape, decode_png, max_pixel_difference, wait_for
+from support import ROOT, assert_error_shape, decode_png, max_pixel_difference, wait_for
 
 from bot_gateway.model_choices import MAX_CHOICES, autocomplete_choices
 from bot_gateway.protocol import CommandOption
@@ -39,7 +39,7 @@ DIFFERENT = 20
 PROMPT = "a lighthouse at dusk"
 USER_A = "111111111111111111"  # Discord user ids are snowflakes
 USER_B = "222222222222222222"
-REPO = Path(__file__).resolve().parents[1]
+REPO = ROOT
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import ray
 import yaml
+from support import ROOT
 
 from serve_app.ops.metrics import METRIC_NAMES
 
-MONITORING = Path(__file__).resolve().parent.parent / "deployments" / "monitoring"
+MONITORING = ROOT / "deployments" / "monitoring"
 DASHBOARD = MONITORING / "raydiffusion_grafana_dashboard.json"
 RULES = MONITORING / "raydiffusion_alerts.yml"
 PROMETHEUS = MONITORING / "prometheus.yml"

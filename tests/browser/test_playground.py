@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 from ray import serve
-from support import decode_png, max_pixel_difference, save_tiny_preview_vae, wait_for
+from support import ROOT, decode_png, max_pixel_difference, save_tiny_preview_vae, wait_for
 
 from serve_app.app import build_app, compose
 from serve_app.config.settings import AppSettings
@@ -44,7 +44,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-REPO = Path(__file__).resolve().parents[1]
+REPO = ROOT
 SCREENSHOTS = REPO / ".cache" / "screenshots"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}

@@ -40,7 +40,7 @@ from serve_app.config.settings import AppSettings
 from serve_app.core.image_inputs import image_specs
 from serve_app.core.params import GenerationParams, build_image_specs
 from serve_app.jobs.records import JobStore, new_record
-from serve_app.storage.store import LocalImageStore
+from serve_app.storage import LocalImageStore
 
 # Its own Ray: started after this module's environment is set, with logs and metrics of its own.
 OWN_RAY = True

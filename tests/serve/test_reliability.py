@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from moto.server import ThreadedMotoServer
 from ray import serve
 from schemathesis.checks import not_a_server_error
-from support import decode_png, deploy_fixed_capacity_app, wait_for
+from support import ROOT, decode_png, deploy_fixed_capacity_app, wait_for
 
 from serve_app.app import compose
 from serve_app.config.settings import AppSettings
@@ -263,7 +263,7 @@ def test_burst_of_three_times_capacity_for_a_minute(base: str) -> None:
 
 
 BURST_FACTS: dict[str, float] = {}
-FACTS_FILE = Path(__file__).resolve().parent.parent / ".cache" / "reliability.json"
+FACTS_FILE = ROOT / ".cache" / "reliability.json"
 
 
 @pytest.fixture(scope="module", autouse=True)

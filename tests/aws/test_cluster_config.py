@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import ray
 import yaml
 from ray.autoscaler._private.util import validate_config
-
-ROOT = Path(__file__).resolve().parent.parent
+from support import ROOT
 
 
 def load(path: str) -> dict:
     return yaml.safe_load((ROOT / path).read_text())
 
 
-@pytest.mark.parametrize("path", ["cluster.yaml", "tests/cluster/fake_multinode.yaml"])
+@pytest.mark.parametrize("path", ["cluster.yaml", "tests/serve/cluster/fake_multinode.yaml"])
 def test_cluster_config_passes_rays_schema(path: str) -> None:
     validate_config(load(path))
 
@@ -140,3 +138,4 @@ def test_gpu_workers_containers_get_the_gpu_and_the_head_does_not() -> None:
     assert not any(
         "--gpus" in option for option in docker["run_options"] + docker.get("head_run_options", [])
     )
+

@@ -26,7 +26,7 @@ from serve_app.core.errors import GenerationFailedError
 from serve_app.core.params import GenerationParams, build_image_specs
 from serve_app.jobs.records import JobRecord, JobStore
 from serve_app.jobs.records import new_record as record_for
-from serve_app.storage.store import ImageStore, LocalImageStore, S3ImageStore
+from serve_app.storage import ImageStore, LocalImageStore, S3ImageStore
 
 BUCKET = "raydiffusion-job-records"
 

@@ -1,0 +1,94 @@
+"""Replicate's prediction bodies: what ``POST /v1/predictions`` takes and the JSON a prediction is
+shown as (in answers and in webhooks).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+from serve_app.api.predictions.inputs import ImageInputFields
+from serve_app.core.params import GenerationParams
+from serve_app.jobs.preview_board import Preview
+from serve_app.jobs.records import TERMINAL, JobRecord
+from serve_app.storage import ImageStore
+
+
+class PredictionInput(GenerationParams, ImageInputFields):
+    """Text-to-image parameters, plus a picture to start from (img2img, inpainting, upscale)."""
+
+    n: int = Field(default=1, ge=1, le=64)
+
+
+class PredictionRequest(BaseModel):
+    """Replicate's ``POST /v1/predictions`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: PredictionInput
+    webhook: HttpUrl | None = None
+
+
+def prediction_view(
+    record: JobRecord,
+    store: ImageStore,
+    base_url: str,
+    previews: dict[int, Preview] | None = None,
+) -> dict[str, Any]:
+    """The public shape (Replicate's), with image URLs made at read time (presigned ones expire).
+
+    ``previews``: the live previews this replica holds for the job (by image index), shown only
+    while it runs; ``output`` stays the finished images alone, as Replicate clients expect.
+    """
+    base = base_url.rstrip("/")
+    # Images the safety checker flagged are never handed out (their places say so in the flags).
+    flags = record.nsfw_content_detected or [False] * len(record.image_ids)
+    output = (
+        [store.image_url(i, base) for i, flagged in zip(record.image_ids, flags, strict=True) if not flagged]
+        if record.status == "succeeded"
+        else None
+    )
+    metrics: dict[str, float] = {}
+    if record.queue_time_s is not None:
+        metrics["queue_time"] = record.queue_time_s
+    if record.predict_time_s is not None:
+        metrics["predict_time"] = record.predict_time_s
+    return {
+        "id": record.id,
+        "status": record.status,
+        "input": record.input,
+        # Replicate's field: the model that renders it (the catalogue's default when input names none).
+        "model": record.jobs[0].get("model") if record.jobs else None,
+        "output": output,
+        "error": record.error,
+        "progress": record.progress.model_dump() if record.status != "starting" else None,
+        # Our addition to Replicate's shape: {position, expected_wait_s} while waiting for the model.
+        "queue": record.queue.model_dump() if record.queue and record.status not in TERMINAL else None,
+        # Our addition: per image (as ``seeds``), a JPEG data URL of its latest step, or null.
+        "previews": _preview_urls(record, previews),
+        "metrics": metrics,
+        "seeds": [job["seed"] for job in record.jobs],
+        "nsfw_content_detected": record.nsfw_content_detected,
+        "attempts": record.attempts,
+        "created_at": _iso(record.created_at),
+        "started_at": _iso(record.started_at),
+        "completed_at": _iso(record.completed_at),
+        "urls": {
+            "get": f"{base}/v1/predictions/{record.id}",
+            "cancel": f"{base}/v1/predictions/{record.id}/cancel",
+        },
+    }
+
+
+def _preview_urls(record: JobRecord, previews: dict[int, Preview] | None) -> list[str | None] | None:
+    if not previews or record.status in TERMINAL:
+        return None
+    return [previews[i].data_url if i in previews else None for i in range(len(record.jobs))]
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp)) + f".{int(timestamp % 1 * 1000):03d}Z"

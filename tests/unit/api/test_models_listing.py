@@ -1,0 +1,52 @@
+"""/v1/models from what the ingress knows: the catalogue and the last replica report per model."""
+
+from __future__ import annotations
+
+from serve_app.api.openai.models import models_listing
+from serve_app.config.settings import AppSettings
+from serve_app.core.images import ImageResult
+from serve_app.engine.client import ReplicaReports
+
+
+def result(seed: int, flagged: bool = False, replica: dict | None = None) -> ImageResult:
+    return ImageResult(
+        png=b"png-%d" % seed,
+        seed=seed,
+        width=64,
+        height=64,
+        steps=4,
+        queue_s=0.0,
+        render_s=0.1,
+        batch_size=1,
+        nsfw_content_detected=flagged,
+        replica=replica,
+    )
+
+
+def test_models_listing_reports_the_last_replica_seen_with_its_age() -> None:
+    settings = AppSettings(model="some/model", model_name="sd", safety_checker=False)
+    reports = ReplicaReports()
+    (cold,) = models_listing(settings, reports)["data"]
+    assert cold["id"] == "sd" and cold["replica"] is None and cold["safety_checker"] is False
+    reports.observe(result(1))  # a result without a description changes nothing
+    assert models_listing(settings, reports)["data"][0]["replica"] is None
+    reports.observe(result(2, replica={"model": "sd", "device": "cuda", "max_batch_size": 8}))
+    received_at = reports.by_model["sd"][1]
+    (warm,) = models_listing(settings, reports, now=received_at + 42)["data"]
+    assert warm["replica"]["device"] == "cuda" and warm["replica"]["age_s"] == 42.0
+    # Per model: a report about another catalogue entry is not this one's.
+    reports.observe(result(3, replica={"model": "other", "device": "cpu"}))
+    assert models_listing(settings, reports, now=received_at + 42)["data"][0]["replica"]["device"] == "cuda"
+
+
+def test_models_listing_says_which_strengths_image_inputs_use() -> None:
+    """The browser page's Vary sends ``variation_strength`` from here, as the service's own do."""
+    settings = AppSettings(model="some/model", variation_strength=0.55, upscale_strength=0.25)
+    (model,) = models_listing(settings, ReplicaReports())["data"]
+    assert model["image_inputs"] == {
+        "default_strength": 0.75,
+        "variation_strength": 0.55,
+        "upscale_strength": 0.25,
+        "max_input_bytes": settings.max_input_bytes,
+        "max_input_pixels": settings.max_input_pixels,
+    }

@@ -1,0 +1,35 @@
+"""Every config file in deployments/ passes Serve's schema and builds; bad args fail before
+anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+from support import ROOT
+
+from serve_app.app import build_app
+
+DEPLOYMENTS = sorted((ROOT / "deployments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config_path", DEPLOYMENTS, ids=[p.name for p in DEPLOYMENTS])
+def test_config_file_passes_serve_schema_and_builds(
+    config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # aws.yaml's S3 store takes its bucket from the environment cluster.yaml gives the containers.
+    monkeypatch.setenv("RAYDIFFUSION_S3_BUCKET", "bucket-from-cluster-yaml")
+    config = ServeDeploySchema.model_validate(yaml.safe_load(config_path.read_text()))
+    deployment_names = {"DiffusionModel", "Ingress"}
+    for app in config.applications:
+        assert app.import_path == "serve_app.app:build_app"
+        assert {d.name for d in app.deployments} <= deployment_names
+        # Building validates every arg; no replica (and no model load) starts here.
+        assert build_app(dict(app.args)) is not None
+
+
+def test_builder_rejects_bad_args_before_anything_starts() -> None:
+    with pytest.raises(ValueError, match="max_steps"):
+        build_app({"max_steps": 0})
