@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from serve_app.api.errors import status_code_of
 from serve_app.api.openai.protocol import image_entries
 from serve_app.core.errors import ContentPolicyError
 from serve_app.core.images import ImageResult
@@ -33,7 +34,7 @@ def test_every_image_flagged_is_a_400_content_policy_violation() -> None:
         with pytest.raises(ContentPolicyError) as raised:
             image_entries(results, "p", b64)
         body = raised.value.body()["error"]
-        assert raised.value.status_code == 400
+        assert status_code_of(raised.value) == 400
         assert body["code"] == "content_policy_violation" and body["type"] == "invalid_request_error"
 
 
