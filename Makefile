@@ -46,9 +46,11 @@ $(BROWSER):
 
 browser: $(BROWSER)
 
+# Two workers: one runs every Ray Serve and browser module in order on one shared Ray, the other
+# the pure-logic and moto modules meanwhile (tests/conftest.py groups them).
 test: $(STAMP) $(BROWSER)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -56,7 +58,7 @@ lint: $(STAMP)
 # The autoscaling row and plot come from the simulated-cluster test; run it when no run left its
 # timeline behind (a fresh clone), so `make bench` alone reproduces every figure.
 bench: $(STAMP) $(MODEL_DIR)/model_index.json
-	test -f .cache/autoscaling-sim.json || $(PY) -m pytest -q tests/test_autoscaling.py
+	test -f .cache/autoscaling-sim.json || $(PY) -m pytest -q tests/serve/test_autoscaling.py
 	$(PY) -m bench
 
 # Speed recipes on this machine's GPU with the real SD 1.5 / SDXL architectures and random weights (no

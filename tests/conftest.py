@@ -21,6 +21,20 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAYDIFFUSION_DATA_DIR", tempfile.mkdtemp(prefix="raydiffusion-test-data-"))
 
 
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``): every module that needs
+    Ray Serve or Chromium runs in one worker, in order, on the one shared Ray (two Rays would fight
+    for two cores and double every replica's start); each other module is a unit of its own that
+    the other worker takes while the first renders. A module is never split (module fixtures)."""
+    for item in items:
+        relative = Path(str(item.path)).resolve().relative_to(TESTS)
+        group = "ray" if relative.parts[0] in {"serve", "browser"} else relative.as_posix()
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -1,6 +1,6 @@
 """AUTOMATIC1111's API under /sdapi/v1: what A1111 clients send works, and answers as A1111 answers.
 
-Real Ray Serve, real HTTP over loopback, the tiny offline model (see tests/test_image_inputs.py for
+Real Ray Serve, real HTTP over loopback, the tiny offline model (see tests/serve/test_image_inputs.py for
 why img2img is measured as how much outputs *follow* the input rather than a distance to it).
 """
 
