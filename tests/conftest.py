@@ -33,6 +33,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         relative = Path(str(item.path)).resolve().relative_to(TESTS)
         group = "ray" if relative.parts[0] in {"serve", "browser"} else relative.as_posix()
         item.add_marker(pytest.mark.xdist_group(group))
+    # A module that needs a Ray of its own (a simulated cluster) stops the shared one: run those
+    # last, so the shared Ray starts once. The sort is stable: every other order is kept.
+    items.sort(key=lambda item: "no_shared_ray" in getattr(item, "fixturenames", ()))
 
 
 def free_port() -> int:
@@ -62,6 +65,45 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd")
 
 
+class SharedAWS:
+    """moto's standalone server for the whole run, in the environment before Ray starts.
+
+    Replicas inherit the environment of the Ray that starts them, so the one Ray of the run must
+    start after the AWS variables are set: this is started first by ``SharedServe.start`` (and by
+    the ``moto_endpoint`` fixture). Modules keep their own buckets, topics and secrets apart by name.
+    """
+
+    def __init__(self) -> None:
+        self.endpoint: str | None = None
+        self._server: object | None = None
+
+    def start(self) -> str:
+        if self.endpoint is None:
+            from moto.server import ThreadedMotoServer
+
+            port = free_port()
+            server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+            server.start()
+            self._server = server
+            self.endpoint = f"http://127.0.0.1:{port}"
+            os.environ.update(
+                AWS_ENDPOINT_URL=self.endpoint,
+                AWS_ACCESS_KEY_ID="testing",
+                AWS_SECRET_ACCESS_KEY="testing",
+                AWS_DEFAULT_REGION="us-east-1",
+            )
+        return self.endpoint
+
+
+SHARED_AWS = SharedAWS()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> str:
+    """The run's moto server (see ``SharedAWS``); boto3 clients in this process reach it by default."""
+    return SHARED_AWS.start()
+
+
 class SharedServe:
     """One local Ray + Serve reused by module after module (starting one costs about 9 s).
 
@@ -77,6 +119,7 @@ class SharedServe:
             import ray
             from ray import serve
 
+            SHARED_AWS.start()  # before Ray: its replicas inherit the AWS environment
             port = free_port()
             # Logical CPUs: replicas reserve them; torch threads are set per replica from its share.
             # address="local": always a fresh instance, never a cluster some `ray start` left running.

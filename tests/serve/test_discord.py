@@ -45,31 +45,9 @@ from serve_app.core.images import ImageSpec
 from serve_app.jobs.records import JobRecord, JobStore
 from serve_app.storage import LocalImageStore
 
-# Its own Ray: started after this module's environment is set, with logs and metrics of its own.
-OWN_RAY = True
-
 APP_ID = "app123"
 GUILD = "g1"
 PROGRESS_INTERVAL_S = 0.3
-
-
-@pytest.fixture(scope="module")
-def aws_env() -> Iterator[None]:
-    """Credentials for the app whose S3 store hangs, set before Ray starts so replicas inherit them."""
-    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(dict(zip(names, ("testing", "testing", "us-east-1"), strict=True)))
-    yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-
-
-@pytest.fixture(scope="module")
-def serve_url(aws_env: None, serve_url: str) -> str:
-    return serve_url
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,16 +19,11 @@ import boto3
 import httpx
 import pytest
 import ray
-from conftest import free_port
-from moto.server import ThreadedMotoServer
 from support import deploy_fixed_capacity_app, wait_for
 
 from serve_app.config.settings import AppSettings
 from serve_app.jobs.records import TERMINAL
 from serve_app.ops.alerts import AlertLimiter, FailureAlerts
-
-# Its own Ray: started after this module's environment is set, with logs and metrics of its own.
-OWN_RAY = True
 
 REGION = "us-east-1"
 LIMIT = 3
@@ -62,25 +56,9 @@ class Receiver:
 
 
 @pytest.fixture(scope="module")
-def aws() -> Iterator[str]:
-    """moto on loopback, in the environment before Ray starts so replicas' boto3 clients use it."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    saved = dict(os.environ)
-    os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION=REGION,
-    )
-    try:
-        yield endpoint
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        server.stop()
+def aws(moto_endpoint: str) -> str:
+    """The run's moto (in the environment before Ray started, so replicas' boto3 clients use it)."""
+    return moto_endpoint
 
 
 @pytest.fixture(scope="module")

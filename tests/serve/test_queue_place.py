@@ -27,9 +27,6 @@ from serve_app.config.settings import AppSettings
 from serve_app.core.images import ImageSpec, ProgressEvent
 from serve_app.jobs.records import TERMINAL
 
-# Its own Ray: started after this module's environment is set, with logs and metrics of its own.
-OWN_RAY = True
-
 APP_ID = "app-queue"
 # Long renders that hold the model until the test cancels them (a canceled image leaves the
 # queue like a finished one), so the test does not depend on this machine's speed.

@@ -20,9 +20,6 @@ from support import deploy_fixed_capacity_app, wait_for
 
 from serve_app.config.settings import AppSettings
 
-# Its own Ray: started after this module's environment is set, with logs and metrics of its own.
-OWN_RAY = True
-
 APP = "metrics"
 EXPORT_TIMEOUT_S = 45
 

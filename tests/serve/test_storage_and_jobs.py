@@ -10,7 +10,6 @@ import asyncio
 import base64
 import io
 import json
-import os
 import time
 from collections.abc import Iterator
 from http.client import HTTPConnection
@@ -21,9 +20,7 @@ import httpx
 import numpy as np
 import pytest
 import ray
-from conftest import free_port
 from fake_discord import FakeDiscord, ScriptedAnswer
-from moto.server import ThreadedMotoServer
 from PIL import Image
 from ray import serve
 from support import (
@@ -42,9 +39,6 @@ from serve_app.core.params import GenerationParams, build_image_specs
 from serve_app.jobs.records import JobStore, new_record
 from serve_app.storage import LocalImageStore
 
-# Its own Ray: started after this module's environment is set, with logs and metrics of its own.
-OWN_RAY = True
-
 BUCKET = "raydiffusion-images"
 SECRET_ID = "raydiffusion/prod"
 SECRET_KEY = "key-from-secrets-manager"
@@ -52,33 +46,13 @@ TERMINAL = {"succeeded", "failed", "canceled"}
 
 
 @pytest.fixture(scope="module")
-def aws() -> Iterator[str]:
-    """moto on loopback; the AWS variables are set before Ray starts so replicas inherit them."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    saved = {
-        k: os.environ.get(k)
-        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
-    }
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_ENDPOINT_URL=endpoint,
-    )
+def aws(moto_endpoint: str) -> str:
+    """The run's moto (in the environment before Ray started, so replicas reach it too)."""
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     boto3.client("secretsmanager").create_secret(
         Name=SECRET_ID, SecretString=json.dumps({"RAYDIFFUSION_API_KEYS": SECRET_KEY})
     )
-    yield endpoint
-    server.stop()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    return moto_endpoint
 
 
 @pytest.fixture(scope="module")
