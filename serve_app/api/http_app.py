@@ -27,7 +27,7 @@ from serve_app.api.predictions.webhooks import WebhookDelivery
 from serve_app.config.credentials import CredentialSource
 from serve_app.config.settings import AppSettings
 from serve_app.core.content_policy import raise_if_all_flagged
-from serve_app.core.errors import AuthenticationError, NotFoundError
+from serve_app.core.errors import AuthenticationError, NotFoundError, ServiceUnavailableError
 from serve_app.core.params import GenerationParams, build_image_specs
 from serve_app.engine.client import ModelClient
 from serve_app.jobs.adoption import JobAdopter
@@ -52,11 +52,22 @@ class ClientSurface(Protocol):
     ) -> APIRouter: ...
 
 
-def api_key_guard(credentials: CredentialSource) -> Any:
-    """A dependency that requires ``Authorization: Bearer KEY`` when API keys are configured."""
+def api_key_guard(credentials: CredentialSource, retry_after_s: int = 5) -> Any:
+    """A dependency that requires ``Authorization: Bearer KEY`` when API keys are configured.
+
+    Fails closed: keys configured to come from a secret that cannot be read yet (or that holds
+    none) refuse every protected route with a 503, never let it through unchecked.
+    """
 
     async def require_api_key(request: Request) -> None:
-        keys = (await credentials.current()).api_keys
+        current = await credentials.current()
+        if current.api_keys_unavailable:
+            raise ServiceUnavailableError(
+                "API keys are not available yet (the secret could not be read); retry later.",
+                code="credentials_unavailable",
+                retry_after_s=retry_after_s,
+            )
+        keys = current.api_keys
         if not keys:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -105,7 +116,7 @@ def create_http_app(
         lifespan=lifespan,
     )
     install_error_handlers(app, settings.retry_after_s)
-    protected = APIRouter(dependencies=[Depends(api_key_guard(credentials))])
+    protected = APIRouter(dependencies=[Depends(api_key_guard(credentials, settings.retry_after_s))])
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

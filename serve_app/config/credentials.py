@@ -6,9 +6,13 @@ named by ``SECRETS_MANAGER_SECRET_ID``. A rotated key must take effect within ``
 without a redeploy, yet every API-key check and every Discord ACK (3-second deadline) reads these
 values: so requests never wait on AWS. They get the last values read; a stale cache starts one
 refresh in the background, with short timeouts and one retry, and a failed refresh keeps the
-last good values (before any, the environment's) and is tried again ``RETRY_AFTER_FAILURE_S``
-later. Only the very first read of an ingress is waited for, at most ``secrets_timeout_s``, so a
-fresh replica does not start by checking keys against the environment alone.
+last good values and is tried again ``RETRY_AFTER_FAILURE_S`` later. Only the very first read of
+an ingress is waited for, at most ``secrets_timeout_s``.
+
+Fail closed: a service told to take its keys from a secret never checks them against the
+environment alone. Until the secret has been read (the first read failed or hung), and whenever
+neither the secret nor the settings hold an API key, ``Credentials.api_keys_unavailable`` is set
+and protected routes answer 503 with Retry-After instead of letting everyone in.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from serve_app.config.settings import AppSettings
 logger = logging.getLogger("ray.serve")
 
 RETRY_AFTER_FAILURE_S = 10.0
+FIRST_READ_RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,9 @@ class Credentials:
     api_keys: tuple[str, ...]
     discord_public_key: str | None
     discord_application_id: str | None
+    # Keys must come from a secret that has not been read yet, or that (with the settings) holds
+    # none: protected routes are refused rather than opened.
+    api_keys_unavailable: bool = False
 
     @property
     def discord_configured(self) -> bool:
@@ -46,13 +54,24 @@ def _keys(value: Any) -> tuple[str, ...]:
     return ()
 
 
-def merge_credentials(secret: dict[str, Any], settings: AppSettings) -> Credentials:
-    """The secret's values win; anything it lacks comes from the settings."""
+def merge_credentials(
+    secret: dict[str, Any], settings: AppSettings, *, secret_loaded: bool = True
+) -> Credentials:
+    """The secret's values win; anything it lacks comes from the settings.
+
+    With ``secrets_manager_secret_id`` set, API keys are required: an unread secret
+    (``secret_loaded=False``), or a secret and settings with no key between them, leave
+    ``api_keys_unavailable`` set (and no keys), never an open door.
+    """
     secret_keys = _keys(secret.get("RAYDIFFUSION_API_KEYS", secret.get("API_KEYS")))
+    keys = secret_keys or tuple(settings.api_keys)
+    from_secret = bool(settings.secrets_manager_secret_id)
+    unavailable = from_secret and (not secret_loaded or not keys)
     return Credentials(
-        api_keys=secret_keys or tuple(settings.api_keys),
+        api_keys=() if unavailable else keys,
         discord_public_key=secret.get("DISCORD_PUBLIC_KEY") or settings.discord_public_key,
         discord_application_id=secret.get("DISCORD_APPLICATION_ID") or settings.discord_application_id,
+        api_keys_unavailable=unavailable,
     )
 
 
@@ -87,6 +106,7 @@ class CredentialSource:
         self._next_refresh_at = float("-inf")  # monotonic
         self._refresh: asyncio.Task[None] | None = None
         self._first_read_done = False
+        self._loaded = False  # a read has succeeded at least once
         self._client: Any = None  # built in the refresh thread, once: client creation is slow
 
     async def current(self) -> Credentials:
@@ -97,18 +117,25 @@ class CredentialSource:
             if not self._first_read_done and self._refresh is not None:
                 await asyncio.wait({self._refresh}, timeout=self._settings.secrets_timeout_s)
                 self._first_read_done = True
-        return merge_credentials(self._secret, self._settings)
+        return merge_credentials(self._secret, self._settings, secret_loaded=self._loaded or not secret_id)
 
     async def _refresh_once(self, secret_id: str) -> None:
         try:
             self._secret = await asyncio.to_thread(self._read, secret_id)
+            self._loaded = True
             self._next_refresh_at = time.monotonic() + self._settings.secrets_ttl_s
         except Exception as error:
             # Never log the secret itself; the error names only the id.
             logger.warning(
-                "could not read secret %s (%s); keeping previous values", secret_id, type(error).__name__
+                "could not read secret %s (%s); %s",
+                secret_id,
+                type(error).__name__,
+                "keeping previous values" if self._loaded else "protected routes refused until it is read",
             )
-            retry_in = min(RETRY_AFTER_FAILURE_S, self._settings.secrets_ttl_s)
+            # Before any good read protected routes are refused: try again soon, not in 10 s.
+            retry_in = min(
+                RETRY_AFTER_FAILURE_S if self._loaded else FIRST_READ_RETRY_S, self._settings.secrets_ttl_s
+            )
             self._next_refresh_at = time.monotonic() + retry_in
         finally:
             self._first_read_done = True

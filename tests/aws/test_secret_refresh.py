@@ -18,8 +18,12 @@ from collections.abc import Iterator
 import boto3
 import pytest
 from conftest import free_port
+from fastapi import Depends, FastAPI
+from fastapi.testclient import TestClient
 from moto.server import ThreadedMotoServer
 
+from serve_app.api.errors import install_error_handlers
+from serve_app.api.http_app import api_key_guard
 from serve_app.config.credentials import CredentialSource
 from serve_app.config.settings import AppSettings
 
@@ -122,16 +126,13 @@ def rotate(direct: object, key: str) -> None:
     )
 
 
-async def keys_within(source: CredentialSource, expected: str, timeout_s: float) -> float:
-    """Poll until the keys are ``expected``; returns the slowest single call seen."""
-    slowest = 0.0
+async def keys_within(source: CredentialSource, expected: str, timeout_s: float) -> None:
+    """Poll until the keys are ``expected``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        started = time.monotonic()
         keys = (await source.current()).api_keys
-        slowest = max(slowest, time.monotonic() - started)
         if keys == (expected,):
-            return slowest
+            return
         await asyncio.sleep(0.05)
     raise AssertionError(f"keys never became {expected!r}; last {keys!r}")
 
@@ -150,42 +151,60 @@ def test_rotation_is_picked_up_and_an_aws_hang_never_stalls_a_request(relayed_mo
 
         relay.hang.set()
         rotate(direct, "k3")
-        slowest = 0.0
-        # Several TTLs and refresh timeouts long: every call answers at once with the last good keys.
+        answered_mid_refresh = 0
+        # Several TTLs and refresh timeouts long: every call answers with the last good keys, and
+        # answers while a refresh hangs (what proves it never waits on one; how fast is bench/'s).
         until = time.monotonic() + 4.0
         while time.monotonic() < until:
-            started = time.monotonic()
             keys = (await source.current()).api_keys
-            slowest = max(slowest, time.monotonic() - started)
+            refresh = source._refresh
+            answered_mid_refresh += refresh is not None and not refresh.done()
             assert keys == ("k2",)
             await asyncio.sleep(0.02)
         attempted = relay.swallowed_requests  # refreshes did go out, and hung
 
         relay.hang.clear()
         await keys_within(source, "k3", 30)  # AWS back: the rotation arrives
-        return {"slowest": slowest, "attempted": attempted}
+        return {"answered_mid_refresh": answered_mid_refresh, "attempted": attempted}
 
     result = asyncio.run(scenario())
-    assert result["slowest"] < 0.1, result
+    assert result["answered_mid_refresh"] >= 1, result
     assert result["attempted"] >= 1, result
 
 
-def test_a_hanging_first_read_is_bounded_and_falls_back_to_the_environment(relayed_moto: tuple) -> None:
+def guarded_app(source: CredentialSource) -> TestClient:
+    """The API's own key guard and error rendering over one protected route."""
+    app = FastAPI()
+    install_error_handlers(app, retry_after_s=7)
+
+    @app.get("/protected", dependencies=[Depends(api_key_guard(source, retry_after_s=7))])
+    async def protected() -> dict[str, bool]:
+        return {"ok": True}
+
+    return TestClient(app)
+
+
+def test_a_secret_not_read_yet_refuses_protected_routes_never_opens_them(relayed_moto: tuple) -> None:
+    """Fail closed: the first read hangs, the environment holds no key (as aws.yaml leaves it),
+    and the protected route answers 503 with Retry-After until the secret arrives."""
     relay, _ = relayed_moto
     relay.hang.set()
-    settings = AppSettings(
-        secrets_manager_secret_id=SECRET_ID, secrets_ttl_s=300, secrets_timeout_s=0.5, api_keys=["env-key"]
-    )
+    settings = AppSettings(secrets_manager_secret_id=SECRET_ID, secrets_ttl_s=300, secrets_timeout_s=0.5)
+    source = CredentialSource(settings)
+    with guarded_app(source) as http:
+        refused = http.get("/protected")
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"] == "7"
+        assert refused.json()["error"]["code"] == "credentials_unavailable"
+        # A key that would pass if the guard had fallen back to "no keys configured": refused too.
+        assert http.get("/protected", headers={"Authorization": "Bearer anything"}).status_code == 503
+        assert relay.swallowed_requests >= 1  # the read did go out, and hung
 
-    async def scenario() -> tuple[float, float, tuple[str, ...]]:
-        source = CredentialSource(settings)
-        started = time.monotonic()
-        first = (await source.current()).api_keys
-        first_s = time.monotonic() - started
-        started = time.monotonic()
-        await source.current()
-        return first_s, time.monotonic() - started, first
-
-    first_s, second_s, keys = asyncio.run(scenario())
-    assert keys == ("env-key",)
-    assert first_s < 1.5 and second_s < 0.1, (first_s, second_s)
+        relay.hang.clear()
+        deadline = time.monotonic() + 30
+        while (answer := http.get("/protected", headers={"Authorization": "Bearer k1"})).status_code != 200:
+            assert answer.status_code == 503, answer.text
+            assert time.monotonic() < deadline, "the secret was never read once AWS answered"
+            time.sleep(0.1)  # polling with a deadline: the refresh retries on its own schedule
+        assert http.get("/protected").status_code == 401
+        assert http.get("/protected", headers={"Authorization": "Bearer env-key"}).status_code == 401
