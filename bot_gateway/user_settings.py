@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serve_app.core.params import GenerationParams
 from serve_app.storage import ImageStore
 
-USER_ID = re.compile(r"^[0-9]{1,20}$")
+USER_ID = re.compile(r"[0-9]{1,20}\Z")  # with fullmatch: "$" would let "1\n" through
 
 
 class UserDefaults(BaseModel):
@@ -60,7 +60,7 @@ class UnknownUserError(ValueError):
 
 
 def settings_key(user_id: str) -> str:
-    if not USER_ID.match(user_id):
+    if not USER_ID.fullmatch(user_id):
         raise UnknownUserError(f"not a Discord user id: {user_id[:40]!r}")
     return f"discord-users/{user_id}/settings.json"
 

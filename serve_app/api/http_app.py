@@ -164,7 +164,7 @@ def create_http_app(
     )
     async def stored_image(image_id: str) -> Response:
         """Stored images by their unguessable id (like a presigned URL, no API key needed)."""
-        png = await asyncio.to_thread(store.get_image, image_id) if IMAGE_ID.match(image_id) else None
+        png = await asyncio.to_thread(store.get_image, image_id) if IMAGE_ID.fullmatch(image_id) else None
         if png is None:
             raise NotFoundError("No such image.", param="image_id")
         return Response(

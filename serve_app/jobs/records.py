@@ -41,7 +41,9 @@ Status = Literal["starting", "processing", "succeeded", "failed", "canceled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
 # Ours are "pred_" + 20 hex digits; the bound keeps any id a valid file name and S3 key (a longer
 # one would be ENAMETOOLONG on the local store, a 503 instead of the 404 it is).
-PREDICTION_ID = re.compile(r"^pred_[A-Za-z0-9]{1,64}$")
+# Always used with fullmatch: ``match`` with ``$`` would accept a trailing newline, which then
+# becomes part of a file name or S3 key. ``\Z`` keeps a stray ``match`` safe too.
+PREDICTION_ID = re.compile(r"pred_[A-Za-z0-9]{1,64}\Z")
 _IMAGE_SPEC_FIELDS = frozenset(f.name for f in fields(ImageSpec))
 # ImageSpec's byte fields: stored as objects of their own, named in the job dict by "<field>_key".
 _INPUT_FIELDS = ("init_image", "mask_image")
@@ -191,7 +193,7 @@ class JobStore:
         await self._run(self._store.put_json, record.key, record.model_dump(mode="json"))
 
     async def load(self, prediction_id: str) -> JobRecord | None:
-        if not PREDICTION_ID.match(prediction_id):
+        if not PREDICTION_ID.fullmatch(prediction_id):
             return None
         data = await self._run(self._store.get_json, record_key(prediction_id))
         return JobRecord.model_validate(data) if data else None

@@ -17,8 +17,10 @@ import time
 from typing import Any, Protocol
 
 _INVERT_MS = 10**13
-IMAGE_ID = re.compile(r"^img_[0-9]{13}[0-9a-f]{10}$")
-JSON_KEY = re.compile(r"^[A-Za-z0-9_./-]+\.json$")
+# Ids a caller gives become keys: always ``fullmatch`` (``match`` with ``$`` accepts a trailing
+# newline); ``\Z`` keeps a stray ``match`` safe too.
+IMAGE_ID = re.compile(r"img_[0-9]{13}[0-9a-f]{10}\Z")
+JSON_KEY = re.compile(r"[A-Za-z0-9_./-]+\.json\Z")
 
 
 def new_image_id(now: float | None = None) -> str:

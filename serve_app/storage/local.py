@@ -8,6 +8,11 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from serve_app.storage.base import IMAGE_ID
+
+# Temporary files start with this; no key's last part does (keys are ids and numbers).
+PARTIAL_PREFIX = "."
+
 
 class LocalImageStore:
     """Files under ``data_dir``; the ingress serves images at ``/images/<id>.png``."""
@@ -24,10 +29,16 @@ class LocalImageStore:
             raise ValueError(f"key escapes the store: {key!r}")
         return path
 
+    @staticmethod
+    def _partial(path: Path) -> Path:
+        # Hidden (a leading dot) and never ending in a key's suffix: listings skip it, so a
+        # half-written file, or one a crash left behind, is never taken for a key.
+        return path.with_name(f"{PARTIAL_PREFIX}{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+
     def _write(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        partial = self._partial(path)
         partial.write_bytes(data)
         os.replace(partial, path)  # readers never see half a file
 
@@ -43,7 +54,7 @@ class LocalImageStore:
         return f"{base_url.rstrip('/')}/images/{image_id}.png"
 
     def list_images(self, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        ids = sorted(p.stem for p in (self._root / "images").glob("img_*.json"))
+        ids = sorted(p.stem for p in (self._root / "images").glob("img_*.json") if IMAGE_ID.fullmatch(p.stem))
         if cursor:
             ids = [i for i in ids if i > cursor]
         page = ids[: limit + 1]
@@ -56,7 +67,7 @@ class LocalImageStore:
     def create_json(self, key: str, value: dict[str, Any]) -> bool:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        partial = self._partial(path)
         partial.write_bytes(json.dumps(value).encode())
         try:
             # link() fails if the name exists, atomically, and publishes a complete file: an
@@ -82,4 +93,8 @@ class LocalImageStore:
         folder = self._path(prefix)
         if not folder.is_dir():
             return []
-        return sorted(str(p.relative_to(self._root)) for p in folder.iterdir() if p.is_file())
+        return sorted(
+            str(p.relative_to(self._root))
+            for p in folder.iterdir()
+            if p.is_file() and not p.name.startswith(PARTIAL_PREFIX)
+        )

@@ -188,10 +188,37 @@ def test_a_missing_or_foreign_input_image_fails_the_job_cleanly(store: ImageStor
             asyncio.run(JobStore(store).image_specs(JobRecord.model_validate(record.model_dump())))
 
 
+class CountingStore:
+    """A real store that counts the calls it gets: "never touched" is a count of zero."""
+
+    def __init__(self, store: ImageStore) -> None:
+        self._store = store
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        attribute = getattr(self._store, name)
+        if not callable(attribute):
+            return attribute
+
+        def counted(*args: object, **kwargs: object) -> object:
+            self.calls.append(name)
+            return attribute(*args, **kwargs)
+
+        return counted
+
+
 def test_overlong_and_odd_ids_are_unknown_without_touching_the_store(store: ImageStore) -> None:
-    jobs = JobStore(store)
-    for prediction_id in ("pred_" + "a" * 246, "pred_../../x", "pred_", "img_abc", "pred_a/b"):
+    counting = CountingStore(store)
+    jobs = JobStore(counting)  # type: ignore[arg-type]
+    # A real id whose record exists: with a trailing newline it must still be unknown (item 2).
+    real = new_record("pred_0123456789abcdef0123")
+    asyncio.run(jobs.accept(real))
+    counting.calls.clear()
+    odd = ("pred_" + "a" * 246, "pred_../../x", "pred_", "img_abc", "pred_a/b", f"{real.id}\n", "pred_x\n")
+    for prediction_id in odd:
         assert asyncio.run(jobs.load(prediction_id)) is None, prediction_id
+    assert counting.calls == []
+    assert asyncio.run(jobs.load(real.id)) is not None and counting.calls  # the counter does count
 
 
 def test_accept_against_a_hanging_store_gives_up_in_time(aws_credentials: None) -> None:

@@ -64,7 +64,7 @@ def stored_image_id(url: str, store: ImageStore, base_url: str) -> str | None:
         return None
     name = parts.path.rsplit("/", 1)[-1]
     image_id = name.removesuffix(".png")
-    if name == image_id or not IMAGE_ID.match(image_id):
+    if name == image_id or not IMAGE_ID.fullmatch(image_id):
         return None
     if not parts.scheme and not parts.netloc:
         return image_id if parts.path == f"/images/{image_id}.png" else None
