@@ -50,6 +50,12 @@ class ImageSpec:
     # zero weights): also the Serve multiplexed model id the ingress routes the job by.
     model: str = ""
     loras: tuple[tuple[str, float], ...] = ()
+    # Who asked (an API key's name, ``discord-<user id>``, ``ip-<address>``), and that caller's
+    # weight and priority: the model replica shares its queue fairly across callers
+    # (serve_app/engine/fair_order.py). Never part of group_key: a batch still fills from many.
+    caller: str = ""
+    caller_weight: float = 1.0
+    caller_priority: int = 0
 
     def __post_init__(self) -> None:
         # Job records store JSON, which gives lists back: keep the key hashable.

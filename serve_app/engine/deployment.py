@@ -17,6 +17,7 @@ pipeline call runs at a time: diffusers schedulers keep per-call state and are n
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import io
 import logging
@@ -43,6 +44,7 @@ from serve_app.core.shapes import (
     warmup_shapes,
 )
 from serve_app.engine.batch_groups import group_indices
+from serve_app.engine.fair_order import FairOrder, OrderKey, Share
 from serve_app.engine.model.loaded import AdapterLoadError, LoadedModel
 from serve_app.engine.model.loading import plan_runtime
 from serve_app.engine.render_health import RenderHealth
@@ -91,6 +93,7 @@ class _Waiting:
     ticket: RenderTicket
     result: asyncio.Future[ImageResult | BaseException]
     told_ahead: int | None = None  # the place last streamed to its caller
+    order: OrderKey = (0, 0.0, 0)  # its place in the fair order (serve_app/engine/fair_order.py)
 
 
 def _raise_if_failed(result: ImageResult | BaseException) -> ImageResult:
@@ -101,8 +104,11 @@ def _raise_if_failed(result: ImageResult | BaseException) -> ImageResult:
 
 @serve.deployment(
     ray_actor_options={"num_cpus": 1, "num_gpus": 0},
-    # Enough in flight for a full batch to wait while the previous one renders.
-    max_ongoing_requests=16,
+    # The replica holds what waits for it, because fairness is decided in its own queue
+    # (serve_app/engine/fair_order.py): Serve's router queue in front of it is first come, first
+    # served, so a flood parked there would delay every caller behind it. Each waiting request
+    # costs only its ImageSpec (an init image at most: max_input_bytes).
+    max_ongoing_requests=256,
     # Bounded: past this, callers get BackPressureError -> HTTP 503 with Retry-After.
     max_queued_requests=64,
     autoscaling_config={
@@ -156,6 +162,7 @@ class DiffusionModel:
         self._waiting_changed = asyncio.Event()
         self._render_loop: asyncio.Task[None] | None = None
         self._queue = ReplicaQueue()  # places and waits told to the callers in _waiting
+        self._fair = FairOrder()  # _waiting is kept sorted by it: callers served round-robin
         # Models this replica holds, by name (Serve's LRU cache holds the same objects).
         self._loaded: dict[str, LoadedModel] = {}
         self._load_log: deque[dict[str, Any]] = deque(maxlen=BATCH_LOG_LENGTH)
@@ -362,7 +369,12 @@ class DiffusionModel:
         waiting = [
             _Waiting(job, ticket, loop.create_future()) for job, ticket in zip(jobs, tickets, strict=True)
         ]
-        self._waiting.extend(waiting)
+        for w in waiting:
+            # Fair shares, not arrival order: _waiting stays sorted by each image's fair-order key,
+            # so the render loop's "take the first max_batch_size" and the places told to callers
+            # both follow it (serve_app/engine/fair_order.py).
+            w.order = self._fair.key(Share(w.job.caller, w.job.caller_weight, w.job.caller_priority))
+            bisect.insort(self._waiting, w, key=lambda item: item.order)
         service_metrics.queue_depth(len(self._waiting))
         self._tell_places()
         self._waiting_changed.set()
@@ -377,6 +389,7 @@ class DiffusionModel:
             while self._waiting:
                 size = self.batching.max_batch_size
                 taken, self._waiting = self._waiting[:size], self._waiting[size:]
+                self._fair.taken([w.order for w in taken])
                 service_metrics.queue_depth(len(self._waiting))
                 live = [w for w in taken if not w.ticket.cancelled]
                 for w in taken:
