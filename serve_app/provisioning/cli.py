@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from serve_app.provisioning.aws_stack import DLAMI_PARAMETER, AwsStack, ProvisioningError, StackConfig
+from serve_app.provisioning.stack import DLAMI_PARAMETER, AwsStack, ProvisioningError, StackConfig
 
 
 def _cidr(value: str) -> str:

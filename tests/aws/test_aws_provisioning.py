@@ -26,14 +26,14 @@ from moto.server import ThreadedMotoServer
 from support import ROOT
 
 from serve_app.provisioning import cluster_stamp
-from serve_app.provisioning.aws_stack import (
+from serve_app.provisioning.cli import main as cli_main
+from serve_app.provisioning.stack import (
     DLAMI_PARAMETER,
     SECRET_KEYS,
     AwsStack,
     ProvisioningError,
     StackConfig,
 )
-from serve_app.provisioning.cli import main as cli_main
 
 REGION = "us-west-2"
 AMI_PARAMETER = "/raydiffusion-test/dlami/ami-id"

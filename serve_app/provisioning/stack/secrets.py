@@ -1,0 +1,80 @@
+"""The Secrets Manager secret the containers read (Discord keys, API keys)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from botocore.exceptions import ClientError
+
+from serve_app.provisioning.stack.base import SECRET_KEYS, Delete, Family, Mark, Resolved
+
+
+class ServiceSecret(Family):
+    def ensure(self, resolved: Resolved) -> None:
+        ctx, c = self.ctx, self.config
+        if c.secret_id.startswith("arn:"):
+            resolved.secret_arn_pattern = c.secret_id
+        else:
+            # Secrets Manager appends 6 random characters to a secret's ARN.
+            prefix = f"arn:{resolved.partition}:secretsmanager:{c.region}:{resolved.account}:secret"
+            resolved.secret_arn_pattern = f"{prefix}:{c.secret_id}-??????"
+        values = {key: os.environ[key] for key in SECRET_KEYS if os.environ.get(key)}
+        try:
+            described = ctx.secrets.describe_secret(SecretId=c.secret_id)
+            exists = True
+            if described.get("DeletedDate"):  # torn down within the last 7 days: bring it back
+                ctx.say("restore", f"secret {c.secret_id} (was scheduled for deletion)")
+                if ctx.dry_run:
+                    return
+                ctx.secrets.restore_secret(SecretId=c.secret_id)
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+            exists = False
+        names = ", ".join(sorted(values)) or "no keys yet (set them and run bootstrap again)"
+        if not exists:
+            # Created even when empty, so the id the containers are given always resolves.
+            ctx.say("create", f"secret {c.secret_id}: {names}")
+            if not ctx.dry_run:
+                ctx.secrets.create_secret(Name=c.secret_id, SecretString=json.dumps(values), Tags=ctx.tags)
+            return
+        current = json.loads(ctx.secrets.get_secret_value(SecretId=c.secret_id).get("SecretString") or "{}")
+        merged = {**current, **values}
+        if merged == current:
+            ctx.say("exists", f"secret {c.secret_id}: {', '.join(sorted(current)) or 'empty'}")
+            return
+        changed = sorted(key for key in values if current.get(key) != values[key])
+        ctx.say("update", f"secret {c.secret_id}: {', '.join(changed)}")
+        if not ctx.dry_run:
+            ctx.secrets.put_secret_value(SecretId=c.secret_id, SecretString=json.dumps(merged))
+
+    def _live_tags(self) -> list[dict[str, str]] | None:
+        """The secret's tags; None when it is missing or scheduled for deletion."""
+        try:
+            secret = self.ctx.secrets.describe_secret(SecretId=self.config.secret_id)
+        except ClientError:
+            return None
+        return None if secret.get("DeletedDate") else secret.get("Tags", [])
+
+    def status(self, mark: Mark) -> None:
+        c = self.config
+        try:
+            secret = self.ctx.secrets.describe_secret(SecretId=c.secret_id)
+            if secret.get("DeletedDate"):
+                mark(f"secret {c.secret_id} (scheduled for deletion)", "missing")
+            else:
+                mark(f"secret {c.secret_id}", "ours" if self.ctx.is_ours(secret.get("Tags")) else "not ours")
+        except ClientError:
+            mark(f"secret {c.secret_id}", "missing")
+
+    def teardown(self, delete: Delete) -> None:
+        c = self.config
+        tags = self._live_tags()
+        if tags is not None and self.ctx.is_ours(tags):
+            # Recoverable for 7 days (Secrets Manager's shortest window): a mistaken teardown
+            # does not lose the Discord credentials.
+            delete(
+                f"secret {c.secret_id} (recoverable for 7 days)",
+                lambda: self.ctx.secrets.delete_secret(SecretId=c.secret_id, RecoveryWindowInDays=7),
+            )
