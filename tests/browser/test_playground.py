@@ -196,10 +196,24 @@ def test_page_is_served_with_its_assets_and_a_strict_policy(base: str) -> None:
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
         assert "script-src 'self'" in page.headers["content-security-policy"]
-        for asset in re.findall(r'(?:href|src)="(static/[^"]+)"', page.text):
+        # The page's own assets, then every module those scripts import (ES modules under static/js).
+        pending = re.findall(r'(?:href|src)="(static/[^"]+)"', page.text)
+        seen: set[str] = set()
+        while pending:
+            asset = pending.pop()
+            if asset in seen:
+                continue
+            seen.add(asset)
             response = http.get(f"/{asset}")
             assert response.status_code == 200, asset
             assert response.headers["x-content-type-options"] == "nosniff"
+            if asset.endswith(".js"):
+                # A module script with any other type is refused by the browser.
+                assert response.headers["content-type"].startswith("text/javascript"), asset
+                folder = asset.rsplit("/", 1)[0]
+                imported = re.findall(r'from "\./([\w-]+\.js)"', response.text)
+                pending += [f"{folder}/{name}" for name in imported]
+        assert {"static/js/main.js", "static/js/api.js", "static/js/form.js"} <= seen, seen
         missing = http.get("/static/../serve_app/config/settings.py")
         assert missing.status_code == 404
         assert http.get("/static/nope.js").json()["error"]["param"] == "name"

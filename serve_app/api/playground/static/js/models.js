@@ -1,0 +1,202 @@
+// The catalogue from /v1/models: the model picker, its defaults as placeholders, the LoRA picker
+// and the header line that says what the selected model is.
+import { $, numberOrText } from "./dom.js";
+import { API, api } from "./api.js";
+
+export const FAMILY_NAMES = { sd15: "SD 1.5", sd2: "SD 2.x", sdxl: "SDXL", "sd-turbo": "SD-Turbo", "sdxl-turbo": "SDXL-Turbo" };
+
+export let catalogue = null; // /v1/models: {models, limits}
+
+export let pictureDefaults = null; // /v1/models' image_inputs: the strengths the service's own actions use
+
+export async function loadModels() {
+  try {
+    const listing = await api(API.models);
+    catalogue = { models: listing.data || [], limits: listing.limits || {} };
+    fillModelSelect();
+  } catch (error) {
+    $("model-info").textContent = error.status === 401
+      ? "Model information needs an API key."
+      : `Model information unavailable: ${error.message}`;
+  }
+}
+
+export function defaultModel() {
+  return catalogue.models.find((model) => model.default) || catalogue.models[0];
+}
+
+export function selectedModel() {
+  if (!catalogue) return null;
+  return catalogue.models.find((model) => model.id === $("model").value) || defaultModel();
+}
+
+// A reload of the listing (a key was saved) keeps the user's choice when it still exists.
+export function fillModelSelect() {
+  const select = $("model");
+  const chosen = select.value;
+  const options = catalogue.models.map((model) => {
+    const option = document.createElement("option");
+    option.value = model.id;
+    const family = FAMILY_NAMES[model.family] || model.family || "";
+    option.textContent = `${model.id}${family ? ` (${family})` : ""}${model.default ? ", default" : ""}`;
+    return option;
+  });
+  select.replaceChildren(...options);
+  const keep = catalogue.models.some((model) => model.id === chosen);
+  const fallback = defaultModel();
+  select.value = keep ? chosen : fallback ? fallback.id : "";
+  applyModel();
+}
+
+export function selectModel(id) {
+  if (!catalogue || !catalogue.models.some((model) => model.id === id)) {
+    // Not (or no longer) in the catalogue: sent as is, so the server's 400 names it.
+    const option = document.createElement("option");
+    option.value = id;
+    option.textContent = `${id} (not listed)`;
+    $("model").append(option);
+  }
+  $("model").value = id;
+  applyModel();
+}
+
+// The form's defaults are the selected model's: empty fields show them as placeholders and the
+// server applies them (the request names the model), so a switch never overwrites typed values.
+export function applyModel() {
+  if (!catalogue) return; // settings loaded before the listing: fillModelSelect applies them
+  const model = selectedModel();
+  showModel(model);
+  if (!model) return;
+  const family = FAMILY_NAMES[model.family] || model.family || "";
+  $("model-hint").textContent = [family, model.description].filter(Boolean).join(" · ");
+  const defaults = model.defaults || {};
+  const placeholder = (value) => (value === undefined || value === null ? "model default" : `${value} (model default)`);
+  $("size").placeholder = placeholder(defaults.size);
+  $("steps").placeholder = placeholder(defaults.steps);
+  $("guidance_scale").placeholder = placeholder(defaults.guidance_scale);
+  $("scheduler").options[0].textContent = placeholder(defaults.scheduler);
+  buildLoraList(model);
+}
+
+// One row per LoRA usable with the model: a checkbox, then its weight as a slider and a number
+// bounded by the server's max_lora_weight. Picks of a LoRA the new model can also use survive.
+export function buildLoraList(model) {
+  const limits = catalogue.limits;
+  const max = limits.max_loras_per_request ?? 0;
+  const bound = limits.max_lora_weight ?? 1;
+  const kept = new Map((readLoras() || []).map((lora) => [lora.name, lora.weight]));
+  const rows = (model.loras || []).map((lora, index) => {
+    const row = document.createElement("li");
+    row.className = "lora";
+    row.dataset.lora = lora.name;
+    const label = document.createElement("label");
+    label.className = "check";
+    const use = document.createElement("input");
+    use.type = "checkbox";
+    use.id = `lora-use-${index}`;
+    use.className = "lora-use";
+    label.append(use, ` ${lora.name}`);
+    const slider = document.createElement("input");
+    slider.type = "range";
+    const number = document.createElement("input");
+    number.type = "number";
+    number.inputMode = "decimal";
+    for (const input of [slider, number]) {
+      input.min = String(-bound);
+      input.max = String(bound);
+      input.step = "0.05";
+      input.className = "lora-weight";
+    }
+    slider.setAttribute("aria-label", `${lora.name} weight`);
+    number.setAttribute("aria-label", `${lora.name} weight value`);
+    const weight = kept.has(lora.name) ? kept.get(lora.name) : lora.weight;
+    slider.value = number.value = String(weight);
+    use.checked = kept.has(lora.name);
+    slider.addEventListener("input", () => { number.value = slider.value; });
+    number.addEventListener("input", () => { slider.value = number.value; });
+    use.addEventListener("change", syncLoraLimit);
+    row.append(label, slider, number);
+    return row;
+  });
+  $("lora-list").replaceChildren(...rows);
+  $("loras").hidden = rows.length === 0 || max === 0;
+  $("loras-hint").textContent =
+    `Up to ${max} at once, each weighted from ${-bound} to ${bound} (the listed default is preset).`;
+  syncLoraLimit();
+}
+
+// At max_loras_per_request, the unpicked ones are disabled; an unpicked LoRA's weight too.
+export function syncLoraLimit() {
+  const max = (catalogue && catalogue.limits.max_loras_per_request) ?? 0;
+  const rows = [...$("lora-list").children];
+  const picked = rows.filter((row) => row.querySelector(".lora-use").checked).length;
+  for (const row of rows) {
+    const use = row.querySelector(".lora-use");
+    use.disabled = !use.checked && picked >= max;
+    for (const input of row.querySelectorAll(".lora-weight")) input.disabled = !use.checked;
+  }
+}
+
+export function readLoras() {
+  const picked = [...$("lora-list").children].filter((row) => row.querySelector(".lora-use").checked);
+  if (!picked.length) return undefined;
+  return picked.map((row) => ({
+    name: row.dataset.lora,
+    weight: numberOrText(row.querySelector("input[type=number]").value),
+  }));
+}
+
+export function writeLoras(value) {
+  const wanted = new Map((value || []).map((lora) => {
+    const { name, weight } = typeof lora === "string" ? parseLora(lora) : lora;
+    return [name, weight];
+  }));
+  for (const row of $("lora-list").children) {
+    const use = row.querySelector(".lora-use");
+    use.checked = wanted.has(row.dataset.lora);
+    const weight = wanted.get(row.dataset.lora);
+    if (weight !== undefined && weight !== null) {
+      for (const input of row.querySelectorAll(".lora-weight")) input.value = String(weight);
+    }
+  }
+  syncLoraLimit();
+}
+
+export function showModel(model) {
+  if (!model) {
+    $("model-info").textContent = "No model is configured.";
+    return;
+  }
+  pictureDefaults = model.image_inputs || null;
+  if (pictureDefaults) {
+    $("strength").placeholder = `server default (${pictureDefaults.default_strength})`;
+  }
+  const parts = [`Model ${model.id}`, `safety checker ${model.safety_checker ? "on" : "off"}`];
+  const replica = model.replica;
+  if (replica) {
+    parts.push(
+      `last replica seen ${Math.round(replica.age_s)} s ago: ${replica.device} ${replica.dtype}, ` +
+      `batches of up to ${replica.max_batch_size}`,
+    );
+  } else {
+    parts.push("no image rendered yet, so the first may wait for a model replica to start");
+  }
+  $("model-info").textContent = parts.join(" · ");
+}
+
+// "tiny-sd-b + tiny-ink 0.5": what drew an image, on its card, its gallery entry and its dialog.
+export function modelText(model, loras) {
+  return [model, ...loraTexts(loras)].join(" + ");
+}
+
+export function loraTexts(loras) {
+  return (loras || []).map((lora) => {
+    const { name, weight } = typeof lora === "string" ? parseLora(lora) : lora;
+    return weight === undefined || weight === null ? name : `${name} ${weight}`;
+  });
+}
+
+export function parseLora(text) {
+  const [name, weight] = String(text).split(":");
+  return { name, weight: weight === undefined ? undefined : Number(weight) };
+}
