@@ -17,11 +17,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from serve_app.core.errors import (
     AuthenticationError,
     ContentPolicyError,
+    ForbiddenError,
     GenerationFailedError,
     GenerationTimeoutError,
     InvalidRequestError,
     NotFoundError,
     OverloadedError,
+    RateLimitedError,
     ServiceError,
     ServiceUnavailableError,
     StorageUnavailableError,
@@ -35,7 +37,9 @@ logger = logging.getLogger("ray.serve")
 STATUS_CODES: tuple[tuple[type[ServiceError], int], ...] = (
     (InvalidRequestError, 400),
     (AuthenticationError, 401),
+    (ForbiddenError, 403),
     (NotFoundError, 404),
+    (RateLimitedError, 429),
     (OverloadedError, 503),
     (StorageUnavailableError, 503),
     (ServiceUnavailableError, 503),
@@ -92,6 +96,8 @@ def rejection_reason(error: ServiceError) -> service_metrics.RejectReason | None
         return "overload"
     if isinstance(error, AuthenticationError):
         return "auth"
+    if isinstance(error, RateLimitedError):
+        return "rate_limit"
     if isinstance(error, InvalidRequestError) and not isinstance(error, ContentPolicyError):
         return "bad_input"
     return None

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 from collections.abc import AsyncIterator, Sequence
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import Response
 
 from serve_app.api.a1111.router import create_a1111_router
+from serve_app.api.callers import Callers, MeteredClient, key_caller, keyless_caller, set_caller
 from serve_app.api.errors import install_error_handlers
 from serve_app.api.openai.edits import create_image_edit_router, openai_images_response
 from serve_app.api.openai.models import models_listing
@@ -24,6 +24,8 @@ from serve_app.api.openai.protocol import ImageGenerationRequest, ImageGeneratio
 from serve_app.api.playground.router import create_playground_router
 from serve_app.api.predictions.router import create_prediction_router
 from serve_app.api.predictions.webhooks import WebhookDelivery
+from serve_app.api.usage_router import create_usage_router
+from serve_app.config.api_keys import match_key
 from serve_app.config.credentials import CredentialSource
 from serve_app.config.settings import AppSettings
 from serve_app.core.content_policy import raise_if_all_flagged
@@ -33,6 +35,7 @@ from serve_app.engine.client import ModelClient
 from serve_app.jobs.adoption import JobAdopter
 from serve_app.jobs.records import JobStore
 from serve_app.jobs.runner import Delivery, JobRunner
+from serve_app.jobs.usage import UsageBook
 from serve_app.storage import IMAGE_ID, create_store
 
 
@@ -67,19 +70,18 @@ def api_key_guard(credentials: CredentialSource, retry_after_s: int = 5) -> Any:
                 code="credentials_unavailable",
                 retry_after_s=retry_after_s,
             )
-        keys = current.api_keys
-        if not keys:
+        if not current.api_keys:
+            set_caller(request, keyless_caller(request))  # an open service: callers by address
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        presented = token.strip().encode()
-        # Compare against every key in constant time: no early exit that leaks which key matched.
-        matched = False
-        for key in keys:
-            matched |= hmac.compare_digest(presented, key.encode())
-        if scheme.lower() != "bearer" or not matched:
+        # Compared with every key in constant time (api_keys.match_key): no early exit.
+        spec = match_key(token.strip(), current.key_specs)
+        if scheme.lower() != "bearer" or spec is None:
             raise AuthenticationError(
                 "Missing or invalid API key: send 'Authorization: Bearer <key>'."
             )
+        # The key's name (never the key) names the caller: limits, fair share, usage, metrics.
+        set_caller(request, key_caller(spec))
 
     return require_api_key
 
@@ -89,17 +91,20 @@ def create_http_app(
 ) -> FastAPI:
     store = create_store(settings)
     jobs = JobStore(store)
+    # Every image goes through the caller's limits, name and usage (serve_app/api/callers.py).
+    callers = Callers(UsageBook(store), settings.retry_after_s)
+    client = cast(ModelClient, MeteredClient(client, callers))
+    credentials = CredentialSource(settings)
     runner = JobRunner(
         client,
         jobs,
         settings,
         deliveries={
-            "api": WebhookDelivery(jobs, settings),
+            "api": WebhookDelivery(jobs, settings, credentials),
             **{surface.source: surface.delivery(jobs, settings) for surface in surfaces},
         },
     )
     adopter = JobAdopter(runner, jobs, settings)
-    credentials = CredentialSource(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -195,7 +200,8 @@ def create_http_app(
     app.include_router(protected)
     app.include_router(create_image_edit_router(client, store, settings, protected.dependencies))
     app.include_router(create_a1111_router(client, settings, protected.dependencies, store))
-    app.include_router(create_prediction_router(runner, settings, protected.dependencies))
+    app.include_router(create_prediction_router(runner, settings, protected.dependencies, callers))
+    app.include_router(create_usage_router(callers.usage, protected.dependencies))
     for surface in surfaces:
         app.include_router(surface.router(settings, runner, credentials))
     # The browser page needs no key to load: its API calls carry the key the user gives it.

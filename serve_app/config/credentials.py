@@ -21,9 +21,10 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from serve_app.config.api_keys import ApiKeySpec, check_webhook_secret, parse_key_specs
 from serve_app.config.settings import AppSettings
 
 logger = logging.getLogger("ray.serve")
@@ -37,6 +38,10 @@ class Credentials:
     api_keys: tuple[str, ...]
     discord_public_key: str | None
     discord_application_id: str | None
+    # Every key with its name, limits and share (serve_app/config/api_keys.py); api_keys' order.
+    key_specs: tuple[ApiKeySpec, ...] = ()
+    # Standard Webhooks signing secret (whsec_...): the secret's WEBHOOK_SECRET, else the settings'.
+    webhook_secret: str | None = field(default=None, repr=False)
     # Keys must come from a secret that has not been read yet, or that (with the settings) holds
     # none: protected routes are refused rather than opened.
     api_keys_unavailable: bool = False
@@ -63,16 +68,39 @@ def merge_credentials(
     (``secret_loaded=False``), or a secret and settings with no key between them, leave
     ``api_keys_unavailable`` set (and no keys), never an open door.
     """
-    secret_keys = _keys(secret.get("RAYDIFFUSION_API_KEYS", secret.get("API_KEYS")))
-    keys = secret_keys or tuple(settings.api_keys)
+    secret_specs = _key_specs(secret.get("RAYDIFFUSION_API_KEYS", secret.get("API_KEYS")))
+    specs = secret_specs or parse_key_specs(settings.api_keys)
+    keys = tuple(spec.key for spec in specs)
     from_secret = bool(settings.secrets_manager_secret_id)
     unavailable = from_secret and (not secret_loaded or not keys)
     return Credentials(
         api_keys=() if unavailable else keys,
+        key_specs=specs,
+        webhook_secret=_webhook_secret(secret.get("WEBHOOK_SECRET")) or settings.webhook_secret,
         discord_public_key=secret.get("DISCORD_PUBLIC_KEY") or settings.discord_public_key,
         discord_application_id=secret.get("DISCORD_APPLICATION_ID") or settings.discord_application_id,
         api_keys_unavailable=unavailable,
     )
+
+
+def _key_specs(value: Any) -> tuple[ApiKeySpec, ...]:
+    """The secret's keys; a malformed list is ignored (with a warning naming no key), never half-read."""
+    try:
+        return parse_key_specs(value)
+    except ValueError as error:
+        logger.warning("the secret's RAYDIFFUSION_API_KEYS is malformed (%s); ignored", type(error).__name__)
+        return ()
+
+
+def _webhook_secret(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        check_webhook_secret(value)
+    except ValueError as error:
+        logger.warning("the secret's WEBHOOK_SECRET is unusable (%s); ignored", error)
+        return None
+    return value
 
 
 def secrets_client(timeout_s: float = 3.0) -> Any:

@@ -8,11 +8,13 @@ minutes later. Any field not given in ``args`` falls back to an environment vari
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from serve_app.config.api_keys import ApiKeySpec, CallerLimits, check_webhook_secret, parse_key_specs
 from serve_app.config.catalogue import ModelCatalogue, ModelEntry
 from serve_app.config.families import TURBO_FAMILIES, TURBO_PRESETS, preset_for
 from serve_app.config.schedulers import canonical_scheduler_name
@@ -112,10 +114,18 @@ class AppSettings(BaseSettings):
         description="A model replica whose last N pipeline calls all failed fails its health check "
         "and is replaced; 0 disables.",
     )
-    api_keys: Annotated[list[str], NoDecode] = Field(
+    api_keys: Annotated[list[str | ApiKeySpec], NoDecode] = Field(
         default_factory=list,
-        description="When non-empty, /v1/* and /imagine require 'Authorization: Bearer KEY'.",
+        description="When non-empty, /v1/*, /imagine and /sdapi/v1/* require 'Authorization: Bearer "
+        "KEY'. Bare keys, or {name, key, images_per_minute, concurrent_images, daily_images, weight, "
+        "priority, admin} (serve_app/config/api_keys.py); the environment takes 'k1,k2' or a JSON list.",
         repr=False,
+    )
+    prefer_wait_max_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=600,
+        description="Longest a 'Prefer: wait' prediction holds its request open (Replicate's bound: 60).",
     )
 
     # --- starting from a picture (img2img, inpainting, upscale) -----------------------------------
@@ -163,6 +173,12 @@ class AppSettings(BaseSettings):
     )
     webhook_max_attempts: int = Field(default=5, ge=1, le=20)
     webhook_retry_initial_s: float = Field(default=1.0, gt=0)
+    webhook_secret: str | None = Field(
+        default=None,
+        repr=False,
+        description="Standard Webhooks signing secret ('whsec_' + base64); the Secrets Manager "
+        "secret's WEBHOOK_SECRET wins. Unset: webhooks are sent unsigned.",
+    )
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Host names, IPs or CIDR blocks webhooks may reach even though they are not "
@@ -219,6 +235,19 @@ class AppSettings(BaseSettings):
         validation_alias=AliasChoices("discord_api_base_url", "DISCORD_API_BASE_URL"),
     )
     discord_max_jobs_per_user: int = Field(default=2, ge=1, le=100)
+    discord_user_limits: CallerLimits = Field(
+        default_factory=CallerLimits,
+        description="Per Discord user, as for API keys: images_per_minute, concurrent_images, daily_images.",
+    )
+    discord_guild_limits: CallerLimits = Field(
+        default_factory=CallerLimits, description="The same limits for a whole guild (server)."
+    )
+    discord_weight: float = Field(
+        default=1.0, gt=0.0, le=1000.0, description="Each Discord user's fair-queueing weight."
+    )
+    discord_priority: int = Field(
+        default=0, ge=-100, le=100, description="Fair-queueing priority of Discord images (API keys: 0)."
+    )
     discord_allowed_guilds: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="When non-empty, only these guild ids may use the bot."
     )
@@ -249,8 +278,26 @@ class AppSettings(BaseSettings):
         "blocks listed here are allowed even when private (a test server on loopback).",
     )
 
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _api_keys(cls, value: object) -> object:
+        """'k1,k2' or a JSON list (the environment's forms); each key is checked as an ApiKeySpec."""
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip().startswith("[") else value.split(",")
+        if isinstance(value, list):
+            value = [item.strip() if isinstance(item, str) else item for item in value]
+            value = [item for item in value if item != ""]
+            parse_key_specs(value)  # names unique and valid: fail the deploy, not a request
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_webhook_secret(value)
+        return value
+
     @field_validator(
-        "api_keys",
         "discord_allowed_guilds",
         "discord_banned_words",
         "discord_attachment_hosts",

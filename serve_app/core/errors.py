@@ -71,6 +71,21 @@ class OverloadedError(ServiceError):
         )
 
 
+class RateLimitedError(ServiceError):
+    """A caller is over one of its limits (images per minute, concurrent images, daily budget):
+    nothing was queued; ``retry_after_s`` says when the same request would be accepted."""
+
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class ForbiddenError(ServiceError):
+    """Authenticated, but this caller may not do that (reading everyone's usage needs an admin key)."""
+
+    error_type = "permission_error"
+    code = "forbidden"
+
+
 class GenerationTimeoutError(ServiceError):
     error_type = "timeout_error"
     code = "timeout"

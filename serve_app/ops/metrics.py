@@ -23,7 +23,7 @@ logger = logging.getLogger("ray.serve")
 
 PREFIX = "raydiffusion_"
 
-RejectReason = Literal["overload", "bad_input", "auth", "admission"]
+RejectReason = Literal["overload", "bad_input", "auth", "admission", "rate_limit"]
 
 # Seconds: from a 4-step thumbnail on a GPU (tens of ms) to a CPU render of a large batch (minutes).
 SECONDS_BOUNDARIES = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600]
@@ -46,6 +46,8 @@ METRIC_NAMES = (
     "raydiffusion_webhook_failures_total",
     "raydiffusion_rejected_total",
     "raydiffusion_alerts_total",
+    "raydiffusion_usage_images_total",
+    "raydiffusion_usage_gpu_seconds_total",
 )
 
 
@@ -63,6 +65,8 @@ class _Metrics:
     webhook_failures: Counter
     rejected: Counter
     alerts: Counter
+    usage_images: Counter
+    usage_gpu_s: Counter
 
 
 @functools.cache
@@ -105,6 +109,13 @@ def _metrics() -> _Metrics:
         webhook_failures=counter("webhook_failures_total", "Job webhooks not delivered after retries."),
         rejected=counter("rejected_total", "Requests refused before any work.", ("reason",)),
         alerts=counter("alerts_total", "Failure alerts, sent or suppressed.", ("kind", "outcome")),
+        # ``caller`` is an API key's name (never the key), "discord" or "keyless" (serve_app/jobs/usage.py).
+        usage_images=counter("usage_images_total", "Images rendered, by caller.", ("caller",)),
+        usage_gpu_s=counter(
+            "usage_gpu_seconds_total",
+            "GPU-seconds of the batch share of rendered images, by caller.",
+            ("caller",),
+        ),
     )
 
 
@@ -179,3 +190,10 @@ def alert(kind: str, outcome: str) -> None:
     metrics = _recorder()
     if metrics is not None:
         metrics.alerts.inc(tags={"kind": kind, "outcome": outcome})
+
+
+def usage(caller: str, images: int, gpu_s: float) -> None:
+    metrics = _recorder()
+    if metrics is not None and images > 0:
+        metrics.usage_images.inc(images, tags={"caller": caller})
+        metrics.usage_gpu_s.inc(gpu_s, tags={"caller": caller})

@@ -5,7 +5,7 @@ shown as (in answers and in webhooks).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
@@ -14,6 +14,9 @@ from serve_app.core.params import GenerationParams
 from serve_app.jobs.preview_board import Preview
 from serve_app.jobs.records import TERMINAL, JobRecord
 from serve_app.storage import ImageStore
+
+WebhookEvent = Literal["start", "output", "logs", "completed"]
+DEFAULT_WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("output", "completed")
 
 
 class PredictionInput(GenerationParams, ImageInputFields):
@@ -29,6 +32,9 @@ class PredictionRequest(BaseModel):
 
     input: PredictionInput
     webhook: HttpUrl | None = None
+    # Which webhooks to send (Replicate's names). Default: when there is output or the prediction
+    # finished (one webhook here: our output arrives with success). "logs" is accepted; we have none.
+    webhook_events_filter: list[WebhookEvent] | None = Field(default=None, max_length=4)
 
 
 def prediction_view(
