@@ -1,19 +1,18 @@
 """Adopting jobs whose ingress died: nothing accepted is left ``processing`` forever.
 
-Every ingress replica sweeps the store's active jobs. A job whose record shows no heartbeat for
-``prediction_stale_s`` lost its runner (crash, node gone, restart); the first replica to claim its
-lease runs it again through the shared ``JobRunner.start``, with the job's own delivery (the
-webhook, or the Discord message it must edit). The runner decides the outcome: a rerun with the
-same seeds, a cancel that arrived meanwhile, a deadline already past, or a second interruption.
+Every ingress replica sweeps the store's active jobs. A job whose lease (``prediction_stale_s``
+long, renewed by its runner) has ended lost its runner (crash, node gone, restart); the first
+replica to claim the next lease runs it again through the shared ``JobRunner.start``, with the
+job's own delivery (the webhook, or the Discord message it must edit). The runner decides the
+outcome: a rerun with the same seeds, a cancel that arrived meanwhile, a deadline already past,
+or a second interruption. A job still active with its outcome stored died before its delivery was
+made: the adopter only delivers it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
-import socket
 import time
 
 from serve_app.config.settings import AppSettings
@@ -28,37 +27,42 @@ class JobAdopter:
         self._runner = runner
         self._jobs = jobs
         self._settings = settings
-        self.owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
-    def _stale(self, heartbeat_at: float | None, created_at: float) -> bool:
-        return time.time() - (heartbeat_at or created_at) >= self._settings.prediction_stale_s
+    @property
+    def owner(self) -> str:
+        return self._runner.owner
 
     async def adopt_stale(self) -> int:
+        """Start every active job whose lease has ended (or that never got one in time).
+
+        Staleness is the lease's, not the record's heartbeat: a runner keeps its lease while its
+        heartbeats wait on a slow store or it waits out a full queue, and stops before the lease
+        ends when it cannot renew it, so a job is never run in two places at once.
+        """
         adopted = 0
         for prediction_id in await self._jobs.active_ids():
             if self._runner.is_running(prediction_id):
                 continue
             record = await self._jobs.load(prediction_id)
-            if record is None or record.status in TERMINAL:
+            legacy_terminal = record is not None and record.status in TERMINAL
+            if record is None or (legacy_terminal and not await self._jobs.has_outcome(prediction_id)):
+                # Nothing to run, or finished before outcomes had a key of their own (delivered then).
                 await self._jobs.unmark_active(prediction_id)
                 continue
-            if not self._stale(record.heartbeat_at, record.created_at):
-                continue
-            # The lease lasts as long as a heartbeat may be missing: once the winner runs the
-            # job its heartbeat keeps everyone else off, and if it dies the lease has expired.
-            if not await self._jobs.claim(prediction_id, self.owner, self._settings.prediction_stale_s):
+            idle_since = record.completed_at or record.heartbeat_at or record.created_at
+            lease = await self._jobs.claim(prediction_id, self.owner, self._runner.lease_s, idle_since)
+            if lease is None:
                 continue
             record = await self._jobs.load(prediction_id)  # what the winner of the claim saw may be old
-            if record is None or record.status in TERMINAL:
-                continue
-            if not self._stale(record.heartbeat_at, record.created_at):
+            if record is None:
                 continue
             logger.warning(
-                "adopting prediction %s (no heartbeat for %.0fs)",
+                "adopting prediction %s (%s; idle for %.0fs)",
                 record.id,
-                time.time() - (record.heartbeat_at or record.created_at),
+                "to deliver its outcome" if record.status in TERMINAL else "to run it",
+                time.time() - idle_since,
             )
-            self._runner.start(record)
+            self._runner.start(record, lease)
             adopted += 1
         return adopted
 

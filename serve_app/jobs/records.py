@@ -7,8 +7,17 @@ at once is a write that cannot undo the other's:
 
 - the running replica rewrites the record (progress, heartbeat) about once a second, so a cancel
   request is a separate marker key it never writes: no heartbeat can overwrite a cancel;
-- adopting a stale job is creating the next lease key, which only one replica can create
-  (``ImageStore.create_json``: a hard link locally, a conditional put on S3).
+- a job runs where its lease is: numbered keys created with ``ImageStore.create_json`` (a hard
+  link locally, a conditional put on S3), so of two replicas creating the same number exactly one
+  wins. The holder renews it by creating the next number; a holder that cannot renew in time (a
+  slow store) stops before its lease runs out, and a replica adopting the job after that has
+  created a number the old holder can no longer create (the number is the fencing token);
+- the terminal state is written once, to a key of its own created with ``create_json``: the first
+  outcome stored is the job's outcome, and ``load`` answers with it whatever a late heartbeat
+  (a write abandoned after its timeout, still running in its thread) later puts in the record;
+- the active marker goes only once the outcome is delivered (webhook, Discord edit), so an
+  ingress that dies between storing the outcome and delivering it leaves the job to be adopted
+  and delivered, not lost.
 
 A job that starts from a picture keeps that picture out of its record: the record is rewritten
 about once a second and JSON holds no bytes. Each distinct input image is written once, before
@@ -25,7 +34,8 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, fields, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -165,8 +175,38 @@ def cancel_key(prediction_id: str) -> str:
     return f"predictions-cancel/{prediction_id}.json"
 
 
+def final_key(prediction_id: str) -> str:
+    return f"predictions-final/{prediction_id}.json"
+
+
 def lease_prefix(prediction_id: str) -> str:
     return f"predictions-lease/{prediction_id}/"
+
+
+_LEASE_NAME = re.compile(r"([0-9]{8})\.json\Z")
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A job held by ``owner``: lease key number ``number`` (the fencing token) until ``expires_at``.
+
+    ``valid_until`` is the holder's own (monotonic) view: measured from before the write that
+    created the lease started, less a margin for clocks that disagree, so the holder always
+    believes its lease is over before any other replica does.
+    """
+
+    prediction_id: str
+    owner: str
+    number: int
+    expires_at: float  # epoch seconds, what other replicas compare against
+    valid_until: float  # time.monotonic() seconds, what the holder compares against
+
+    def held(self) -> bool:
+        return time.monotonic() < self.valid_until
+
+
+# The share of a lease its holder does not count on: clock skew between replicas.
+LEASE_SKEW_SHARE = 0.1
 
 
 def inputs_prefix(prediction_id: str) -> str:
@@ -181,6 +221,10 @@ class JobStore:
 
     def __init__(self, store: ImageStore) -> None:
         self._store = store
+        # Leases get threads of their own: writes abandoned after their timeout (a hung store)
+        # hold threads of the shared default pool, and a renewal queued behind them would let a
+        # live job's lease lapse.
+        self._lease_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="job-leases")
 
     @property
     def images(self) -> ImageStore:
@@ -189,14 +233,47 @@ class JobStore:
     async def _run(self, call: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(call, *args)
 
+    async def _run_lease(self, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._lease_threads, call, *args)
+
     async def save(self, record: JobRecord) -> None:
         await self._run(self._store.put_json, record.key, record.model_dump(mode="json"))
 
     async def load(self, prediction_id: str) -> JobRecord | None:
+        """The job as it stands: once terminal, its stored outcome, whatever the record says since.
+
+        The record may say ``processing`` after the outcome was stored (a heartbeat write that
+        outlived its timeout); the outcome key cannot be overwritten, so it wins. The record is
+        returned instead when it carries that same outcome (with what delivery added to it).
+        """
         if not PREDICTION_ID.fullmatch(prediction_id):
             return None
+        final = await self._run(self._store.get_json, final_key(prediction_id))
         data = await self._run(self._store.get_json, record_key(prediction_id))
-        return JobRecord.model_validate(data) if data else None
+        if final is None:
+            return JobRecord.model_validate(data) if data else None
+        if data and data.get("status") == final.get("status") and data.get("completed_at") == final.get(
+            "completed_at"
+        ):
+            return JobRecord.model_validate(data)
+        return JobRecord.model_validate(final)
+
+    async def has_outcome(self, prediction_id: str) -> bool:
+        return await self._run(self._store.get_json, final_key(prediction_id)) is not None
+
+    async def finalize(self, record: JobRecord) -> JobRecord:
+        """Store the terminal state once; returns the job's outcome (an earlier one wins).
+
+        A runner that lost its lease may still get here (its render ended as the new holder's
+        started): whichever outcome was created first is the job's, and the other is dropped.
+        """
+        data = record.model_dump(mode="json")
+        if not await self._run(self._store.create_json, final_key(record.id), data):
+            stored = await self._run(self._store.get_json, final_key(record.id))
+            if stored is not None:
+                return JobRecord.model_validate(stored)
+        await self.save(record)
+        return record
 
     async def accept(self, record: JobRecord, timeout_s: float | None = None) -> None:
         """Store the record, then mark it active (what the adoption sweep looks at).
@@ -264,7 +341,7 @@ class JobStore:
         return record._inputs[key]
 
     async def finish(self, prediction_id: str) -> None:
-        """The job is terminal: drop the markers (and input images) that only a running job needs."""
+        """The job is terminal and delivered: drop what only a running (or undelivered) job needs."""
         await self._run(self._store.delete, active_key(prediction_id))
         await self._run(self._store.delete, cancel_key(prediction_id))
         await self._drop(lease_prefix(prediction_id))
@@ -287,28 +364,64 @@ class JobStore:
     async def cancel_requested(self, prediction_id: str) -> bool:
         return await self._run(self._store.get_json, cancel_key(prediction_id)) is not None
 
-    async def claim(self, prediction_id: str, owner: str, lease_s: float) -> bool:
+    async def claim(
+        self, prediction_id: str, owner: str, lease_s: float, idle_since: float | None = None
+    ) -> Lease | None:
         """Take the job for ``lease_s`` seconds; only one caller can win each lease.
 
         Leases are numbered keys: the holder is the newest, and taking over an expired one is
-        creating the next number, which exactly one claimant can do. The lease only has to cover
-        the moment between winning and the winner's first heartbeat; afterwards the record's
-        heartbeat tells everyone the job is alive.
+        creating the next number, which exactly one claimant can do. ``idle_since`` (epoch
+        seconds: the record's last sign of life) is for adopters: a job with no lease at all is
+        taken only once it has been idle ``lease_s`` (its accepting replica is about to claim it).
         """
         prefix = lease_prefix(prediction_id)
-        keys = await self._run(self._store.list_keys, prefix)
+        numbers = await self._lease_numbers(prefix)
         number = 0
-        if keys:
-            newest = max(keys)
-            lease = await self._run(self._store.get_json, newest) or {}
+        if numbers:
+            lease = await self._run_lease(self._store.get_json, f"{prefix}{numbers[-1]:08d}.json") or {}
             if lease.get("owner") != owner and float(lease.get("expires_at", 0)) > time.time():
-                return False
-            number = int(newest.rsplit("/", 1)[-1].removesuffix(".json")) + 1
-        return await self._run(
+                return None
+            number = numbers[-1] + 1
+        elif idle_since is not None and time.time() - idle_since < lease_s:
+            return None
+        return await self._create_lease(prediction_id, owner, number, lease_s)
+
+    async def renew(self, lease: Lease, lease_s: float) -> Lease | None:
+        """Extend a held lease by creating the next number; None when another replica took it."""
+        number = lease.number + 1
+        renewed = await self._create_lease(lease.prediction_id, lease.owner, number, lease_s)
+        if renewed is None:
+            # An earlier attempt that timed out on our side may have landed after all: then the
+            # lease is ours, until what it says (measured now, from its own expiry).
+            key = f"{lease_prefix(lease.prediction_id)}{number:08d}.json"
+            stored = await self._run_lease(self._store.get_json, key) or {}
+            if stored.get("owner") != lease.owner:
+                return None
+            expires_at = float(stored.get("expires_at", 0))
+            valid_until = time.monotonic() + expires_at - time.time() - lease_s * LEASE_SKEW_SHARE
+            renewed = Lease(lease.prediction_id, lease.owner, number, expires_at, valid_until)
+        previous = f"{lease_prefix(lease.prediction_id)}{lease.number:08d}.json"
+        await self._run_lease(self._store.delete, previous)
+        return renewed
+
+    async def _create_lease(
+        self, prediction_id: str, owner: str, number: int, lease_s: float
+    ) -> Lease | None:
+        started = time.monotonic()
+        expires_at = time.time() + lease_s
+        created = await self._run_lease(
             self._store.create_json,
-            f"{prefix}{number:08d}.json",
-            {"owner": owner, "expires_at": time.time() + lease_s},
+            f"{lease_prefix(prediction_id)}{number:08d}.json",
+            {"owner": owner, "expires_at": expires_at},
         )
+        if not created:
+            return None
+        return Lease(prediction_id, owner, number, expires_at, started + lease_s * (1 - LEASE_SKEW_SHARE))
+
+    async def _lease_numbers(self, prefix: str) -> list[int]:
+        # Only well-formed lease names count: anything else in the folder is not a lease.
+        names = (key.rsplit("/", 1)[-1] for key in await self._run_lease(self._store.list_keys, prefix))
+        return sorted(int(match.group(1)) for name in names if (match := _LEASE_NAME.fullmatch(name)))
 
 
 _background: set[asyncio.Future[Any]] = set()

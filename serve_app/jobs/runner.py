@@ -14,6 +14,16 @@ Once accepted, a job ends ``succeeded``, ``failed`` or ``canceled`` whatever hap
 Each job's source plugs in a ``Delivery`` (the API's webhook, the Discord message) that wraps the
 run: it observes progress and hands the outcome over. Fresh and adopted jobs go through the same
 ``start``, so an adopted Discord job still edits its message.
+
+One job runs in one place at a time, and delivery is part of the job (see jobs/records.py):
+
+- ``start`` first takes the job's lease; a ``LeaseKeeper`` renews it in the background, apart from
+  progress heartbeats and overload waits, and stops the run (without storing anything) as soon as
+  it cannot be sure it still holds it, before any other replica can take it over;
+- the outcome is stored once (``JobStore.finalize``), then delivered, and only then is the job
+  marked done. An ingress that dies in between leaves it active: the replica that adopts it finds
+  its outcome stored and only delivers it (``execute`` returns a terminal job as it is). So a
+  delivery is made at least once; receivers tell repeats apart by the prediction id.
 """
 
 from __future__ import annotations
@@ -21,6 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -33,7 +46,7 @@ from serve_app.engine.client import ModelClient
 from serve_app.jobs.log import log_finished_job
 from serve_app.jobs.preview_board import PreviewBoard
 from serve_app.jobs.queue_position import QueueInfo, QueueSnapshot
-from serve_app.jobs.records import TERMINAL, JobRecord, JobStore, Progress
+from serve_app.jobs.records import TERMINAL, JobRecord, JobStore, Lease, Progress
 from serve_app.ops import metrics as service_metrics
 from serve_app.ops.alerts import failure_alerts
 from serve_app.storage import save_results
@@ -46,6 +59,8 @@ HEARTBEAT_S = 1.0
 HEARTBEAT_STORE_TIMEOUT_S = 5.0
 # A cancel on another replica is seen at that replica's next heartbeat.
 CANCEL_WAIT_S = 2 * HEARTBEAT_S + 1.0
+# Renewals per lease: a lease survives LEASE_RENEWALS - 1 slow or failed renewals in a row.
+LEASE_RENEWALS = 4
 
 
 class ProgressObserver(Protocol):
@@ -72,6 +87,61 @@ class DeadlineExceeded(Exception):
     """The job's deadline passed before it could finish."""
 
 
+class LeaseKeeper:
+    """Renews a job's lease while it runs; cancels the run the moment the lease may be lost.
+
+    Renewal is its own task, on its own schedule: a heartbeat that waits on a slow store, or a
+    run that waits out a full model queue for ``retry_after_s``, never lets the lease lapse
+    unnoticed. A renewal that has not landed by the time the holder's own view of the lease ends
+    (``Lease.valid_until``, which ends before the other replicas' view does) counts as lost.
+    """
+
+    def __init__(self, jobs: JobStore, lease: Lease, lease_s: float, run: asyncio.Task[None]) -> None:
+        self.lease = lease
+        self.lost = False
+        self._jobs = jobs
+        self._lease_s = lease_s
+        self._run = run
+        self._task = asyncio.create_task(self._keep())
+
+    def held(self) -> bool:
+        return not self.lost and self.lease.held()
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_s / LEASE_RENEWALS)
+            remaining = self.lease.valid_until - time.monotonic()
+            renewed = None
+            if remaining > 0:
+                try:
+                    # A renewal that has not landed when the lease ends (on our side) is a loss.
+                    renewed = await asyncio.wait_for(self._jobs.renew(self.lease, self._lease_s), remaining)
+                except TimeoutError:
+                    renewed = None
+                except Exception as error:
+                    logger.warning(
+                        "prediction %s: lease renewal failed (%s)",
+                        self.lease.prediction_id,
+                        type(error).__name__,
+                    )
+                    if self.lease.held():
+                        continue  # try again at the next renewal, while the lease still holds
+            if renewed is None:
+                logger.warning(
+                    "prediction %s: lease lost; stopping here, another replica may run it",
+                    self.lease.prediction_id,
+                )
+                self.lost = True
+                self._run.cancel()
+                return
+            self.lease = renewed
+
+
 class JobRunner:
     def __init__(
         self,
@@ -84,6 +154,11 @@ class JobRunner:
         self._jobs = jobs
         self._settings = settings
         self._deliveries = dict(deliveries or {})
+        # Who holds the leases this runner takes: unique per process and per runner.
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self._keepers: dict[str, LeaseKeeper] = {}
+        # Per job, the heartbeat write in flight: at most one (see _heartbeat).
+        self._beats: dict[str, asyncio.Future[None]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel: dict[str, asyncio.Event] = {}
         self._finished: dict[str, asyncio.Event] = {}
@@ -104,8 +179,16 @@ class JobRunner:
     def is_running(self, prediction_id: str) -> bool:
         return prediction_id in self._tasks
 
-    def start(self, record: JobRecord) -> asyncio.Task[None]:
-        """Run the job and deliver it, in the background; the task never raises for a job."""
+    @property
+    def lease_s(self) -> float:
+        return self._settings.prediction_stale_s
+
+    def start(self, record: JobRecord, lease: Lease | None = None) -> asyncio.Task[None]:
+        """Take the job's lease (unless given one), run the job and deliver it, in the background.
+
+        The task never raises for a job. A job whose lease another replica holds is left to it; a
+        job already terminal (adopted after its ingress died before delivering) is only delivered.
+        """
         self._cancel[record.id] = asyncio.Event()
         self._finished[record.id] = asyncio.Event()
         delivery = self._deliveries.get(record.source)
@@ -114,6 +197,11 @@ class JobRunner:
             return await self.execute(record, observer)
 
         async def run() -> None:
+            held = lease or await self._jobs.claim(record.id, self.owner, self.lease_s)
+            if held is None:
+                logger.info("prediction %s is held by another replica; not run here", record.id)
+                return
+            keeper = self._keepers[record.id] = LeaseKeeper(self._jobs, held, self.lease_s, task)
             try:
                 if delivery is None:
                     await self.execute(record)
@@ -121,6 +209,17 @@ class JobRunner:
                     await delivery(record, execute)
             except Exception:
                 logger.exception("delivery of prediction %s failed", record.id)
+            except asyncio.CancelledError:
+                if task.cancelling() and not keeper.lost:
+                    raise  # shutting down: left active, adopted elsewhere
+                # The lease is gone (or the outcome could not be stored): left active, and whoever
+                # holds the lease next runs or delivers the job.
+                return
+            finally:
+                await keeper.stop()
+            if keeper.held():
+                # Delivered (or its delivery gave up for good): nothing is left to adopt.
+                await self._jobs.finish(record.id)
 
         task = asyncio.create_task(run())
         self._tasks[record.id] = task
@@ -129,6 +228,8 @@ class JobRunner:
             self._tasks.pop(record.id, None)
             self._cancel.pop(record.id, None)
             self._finished.pop(record.id, None)
+            self._keepers.pop(record.id, None)
+            self._beats.pop(record.id, None)
             self.previews.forget(record.id)
 
         task.add_done_callback(forget)
@@ -169,7 +270,13 @@ class JobRunner:
     async def execute(
         self, record: JobRecord, observer: ProgressObserver | None = None
     ) -> JobRecord:
-        """Run to a terminal state and store it; returns the final record, never raises for a job."""
+        """Run to a terminal state and store it; returns the final record, never raises for a job.
+
+        A job already terminal is returned as it is, before any await: nothing is rendered or
+        stored again, and a delivery wrapping this call sees its outcome at once.
+        """
+        if record.status in TERMINAL:
+            return record
         cancel = self._cancel.get(record.id) or asyncio.Event()
         loop = asyncio.get_running_loop()
         deadline = None if record.deadline_at is None else loop.time() + record.deadline_at - time.time()
@@ -242,7 +349,7 @@ class JobRunner:
         record.completed_at = time.time()
         if record.started_at is not None:
             record.predict_time_s = round(record.completed_at - record.started_at, 3)
-        await self._finish(record)
+        record = await self._finish(record)
         service_metrics.job_finished(record.source, record.status)
         if record.status == "failed":
             failure_alerts(self._settings).job_failed(
@@ -314,10 +421,18 @@ class JobRunner:
             await asyncio.gather(*images, canceled, return_exceptions=True)
 
     async def _heartbeat(self, record: JobRecord) -> bool:
-        """Write progress and a sign of life; True when a cancel was requested."""
+        """Write progress and a sign of life; True when a cancel was requested.
+
+        A write that outlives its timeout keeps running in its thread; the next heartbeat does not
+        start another one meanwhile (each would hold a thread, and a hung store would take them
+        all). Such a write landing late is harmless: the job's outcome has a key of its own.
+        """
         record.heartbeat_at = time.time()
         try:
-            await asyncio.wait_for(self._jobs.save(record), HEARTBEAT_STORE_TIMEOUT_S)
+            pending = self._beats.get(record.id)
+            if pending is None or pending.done():
+                pending = self._beats[record.id] = asyncio.ensure_future(self._jobs.save(record))
+            await asyncio.wait_for(asyncio.shield(pending), HEARTBEAT_STORE_TIMEOUT_S)
             return await asyncio.wait_for(
                 self._jobs.cancel_requested(record.id), HEARTBEAT_STORE_TIMEOUT_S
             )
@@ -339,16 +454,26 @@ class JobRunner:
             raise ContentPolicyError(FLAGGED_MESSAGE)
         record.status = "succeeded"
 
-    async def _finish(self, record: JobRecord) -> None:
+    async def _finish(self, record: JobRecord) -> JobRecord:
+        """Store the outcome (once: an earlier stored one wins) before anyone is told of it.
+
+        The job stays active until its delivery is made (``start``). A runner whose lease may be
+        gone stores nothing: the run is stopped, and the lease's new holder decides the outcome.
+        """
+        keeper = self._keepers.get(record.id)
+        if keeper is not None and not keeper.held():
+            raise asyncio.CancelledError
         try:
-            await self._jobs.save(record)
-            await self._jobs.finish(record.id)
+            record = await self._jobs.finalize(record)
         except Exception:
-            # Left active: the sweep adopts it again once it looks stale, and reruns or fails it.
+            # Left active: the sweep adopts it once its lease ends, and reruns or fails it. Nothing
+            # is delivered from here: an outcome that is not stored could be told twice, differently.
             logger.exception("prediction %s: could not store its final state", record.id)
+            raise asyncio.CancelledError from None
         finished = self._finished.get(record.id)
         if finished is not None:
             finished.set()
+        return record
 
 
 def _timeout_at(deadline: float | None) -> contextlib.AbstractAsyncContextManager[object]:

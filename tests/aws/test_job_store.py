@@ -1,6 +1,6 @@
 """Job records on the local store and on S3 (moto's server): what replicas racing each other get.
 
-A cancel is a marker no heartbeat can overwrite; a stale job's lease can be won by exactly one
+An outcome no late heartbeat can undo; a stale job's lease can be won by exactly one
 claimant; ids are bounded before they reach a file name or a key; a store that hangs costs a
 bounded wait.
 """
@@ -80,21 +80,30 @@ def test_create_json_creates_once_and_keeps_the_first_value(store: ImageStore) -
     assert store.get_json("leases/a.json") == {"owner": "first"}
 
 
-def test_a_heartbeat_from_an_older_copy_never_overwrites_a_cancel(store: ImageStore) -> None:
+def test_a_heartbeat_landing_after_the_outcome_never_resurrects_the_job(store: ImageStore) -> None:
+    """The race the runner has (tests/unit/jobs/test_runner_durability.py runs it for real): a
+    heartbeat write of the ``processing`` record, abandoned after its timeout, lands after the
+    outcome was stored. Every reader still sees the outcome; a second outcome is refused."""
     jobs = JobStore(store)
 
-    async def scenario() -> bool:
+    async def scenario() -> tuple[JobRecord | None, JobRecord]:
         record = new_record()
         await jobs.accept(record)
-        running_copy = await jobs.load(record.id)  # the runner's copy, read before the cancel
-        assert running_copy is not None
-        await jobs.request_cancel(record.id)  # another replica's cancel lands in between
-        running_copy.progress.step = 3
-        running_copy.heartbeat_at = time.time()
-        await jobs.save(running_copy)  # the runner's heartbeat rewrites the whole record
-        return await jobs.cancel_requested(record.id)
+        heartbeat = record.model_copy(deep=True)  # the snapshot the slow heartbeat carries
+        heartbeat.progress.step, heartbeat.heartbeat_at = 2, time.time()
+        record.status, record.completed_at = "succeeded", time.time()
+        await jobs.finalize(record)
+        await jobs.save(heartbeat)  # lands last
+        assert (await asyncio.to_thread(store.get_json, record.key))["status"] == "processing"
+        # A runner that lost its lease finishes too, differently: the first outcome stays.
+        late = record.model_copy(deep=True)
+        late.status, late.completed_at, late.error = "failed", time.time(), "late"
+        kept = await jobs.finalize(late)
+        return await jobs.load(record.id), kept
 
-    assert asyncio.run(scenario()) is True
+    loaded, kept = asyncio.run(scenario())
+    assert loaded is not None and loaded.status == "succeeded"
+    assert kept.status == "succeeded"
 
 
 def test_only_one_of_many_simultaneous_claims_wins(store: ImageStore) -> None:
@@ -105,7 +114,7 @@ def test_only_one_of_many_simultaneous_claims_wins(store: ImageStore) -> None:
 
     def claim(owner: str) -> None:
         barrier.wait()
-        results[owner] = asyncio.run(jobs.claim("pred_contested", owner, lease_s=60))
+        results[owner] = asyncio.run(jobs.claim("pred_contested", owner, lease_s=60)) is not None
 
     threads = [threading.Thread(target=claim, args=(f"replica-{i}",)) for i in range(claimants)]
     for thread in threads:
@@ -126,7 +135,7 @@ def test_an_expired_lease_is_taken_over_by_one_claimant_and_a_live_one_by_none(s
             jobs.claim("pred_lease", "replica-c", lease_s=60),
         )
         outcomes.append(await jobs.claim("pred_lease", "replica-d", lease_s=60))
-        return outcomes
+        return [lease is not None for lease in outcomes]
 
     first, b, c, late = asyncio.run(scenario())
     assert first is True
