@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from moto.server import ThreadedMotoServer
 
 from serve_app.config.settings import AppSettings
 from serve_app.engine.model.loading import RuntimePlan, load_pipeline
-from serve_app.engine.model.s3_sync import parse_s3_uri, sync_s3_model
+from serve_app.engine.model.s3_sync import parse_s3_uri, sync_s3_model, sync_s3_object
 
 BUCKET = "weights"
 PLAN = RuntimePlan(device="cpu", dtype="float32", attention="sdpa", compile=False)
@@ -321,3 +322,69 @@ def test_a_lora_from_s3_applies_like_the_same_file_on_disk(
     assert abs(from_s3 - render(str(lora_dir))).max() == 0
     render(f"s3://{BUCKET}/loras/tiny-ink.safetensors")  # a second load finds it current: no download
     assert fetched.stat().st_mtime_ns == written_at
+
+
+def test_a_symlink_in_the_cache_never_leads_an_object_outside_it(s3_endpoint: str, tmp_path: Path) -> None:
+    """A LoRA's object is held to the cache folder like a model's files: a symlinked folder (or
+    file) in the cache that points elsewhere is refused, and nothing is written there."""
+    client = s3_client(s3_endpoint)
+    client.create_bucket(Bucket="loras")
+    client.put_object(Bucket="loras", Key="styles/ink.safetensors", Body=b"weights")
+    client.put_object(Bucket="loras", Key="files/oil.safetensors", Body=b"weights")
+    cache, outside = tmp_path / "cache", tmp_path / "outside"
+    (cache / "loras").mkdir(parents=True)
+    outside.mkdir()
+    (cache / "loras" / "styles").symlink_to(outside, target_is_directory=True)
+    (cache / "loras" / "files").mkdir()
+    (cache / "loras" / "files" / "oil.safetensors").symlink_to(outside / "oil.safetensors")
+    for uri in ("s3://loras/styles/ink.safetensors", "s3://loras/files/oil.safetensors"):
+        with pytest.raises(ValueError, match="outside"):
+            sync_s3_object(uri, cache, s3_endpoint)
+    assert list(outside.iterdir()) == []
+    # The same object through a plain folder arrives.
+    client.put_object(Bucket="loras", Key="plain/ink.safetensors", Body=b"weights")
+    assert sync_s3_object("s3://loras/plain/ink.safetensors", cache, s3_endpoint).read_bytes() == b"weights"
+
+
+def test_threads_fetching_one_object_never_share_a_temporary_file(s3_endpoint: str, tmp_path: Path) -> None:
+    """Two requests of one replica loading the same LoRA at once: each download goes to a
+    temporary file of its own (they used to share ``.<name>.<pid>.partial`` and interleave)."""
+    client = s3_client(s3_endpoint)
+    client.create_bucket(Bucket="shared-lora")
+    body = bytes(range(256)) * 4096  # 1 MiB: long enough for the downloads to overlap
+    client.put_object(Bucket="shared-lora", Key="a/style.safetensors", Body=body)
+    partials: list[str] = []
+    started = threading.Barrier(4)
+
+    class Recording:
+        """A real boto3 client that notes the temporary file each download writes to."""
+
+        def __init__(self) -> None:
+            self._client = s3_client(s3_endpoint)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._client, name)
+
+        def download_file(self, bucket: str, key: str, filename: str) -> None:
+            partials.append(filename)
+            started.wait(10)  # all four are about to write at the same moment
+            self._client.download_file(bucket, key, filename)
+
+    results: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            path = sync_s3_object("s3://shared-lora/a/style.safetensors", tmp_path, client=Recording())
+            results.append(path.read_bytes())
+        except BaseException as error:  # reported below, not lost in the thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert len(set(partials)) == 4, partials
+    assert results == [body] * 4

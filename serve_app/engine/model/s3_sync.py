@@ -12,8 +12,11 @@ has the files (a restarted replica, a second replica on the node) skips them. Co
   same size is fetched again, a file damaged on disk too.
 - Object keys are names chosen by whoever wrote the bucket: a key with ``..``, an absolute or an
   empty part is refused, so nothing is written outside the cache folder.
+- A destination that resolves outside the cache folder (a symlinked folder or file in the cache)
+  is refused too, for whole models and single objects (LoRAs) alike.
 - Each file is written under a temporary name and renamed, so a crash or a concurrent replica
-  never sees half a file.
+  never sees half a file. Temporary names are unique per call (process, thread and a random
+  part): two threads of one replica fetching the same LoRA never write into one file.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -61,6 +66,19 @@ def contained_relative_path(relative: str) -> PurePosixPath | None:
     return PurePosixPath(*parts)
 
 
+def _partial(destination: Path) -> Path:
+    """A temporary name of this call's own, beside ``destination`` (same file system: rename is atomic)."""
+    unique = f"{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(4)}"
+    return destination.with_name(f".{destination.name}.{unique}.partial")
+
+
+def _inside(cache_root: Path, destination: Path) -> Path:
+    """``destination`` unless it resolves (symlinks followed) outside ``cache_root``."""
+    if cache_root not in destination.resolve().parents:
+        raise ValueError(f"refusing to write {destination}: outside {cache_root}")
+    return destination
+
+
 def _etag_path(destination: Path) -> Path:
     return destination.with_name(f".{destination.name}.etag")
 
@@ -82,7 +100,7 @@ def is_current(destination: Path, etag: str) -> bool:
 def _record_etag(destination: Path, etag: str) -> None:
     stat = destination.stat()
     marker = _etag_path(destination)
-    partial = marker.with_name(f"{marker.name}.{os.getpid()}.partial")
+    partial = _partial(marker)
     partial.write_text(json.dumps({"etag": etag, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
     os.replace(partial, marker)
 
@@ -138,15 +156,14 @@ def sync_s3_model(
     downloaded = skipped = done_bytes = 0
     started = time.monotonic()
     for relative, obj in wanted:
-        destination = target / relative
-        if cache_root not in destination.resolve().parents:  # e.g. a symlinked folder in the cache
-            raise ValueError(f"refusing to write {destination}: outside {cache_root}")
+        destination = _inside(cache_root, target / relative)  # e.g. a symlinked folder in the cache
         etag = obj.get("ETag", "")
         if etag and is_current(destination, etag):
             skipped += 1
             continue
         destination.parent.mkdir(parents=True, exist_ok=True)
-        partial = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
+        _inside(cache_root, destination)  # what mkdir created is inside too
+        partial = _partial(destination)
         s3.download_file(bucket, obj["Key"], str(partial))
         os.replace(partial, destination)
         if etag:
@@ -184,12 +201,14 @@ def sync_s3_object(
     if not key or relative is None:
         raise ValueError(f"refusing to fetch {uri!r}: not an object key inside the cache folder")
     s3 = client or boto3.client("s3", endpoint_url=endpoint_url)
-    destination = Path(cache_dir).expanduser().resolve() / relative
+    cache_root = Path(cache_dir).expanduser().resolve()
+    destination = _inside(cache_root, cache_root / relative)  # a symlinked folder or file in the cache
     etag = s3.head_object(Bucket=bucket, Key=key).get("ETag", "")
     if etag and is_current(destination, etag):
         return destination
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
+    _inside(cache_root, destination)
+    partial = _partial(destination)
     s3.download_file(bucket, key, str(partial))
     os.replace(partial, destination)
     if etag:
