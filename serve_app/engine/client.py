@@ -71,8 +71,12 @@ class ModelClient:
         try:
             async with asyncio.timeout(self._timeout_s):
                 for attempt in (1, 2):
-                    # remote() itself raises BackPressureError when the model's queue is full.
-                    responses = [self._for(job).generate.remote(job) for job in jobs]
+                    # remote() itself raises BackPressureError when the model's queue is full, for
+                    # image k of n after images 0..k-1 were sent: collect them one by one, so the
+                    # handler below cancels those (no render left running for a caller given a 503).
+                    responses = []
+                    for job in jobs:
+                        responses.append(self._for(job).generate.remote(job))
                     try:
                         results = list(await asyncio.gather(*(_awaitable(r) for r in responses)))
                         break
