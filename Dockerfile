@@ -1,8 +1,12 @@
-# The image every node of cluster.yaml runs: Ray's own GPU image plus this project, installed from
+# The image every node of cluster.yaml runs: Ray's own image plus this project, installed from
 # the exact versions in constraints-gpu.txt (CUDA torch and the xformers built for it), so a node
 # booted today runs what a node booted last month ran, and no node pip-installs gigabytes at boot.
 #   make image     # builds this and pushes it to the ECR repository bootstrap created
-FROM rayproject/ray:2.60.0-py311-gpu
+# Ray's CPU image, not its -gpu one: torch's CUDA wheels bring every CUDA library torch loads
+# (about 3 GB, the nvidia-* lines of constraints-gpu.txt), so the -gpu image's own CUDA toolkit
+# would be gigabytes pulled at every cold start and never used. The GPU itself comes from the
+# host: the DLAMI's NVIDIA driver and container toolkit, and `--gpus all` (cluster.yaml).
+FROM rayproject/ray:2.60.0-py311-cpu
 
 WORKDIR /home/ray/raydiffusion
 

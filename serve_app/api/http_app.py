@@ -21,6 +21,7 @@ from serve_app.api.errors import install_error_handlers
 from serve_app.api.openai.edits import create_image_edit_router, openai_images_response
 from serve_app.api.openai.models import models_listing
 from serve_app.api.openai.protocol import ImageGenerationRequest, ImageGenerationResponse
+from serve_app.api.origin import OriginGuard
 from serve_app.api.playground.router import create_playground_router
 from serve_app.api.predictions.router import create_prediction_router
 from serve_app.api.predictions.webhooks import WebhookDelivery
@@ -121,6 +122,13 @@ def create_http_app(
         lifespan=lifespan,
     )
     install_error_handlers(app, settings.retry_after_s)
+    if settings.origin_header:  # on AWS: only what came through CloudFront (serve_app/api/origin.py)
+        app.add_middleware(
+            OriginGuard,
+            credentials=credentials,
+            header=settings.origin_header,
+            retry_after_s=settings.retry_after_s,
+        )
     protected = APIRouter(dependencies=[Depends(api_key_guard(credentials, settings.retry_after_s))])
 
     @app.get("/healthz")

@@ -45,6 +45,9 @@ class Credentials:
     # Keys must come from a secret that has not been read yet, or that (with the settings) holds
     # none: protected routes are refused rather than opened.
     api_keys_unavailable: bool = False
+    # The value CloudFront's origin header must carry (the secret's ORIGIN_VERIFY_SECRET, written by
+    # `raydiffusion-aws bootstrap`); checked only when settings.origin_header is set.
+    origin_secret: str | None = field(default=None, repr=False)
 
     @property
     def discord_configured(self) -> bool:
@@ -80,6 +83,7 @@ def merge_credentials(
         discord_public_key=secret.get("DISCORD_PUBLIC_KEY") or settings.discord_public_key,
         discord_application_id=secret.get("DISCORD_APPLICATION_ID") or settings.discord_application_id,
         api_keys_unavailable=unavailable,
+        origin_secret=secret.get("ORIGIN_VERIFY_SECRET") or None,
     )
 
 

@@ -214,6 +214,11 @@ class AppSettings(BaseSettings):
         description="JSON secret holding Discord credentials and API keys (AWS Secrets Manager).",
     )
     secrets_ttl_s: float = Field(default=300.0, gt=0)
+    origin_header: str | None = Field(
+        default=None,
+        description="A header every request must carry with the secret's ORIGIN_VERIFY_SECRET (the "
+        "HTTPS front adds it; cluster.yaml sets RAYDIFFUSION_ORIGIN_HEADER); without it: 403.",
+    )
     secrets_timeout_s: float = Field(
         default=3.0,
         gt=0,

@@ -4,6 +4,11 @@
 raises (bad args, a missing secret, an import error in the image) is invisible to whoever ran it.
 This sends the same request through the same client, then polls Serve until every application of
 the file is RUNNING, and prints Serve's own error and exits 1 when one is not.
+
+Every call has a client timeout: Ray's client sends its requests without one, so a dashboard
+tunnel that accepts connections and never answers (``ray dashboard cluster.yaml &`` stopped by
+the terminal, whose ssh -tt wants it) would hold `make deploy` forever. No dashboard at all is
+said at once, with what to run.
 """
 
 from __future__ import annotations
@@ -12,12 +17,49 @@ import argparse
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 
 TERMINAL_FAILURES = {"DEPLOY_FAILED", "UNHEALTHY"}
+NO_DASHBOARD = (
+    "no Ray dashboard answers at {address} ({reason}).\n"
+    "Start the tunnel in another terminal and leave it running:  ray dashboard cluster.yaml\n"
+    "(not `ray dashboard cluster.yaml &` in an interactive shell: the terminal stops it), or in the\n"
+    "background without a terminal:  ray dashboard cluster.yaml </dev/null >/tmp/ray-dashboard.log 2>&1 &"
+)
+
+
+class DashboardUnreachable(Exception):
+    """Nothing (or nothing that answers in time) at the dashboard address."""
+
+
+def probe_dashboard(address: str, timeout_s: float) -> None:
+    """Raise DashboardUnreachable unless the dashboard answers within ``timeout_s``."""
+    try:
+        with urllib.request.urlopen(f"{address.rstrip('/')}/api/version", timeout=timeout_s) as response:
+            response.read()
+    except urllib.error.HTTPError:
+        return  # something that speaks HTTP answered: the client reports what is wrong with it
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise DashboardUnreachable(NO_DASHBOARD.format(address=address, reason=reason)) from error
+
+
+def _client(address: str, request_timeout_s: float) -> Any:
+    """Ray's Serve client, every request of it bounded by ``request_timeout_s``."""
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    class TimedClient(ServeSubmissionClient):
+        def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", request_timeout_s)
+            return super()._do_request(method, endpoint, **kwargs)
+
+    return TimedClient(address)
 
 
 def _app_state(details: dict[str, Any], name: str) -> tuple[str, float | None, str]:
@@ -39,13 +81,28 @@ def _app_state(details: dict[str, Any], name: str) -> tuple[str, float | None, s
     )
 
 
-def deploy_and_wait(config_path: Path, address: str, timeout_s: float, poll_s: float = 2.0) -> int:
-    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+def deploy_and_wait(
+    config_path: Path, address: str, timeout_s: float, poll_s: float = 2.0, request_timeout_s: float = 30.0
+) -> int:
+    try:
+        return _deploy_and_wait(config_path, address, timeout_s, poll_s, request_timeout_s)
+    except DashboardUnreachable as error:
+        print(str(error), file=sys.stderr)
+        return 2
+    except requests.RequestException as error:  # a tunnel that stopped answering mid-deploy
+        print(NO_DASHBOARD.format(address=address, reason=error), file=sys.stderr)
+        return 2
+
+
+def _deploy_and_wait(
+    config_path: Path, address: str, timeout_s: float, poll_s: float, request_timeout_s: float
+) -> int:
     from ray.serve.schema import ServeDeploySchema
 
     config = ServeDeploySchema.model_validate(yaml.safe_load(config_path.read_text()))
     names = [app.name for app in config.applications]
-    client = ServeSubmissionClient(address)
+    probe_dashboard(address, min(request_timeout_s, 10.0))
+    client = _client(address, request_timeout_s)
     before = {name: _app_state(client.get_serve_details(), name)[1] for name in names}
     client.deploy_applications(config.model_dump(exclude_unset=True))
     print(f"sent {config_path} to {address}; waiting for {', '.join(names)} to be RUNNING", flush=True)
@@ -91,8 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the dashboard (on AWS: `ray dashboard cluster.yaml` forwards it to localhost:8265)",
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for RUNNING")
+    parser.add_argument(
+        "--request-timeout", type=float, default=30.0, help="seconds one call to the dashboard may take"
+    )
     args = parser.parse_args(argv)
-    return deploy_and_wait(args.config, args.address, args.timeout)
+    return deploy_and_wait(args.config, args.address, args.timeout, request_timeout_s=args.request_timeout)
 
 
 if __name__ == "__main__":

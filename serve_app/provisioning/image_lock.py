@@ -1,7 +1,7 @@
 """Write constraints-gpu.txt: every package the GPU image installs, at one exact version.
 
 `make lock` runs this. It asks pip to resolve pyproject's dependencies plus the `gpu` extra for the
-image's platform (CPython 3.11, manylinux x86_64, as in rayproject/ray:2.60.0-py311-gpu) without
+image's platform (CPython 3.11, manylinux x86_64, as in rayproject/ray:2.60.0-py311-cpu) without
 installing anything, from PyPI alone, so the result is the CUDA build of torch and the xformers
 wheel that declares itself compatible with it, not whatever this machine has on disk.
 """

@@ -4,6 +4,7 @@ Ray's own AWS bootstrap would otherwise create a head role with EC2 and S3 *full
 `iam:PassRole` (so workers with an instance profile cannot launch), pick a 2021 CUDA 11.2 AMI, and
 open only SSH. Each family (images, storage, registry, secrets, messaging, iam, network) knows how
 bootstrap makes it, how status reads it and how teardown removes it; `AwsStack` runs them in order.
+The front door (cdn: CloudFront over the head's Elastic IP) is what gives Discord its HTTPS URL.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from serve_app.provisioning import cluster_stamp
 from serve_app.provisioning.stack.base import (
@@ -24,6 +27,7 @@ from serve_app.provisioning.stack.base import (
     StackConfig,
     render_policy,
 )
+from serve_app.provisioning.stack.cdn import Distribution
 from serve_app.provisioning.stack.iam import NodeRoles
 from serve_app.provisioning.stack.images import MachineImage
 from serve_app.provisioning.stack.messaging import AlertsTopic
@@ -64,6 +68,7 @@ class AwsStack:
         self.alerts = AlertsTopic(self.ctx)
         self.roles = NodeRoles(self.ctx)
         self.network = Network(self.ctx, cluster_yaml)
+        self.front = Distribution(self.ctx)
 
     # ---- bootstrap ------------------------------------------------------------------------------
     def bootstrap(self) -> Resolved:
@@ -78,10 +83,26 @@ class AwsStack:
         self.repository.ensure(resolved)
         self.secret.ensure(resolved)
         self.alerts.ensure(resolved)
-        self.roles.ensure(resolved)
+        # The group and the address come before the roles: the head's policy names them.
         self.network.ensure(resolved)
+        self.network.ensure_address(resolved)
+        if self._uses_spot():
+            self.roles.ensure_spot_role()
+        self.roles.ensure(resolved, self.network.worker_instance_types())
+        self.front.ensure(resolved)
         self._write_cluster_yaml(resolved)
+        if resolved.https_url:
+            self.ctx.say(
+                "discord", f"{resolved.https_url}/discord/interactions  (the Interactions Endpoint URL)"
+            )
         return resolved
+
+    def _uses_spot(self) -> bool:
+        cluster = yaml.safe_load(self.cluster_yaml.read_text())
+        return any(
+            (t.get("node_config", {}).get("InstanceMarketOptions") or {}).get("MarketType") == "spot"
+            for t in cluster["available_node_types"].values()
+        )
 
     def _write_cluster_yaml(self, resolved: Resolved) -> None:
         if resolved.security_group_id is None:  # a dry run before the group exists
@@ -112,9 +133,13 @@ class AwsStack:
         self.alerts.status(mark)
         self.roles.status(mark)
         self.network.status(mark)
+        self.network.status_address(mark)
+        self.front.status(mark)
         values = cluster_stamp.current_values(self.cluster_yaml.read_text())
         for key in ("region", "ami", "security_group_ids", "image"):
             self.ctx.say("cluster.yaml", f"{key}: {values.get(key, ['(no marker)'])[0]}")
+        url = self.front.interactions_url()
+        self.ctx.say("discord", url or "no HTTPS front yet: run bootstrap")
         return found
 
     # ---- teardown -------------------------------------------------------------------------------
@@ -128,6 +153,11 @@ class AwsStack:
             if not self.dry_run:
                 action()
 
+        # Nothing goes while a node is up; then the front (it points at the address), the address,
+        # the group.
+        self.network.refuse_while_in_use()
+        self.front.teardown(delete)
+        self.network.teardown_address(delete)
         self.network.teardown(delete)
         self.roles.teardown(delete)
         self.secret.teardown(delete)

@@ -23,6 +23,12 @@ SECRET_KEYS = ("DISCORD_PUBLIC_KEY", "DISCORD_APPLICATION_ID", "DISCORD_BOT_TOKE
 STACK_TAG = "raydiffusion:stack"
 MANAGED_BY = ("managed-by", "raydiffusion-aws")
 SERVE_PORT = 8000
+# The header CloudFront adds to every request it forwards, and the secret key holding its value:
+# the ingress refuses requests without it, so the head's port cannot be used to bypass the front.
+ORIGIN_HEADER = "X-Raydiffusion-Origin"
+ORIGIN_SECRET_KEY = "ORIGIN_VERIFY_SECRET"
+# AWS's managed prefix list of CloudFront's origin-facing addresses: port 8000 admits exactly these.
+CLOUDFRONT_PREFIX_LIST = "com.amazonaws.global.cloudfront.origin-facing"
 
 
 class ProvisioningError(Exception):
@@ -74,6 +80,10 @@ class Resolved:
     security_group_id: str | None = None
     availability_zones: list[str] = field(default_factory=list)
     ami: str = ""
+    address_allocation_id: str = ""  # the head's Elastic IP
+    address_dns: str = ""  # its public DNS name: CloudFront's origin
+    origin_secret: str = field(default="", repr=False)
+    https_url: str = ""  # https://dXXXX.cloudfront.net
 
     def stamp_values(self, config: StackConfig) -> dict[str, Any]:
         registry = self.repository_uri.split("/", 1)[0]
@@ -95,14 +105,26 @@ class Resolved:
             "env_bucket": f"--env=RAYDIFFUSION_S3_BUCKET={config.bucket}",
             "env_bucket_region": f"--env=RAYDIFFUSION_S3_REGION={config.region}",
             "env_alerts": f"--env=ALERTS_SNS_TOPIC_ARN={self.alerts_topic_arn}",
+            "env_origin": f"--env=RAYDIFFUSION_ORIGIN_HEADER={ORIGIN_HEADER}",
+            "head_address": (
+                "nohup python -m serve_app.provisioning.head_address "
+                f"--region {config.region} --allocation-id {self.address_allocation_id} "
+                ">/tmp/raydiffusion-head-address.log 2>&1 &"
+            ),
         }
 
 
-def render_policy(name: str, **values: str) -> dict[str, Any]:
-    """A policy document from serve_app/provisioning/policies/, its ${Placeholders} filled in."""
+def render_policy(name: str, **values: str | list[str]) -> dict[str, Any]:
+    """A policy document from serve_app/provisioning/policies/, its ${Placeholders} filled in.
+
+    A list value replaces its quoted placeholder (``"${InstanceTypes}"``) with a JSON list.
+    """
     text = resources.files("serve_app.provisioning").joinpath("policies", f"{name}.json").read_text()
     for key, value in values.items():
-        text = text.replace("${" + key + "}", value)
+        if isinstance(value, list):
+            text = text.replace('"${' + key + '}"', json.dumps(value))
+        else:
+            text = text.replace("${" + key + "}", value)
     if "${" in text:
         raise ProvisioningError(f"policy {name}: unfilled placeholder in {text[text.index('${') :][:40]}")
     return json.loads(text)
@@ -128,6 +150,7 @@ class Context:
         self.ecr = session.client("ecr")
         self.sts = session.client("sts")
         self.sns = session.client("sns")
+        self.cloudfront = session.client("cloudfront")
 
     def say(self, action: str, what: str) -> None:
         if self.dry_run and action in {"create", "update", "delete", "write", "open", "close", "restore"}:

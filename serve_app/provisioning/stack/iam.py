@@ -9,9 +9,26 @@ from botocore.exceptions import ClientError
 
 from serve_app.provisioning.stack.base import Delete, Family, Mark, ProvisioningError, Resolved, render_policy
 
+# EC2 launches spot instances through this service-linked role; a fresh account does not have it
+# until something creates it, and then every spot RunInstances fails.
+SPOT_SERVICE = "spot.amazonaws.com"
+
 
 class NodeRoles(Family):
-    def ensure(self, resolved: Resolved) -> None:
+    def ensure_spot_role(self) -> None:
+        """Create AWSServiceRoleForEC2Spot if the account lacks it (account-wide: never deleted)."""
+        ctx = self.ctx
+        roles = ctx.iam.list_roles(PathPrefix=f"/aws-service-role/{SPOT_SERVICE}/")["Roles"]
+        if roles:
+            ctx.say("exists", f"iam service-linked role {roles[0]['RoleName']} (spot launches)")
+            return
+        ctx.say(
+            "create", "iam service-linked role AWSServiceRoleForEC2Spot (spot launches; account-wide, kept)"
+        )
+        if not ctx.dry_run:
+            ctx.iam.create_service_linked_role(AWSServiceName=SPOT_SERVICE)
+
+    def ensure(self, resolved: Resolved, worker_instance_types: list[str]) -> None:
         c = self.config
         arn = f"arn:{resolved.partition}:iam::{resolved.account}"
         common = {
@@ -32,6 +49,10 @@ class NodeRoles(Family):
             WorkerRoleArn=f"{arn}:role/{c.worker_role}",
             SecretArnPattern=resolved.secret_arn_pattern,
             AlertsTopicArn=resolved.alerts_topic_arn,
+            InstanceTypes=worker_instance_types,
+            # Unknown only on a dry run before the group and address exist.
+            SecurityGroupId=resolved.security_group_id or "*",
+            AllocationId=resolved.address_allocation_id or "*",
         )
         self._ensure_role(c.head_role, head_policy)
         self._ensure_instance_profile(c.head_role)

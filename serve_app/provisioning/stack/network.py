@@ -1,4 +1,8 @@
-"""The VPC the cluster runs in, the zones it may use, and its security group."""
+"""The VPC the cluster runs in, the zones it may use, its security group, and the head's Elastic IP.
+
+The Elastic IP is what keeps the public address (and so CloudFront's origin and the Discord URL)
+when the head is replaced: the head associates it at boot (serve_app/provisioning/head_address.py).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ from typing import Any
 import yaml
 
 from serve_app.provisioning.stack.base import (
+    CLOUDFRONT_PREFIX_LIST,
     SERVE_PORT,
+    STACK_TAG,
     Context,
     Delete,
     Family,
@@ -78,6 +84,44 @@ class Network(Family):
         resolved.security_group_id = group["GroupId"]
         self._reconcile_rules(group)
 
+    def ensure_address(self, resolved: Resolved) -> None:
+        """One Elastic IP for the head, tagged: CloudFront's origin is its DNS name, which stays."""
+        ctx = self.ctx
+        address = self.find_address()
+        if address is None:
+            ctx.say("create", f"elastic ip {self.config.name}-head (the head's stable address)")
+            if ctx.dry_run:
+                return
+            address = ctx.ec2.allocate_address(
+                Domain="vpc",
+                TagSpecifications=[
+                    {
+                        "ResourceType": "elastic-ip",
+                        "Tags": [*ctx.tags, {"Key": "Name", "Value": f"{self.config.name}-head"}],
+                    }
+                ],
+            )
+        else:
+            ctx.say("exists", f"elastic ip {address['PublicIp']} ({address['AllocationId']})")
+        resolved.address_allocation_id = address["AllocationId"]
+        resolved.address_dns = public_dns_name(address["PublicIp"], self.config.region)
+
+    def find_address(self) -> dict[str, Any] | None:
+        found = self.ctx.ec2.describe_addresses(
+            Filters=[{"Name": f"tag:{STACK_TAG}", "Values": [self.config.name]}]
+        )["Addresses"]
+        return found[0] if found else None
+
+    def _cloudfront_prefix_list(self) -> str:
+        lists = self.ctx.ec2.describe_managed_prefix_lists(
+            Filters=[{"Name": "prefix-list-name", "Values": [CLOUDFRONT_PREFIX_LIST]}]
+        )["PrefixLists"]
+        if not lists:
+            raise ProvisioningError(
+                f"no managed prefix list {CLOUDFRONT_PREFIX_LIST} in {self.config.region}"
+            )
+        return lists[0]["PrefixListId"]
+
     def _reconcile_rules(self, group: dict[str, Any]) -> None:
         """Exactly: all traffic within the group (Ray), SSH from --ssh-cidr, 8000 from --allow-cidr.
 
@@ -117,8 +161,30 @@ class Network(Family):
                     ctx.ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=[_tcp(port, cidr)])
             if wanted and wanted == current[port]:
                 ctx.say("unchanged", f"tcp/{port} from {', '.join(sorted(wanted))}")
-        if not wanted_cidrs[SERVE_PORT]:
-            ctx.say("note", f"tcp/{SERVE_PORT} is open to nobody (pass --allow-cidr to expose the API)")
+        # CloudFront reaches the head from its origin-facing addresses only, which AWS keeps in a
+        # managed prefix list: no CIDR of ours to maintain when CloudFront adds addresses.
+        prefix_list = self._cloudfront_prefix_list()
+        has_front = any(
+            permission.get("FromPort") == SERVE_PORT
+            and any(p.get("PrefixListId") == prefix_list for p in permission.get("PrefixListIds", []))
+            for permission in group.get("IpPermissions", [])
+        )
+        if has_front:
+            ctx.say("unchanged", f"tcp/{SERVE_PORT} from CloudFront ({prefix_list})")
+        else:
+            ctx.say("open", f"tcp/{SERVE_PORT} from CloudFront's origin-facing addresses ({prefix_list})")
+            if not ctx.dry_run:
+                ctx.ec2.authorize_security_group_ingress(
+                    GroupId=group_id,
+                    IpPermissions=[
+                        {
+                            "IpProtocol": "tcp",
+                            "FromPort": SERVE_PORT,
+                            "ToPort": SERVE_PORT,
+                            "PrefixListIds": [{"PrefixListId": prefix_list, "Description": "CloudFront"}],
+                        }
+                    ],
+                )
 
     def _usable_zones(self, vpc_id: str) -> list[str]:
         ec2 = self.ctx.ec2
@@ -163,6 +229,50 @@ class Network(Family):
                 "ours" if self.ctx.is_ours(group.get("Tags")) else "not ours",
             )
 
+    def status_address(self, mark: Mark) -> None:
+        address = self.find_address()
+        if address is None:
+            mark(f"elastic ip {self.config.name}-head", "missing")
+        else:
+            where = f" on {address['InstanceId']}" if address.get("InstanceId") else " (not associated yet)"
+            mark(f"elastic ip {address['PublicIp']} ({address['AllocationId']}){where}", "ours")
+
+    def refuse_while_in_use(self) -> None:
+        """Teardown stops before deleting anything while a node still holds the address or group."""
+        address = self.find_address()
+        if address is not None and address.get("InstanceId"):
+            raise ProvisioningError(
+                f"elastic ip {address['PublicIp']} is on {address['InstanceId']}: "
+                "run `ray down cluster.yaml` first"
+            )
+        group = self._group_or_none()
+        if group is not None and self.ctx.is_ours(group.get("Tags")):
+            running = self.ctx.ec2.describe_instances(
+                Filters=[
+                    {"Name": "instance.group-id", "Values": [group["GroupId"]]},
+                    {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+                ]
+            )["Reservations"]
+            if running:
+                raise ProvisioningError(
+                    f"instances still use security group {group['GroupId']}: "
+                    "run `ray down cluster.yaml` first"
+                )
+
+    def teardown_address(self, delete: Delete) -> None:
+        address = self.find_address()
+        if address is None:
+            return
+        if address.get("InstanceId"):
+            raise ProvisioningError(
+                f"elastic ip {address['PublicIp']} is on {address['InstanceId']}: "
+                "run `ray down cluster.yaml` first"
+            )
+        delete(
+            f"elastic ip {address['PublicIp']} ({address['AllocationId']})",
+            lambda: self.ctx.ec2.release_address(AllocationId=address["AllocationId"]),
+        )
+
     def teardown(self, delete: Delete) -> None:
         ec2 = self.ctx.ec2
         group = self._group_or_none()
@@ -182,6 +292,12 @@ class Network(Family):
             f"security group {self.config.name} ({group['GroupId']})",
             lambda: ec2.delete_security_group(GroupId=group["GroupId"]),
         )
+
+
+def public_dns_name(ip: str, region: str) -> str:
+    """EC2's public DNS name of an address: CloudFront origins must be names, never IPs."""
+    domain = "compute-1.amazonaws.com" if region == "us-east-1" else f"{region}.compute.amazonaws.com"
+    return f"ec2-{ip.replace('.', '-')}.{domain}"
 
 
 def _tcp(port: int, cidr: str) -> dict[str, Any]:

@@ -1,13 +1,23 @@
-"""The Secrets Manager secret the containers read (Discord keys, API keys)."""
+"""The Secrets Manager secret the containers read (Discord keys, API keys, the origin header's value).
+
+The bot token is never stored here: only `python -m bot_gateway.register`, on your machine, needs
+it, and everything in this secret is readable by the head. A token an older bootstrap stored is
+removed. The origin header's value is generated here once and kept: CloudFront sends it, the
+ingress requires it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from secrets import token_urlsafe
 
 from botocore.exceptions import ClientError
 
-from serve_app.provisioning.stack.base import SECRET_KEYS, Delete, Family, Mark, Resolved
+from serve_app.provisioning.stack.base import ORIGIN_SECRET_KEY, SECRET_KEYS, Delete, Family, Mark, Resolved
+
+# Keys bootstrap never puts where the cluster can read them (and removes if an older run did).
+CLUSTER_NEVER_READS = frozenset({"DISCORD_BOT_TOKEN"})
 
 
 class ServiceSecret(Family):
@@ -19,7 +29,15 @@ class ServiceSecret(Family):
             # Secrets Manager appends 6 random characters to a secret's ARN.
             prefix = f"arn:{resolved.partition}:secretsmanager:{c.region}:{resolved.account}:secret"
             resolved.secret_arn_pattern = f"{prefix}:{c.secret_id}-??????"
-        values = {key: os.environ[key] for key in SECRET_KEYS if os.environ.get(key)}
+        values = {
+            key: os.environ[key]
+            for key in SECRET_KEYS
+            if os.environ.get(key) and key not in CLUSTER_NEVER_READS
+        }
+        if os.environ.get("DISCORD_BOT_TOKEN"):
+            ctx.say(
+                "kept out", "DISCORD_BOT_TOKEN: only `python -m bot_gateway.register` (your machine) needs it"
+            )
         try:
             described = ctx.secrets.describe_secret(SecretId=c.secret_id)
             exists = True
@@ -35,16 +53,22 @@ class ServiceSecret(Family):
         names = ", ".join(sorted(values)) or "no keys yet (set them and run bootstrap again)"
         if not exists:
             # Created even when empty, so the id the containers are given always resolves.
-            ctx.say("create", f"secret {c.secret_id}: {names}")
+            values[ORIGIN_SECRET_KEY] = token_urlsafe(32)
+            ctx.say("create", f"secret {c.secret_id}: {names}, {ORIGIN_SECRET_KEY} (generated)")
+            resolved.origin_secret = values[ORIGIN_SECRET_KEY]
             if not ctx.dry_run:
                 ctx.secrets.create_secret(Name=c.secret_id, SecretString=json.dumps(values), Tags=ctx.tags)
             return
         current = json.loads(ctx.secrets.get_secret_value(SecretId=c.secret_id).get("SecretString") or "{}")
-        merged = {**current, **values}
+        merged = {
+            key: value for key, value in {**current, **values}.items() if key not in CLUSTER_NEVER_READS
+        }
+        merged.setdefault(ORIGIN_SECRET_KEY, token_urlsafe(32))
+        resolved.origin_secret = merged[ORIGIN_SECRET_KEY]
         if merged == current:
             ctx.say("exists", f"secret {c.secret_id}: {', '.join(sorted(current)) or 'empty'}")
             return
-        changed = sorted(key for key in values if current.get(key) != values[key])
+        changed = sorted(key for key in {**merged, **current} if current.get(key) != merged.get(key))
         ctx.say("update", f"secret {c.secret_id}: {', '.join(changed)}")
         if not ctx.dry_run:
             ctx.secrets.put_secret_value(SecretId=c.secret_id, SecretString=json.dumps(merged))
