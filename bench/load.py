@@ -78,27 +78,29 @@ async def closed_loop(
     duration_s: float,
     label: str,
     warmup_s: float = 0.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> LoadResult:
     """``send`` returns how many images it got (0 on error) or raises; latency is measured here.
 
     Requests sent during the warm-up are not counted (the first ones meet a cold replica and an
-    empty pipeline); every request sent inside the window is, once it finishes.
+    empty pipeline); every request sent inside the window is, once it finishes. ``clock``: what
+    "now" is (a test drives its own, so which request falls in which window is not a race).
     """
     result = LoadResult(concurrency=concurrency, duration_s=duration_s)
-    started = time.monotonic()
+    started = clock()
     measure_from = started + warmup_s
     stop_at = measure_from + duration_s
     bar = tqdm(total=round(duration_s), desc=label, unit="s", leave=False)
 
     async def client() -> None:
-        while time.monotonic() < stop_at:
-            sent = time.monotonic()
+        while clock() < stop_at:
+            sent = clock()
             try:
                 images = await send()
                 error = None
             except Exception as exc:
                 images, error = 0, type(exc).__name__
-            finished = time.monotonic()
+            finished = clock()
             if measure_from <= finished <= stop_at and error is None:
                 result.completed_in_window += images
             if sent < measure_from:
@@ -111,11 +113,15 @@ async def closed_loop(
                 result.errors[key] = result.errors.get(key, 0) + 1
 
     async def tick() -> None:
-        while time.monotonic() < stop_at:
+        while clock() < stop_at:
             await asyncio.sleep(1)
-            bar.n = max(0, min(round(duration_s), round(time.monotonic() - measure_from)))
+            bar.n = max(0, min(round(duration_s), round(clock() - measure_from)))
             bar.refresh()
 
-    await asyncio.gather(tick(), *(client() for _ in range(concurrency)))
-    bar.close()
+    ticker = asyncio.ensure_future(tick())
+    try:
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    finally:
+        ticker.cancel()  # the bar is cosmetic: the run ends with its last caller, not a tick later
+        bar.close()
     return result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -19,20 +18,42 @@ def test_throughput_is_callers_over_mean_latency() -> None:
 
 
 def test_closed_loop_counts_requests_sent_in_the_window_including_those_it_drains() -> None:
+    """The test drives the clock and finishes the requests itself: no window depends on how fast
+    this machine runs. Three callers send at 0, 0.3, 0.6 and 0.9 (each request takes 0.3): two
+    rounds in the warm-up (< 0.45), two in the window (0.45-1.05), the last finishing at 1.2,
+    after the window closed."""
+    now = [0.0]
     sends: list[float] = []
+    waiting: list[asyncio.Future[int]] = []
+    all_waiting = asyncio.Event()
 
     async def send() -> int:
-        sends.append(time.monotonic())
-        await asyncio.sleep(0.3)
-        return 1
+        sends.append(now[0])
+        finished = asyncio.get_running_loop().create_future()
+        waiting.append(finished)
+        if len(waiting) == 3:
+            all_waiting.set()
+        return await finished
 
-    # Each caller sends at about 0, 0.3, 0.6 and 0.9 s: two in the warm-up (< 0.45 s), two in the
-    # window (0.45-1.05 s), the last finishing at about 1.2 s, after the window closed.
-    started = time.monotonic()
-    result = asyncio.run(closed_loop(send, concurrency=3, duration_s=0.6, label="t", warmup_s=0.45))
-    in_window = [t for t in sends if t >= started + 0.45]
-    assert len(sends) == 12
+    async def scenario() -> LoadResult:
+        run = asyncio.ensure_future(
+            closed_loop(send, concurrency=3, duration_s=0.6, label="t", warmup_s=0.45, clock=lambda: now[0])
+        )
+        for finish_at in (0.3, 0.6, 0.9, 1.2):
+            await asyncio.wait_for(all_waiting.wait(), 10)  # every caller has a request out
+            all_waiting.clear()
+            now[0] = finish_at
+            finishing = waiting[:]
+            waiting.clear()
+            for request in finishing:
+                request.set_result(1)
+        return await asyncio.wait_for(run, 10)
+
+    result = asyncio.run(scenario())
+    assert sends == [0.0] * 3 + [0.3] * 3 + [0.6] * 3 + [0.9] * 3
+    in_window = [t for t in sends if t >= 0.45]
     # Every request sent in the window is counted once it finishes, even after the window closed.
     assert result.requests == result.images == len(in_window) == 6
-    assert all(latency >= 0.3 for latency in result.latencies_s)
-    assert result.images_per_s == pytest.approx(3 / (sum(result.latencies_s) / len(result.latencies_s)))
+    assert result.latencies_s == pytest.approx([0.3] * 6)
+    assert result.completed_in_window == 6  # finished at 0.6 and 0.9 (those of 1.2 are past it)
+    assert result.images_per_s == pytest.approx(3 / 0.3)
