@@ -51,6 +51,7 @@ browser: $(BROWSER)
 test: $(STAMP) $(BROWSER)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m bench.reliability  # RELIABILITY.md's and README's measured sections, from this run
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -14,6 +14,7 @@ import base64
 import io
 import itertools
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -22,7 +23,7 @@ import pytest
 from fake_discord import DiscordSigner, FakeDiscord, RecordedCall, imagine_interaction
 from PIL import Image
 from ray import serve
-from support import ROOT, decode_png, save_tiny_preview_vae, wait_for
+from support import decode_png, save_tiny_preview_vae, wait_for
 
 from serve_app.api.predictions.protocol import prediction_view
 from serve_app.app import build_app
@@ -37,7 +38,6 @@ STEPS = 6
 EVERY = 2
 PREVIEW_SIZE = 32
 APP_ID = "app-previews"
-FACTS_FILE = ROOT / ".cache" / "live_previews.json"
 # Long enough that a poll (or a progress edit) lands while it renders, with previews every 2 steps.
 SLOW_STEPS = 40
 
@@ -99,28 +99,31 @@ def test_previews_on_the_configured_steps_from_the_callers_own_latents(
     assert np.abs(first[4] - different[4]).max() > 20  # another seed's latents
 
 
-def test_preview_cost_is_measured_and_reported(model: serve.handle.DeploymentHandle) -> None:
+def test_preview_cost_is_measured_and_reported(
+    model: serve.handle.DeploymentHandle, record_property: Callable[[str, object], None]
+) -> None:
+    """The replica times its preview work inside the render; the share is a figure, not an
+    assertion (timings on a shared 2-core VM are not pass/fail): README quotes it from this run."""
     before = model.batch_log.remote().result()
     _stream(model, seed=3)
     (entry,) = model.batch_log.remote().result()[len(before) :]
-    assert 0 < entry["preview_s"] < entry["render_s"]
-    # Cheap enough not to slow the batch: a small share of the render (1-2% measured here).
-    assert entry["preview_s"] < 0.25 * entry["render_s"], entry
-    print(f"previews: {entry['preview_s'] * 1000:.1f} ms of a {entry['render_s'] * 1000:.0f} ms render")
-    # The figure README's Performance section quotes, as a by-product of the run.
-    FACTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    FACTS_FILE.write_text(
-        json.dumps(
-            {
-                "previews_per_image": STEPS // EVERY - 1,
-                "preview_s": entry["preview_s"],
-                "render_s": entry["render_s"],
-                "steps": STEPS,
-                "size": "64x64",
-                "preview_size": PREVIEW_SIZE,
-            },
-            indent=2,
-        )
+    assert 0 < entry["preview_s"] < entry["render_s"]  # measured, and part of the render it is in
+    previews = STEPS // EVERY - 1
+    record_property(
+        "figure:live_previews",
+        {
+            "previews_per_image": previews,
+            "preview_s": entry["preview_s"],
+            "render_s": entry["render_s"],
+            "steps": STEPS,
+            "size": "64x64",
+            "preview_size": PREVIEW_SIZE,
+            "summary": (
+                f"{previews} live previews of one image (32-pixel JPEGs, every {EVERY} of {STEPS} steps) "
+                f"took {entry['preview_s'] * 1000:.1f} ms of a {entry['render_s'] * 1000:.0f} ms render, "
+                f"{100 * entry['preview_s'] / entry['render_s']:.1f}%"
+            ),
+        },
     )
     assert model.describe.remote().result()["previews"] == {"every_steps": EVERY, "size": PREVIEW_SIZE}
 
