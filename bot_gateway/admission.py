@@ -15,20 +15,28 @@ from serve_app.core.load import LoadTracker, work_units
 
 
 class JobsPerUser:
-    """Concurrent renders per Discord user, on this ingress replica."""
+    """Images rendering per Discord user, on this ingress replica.
+
+    Counted in images, not commands: a grid of four costs the queue four renders, so it takes four
+    of the user's slots, and a user cannot take four times the queue by asking for grids.
+    """
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._running: Counter[str] = Counter()
 
-    def try_acquire(self, user_id: str) -> bool:
-        if self._running[user_id] >= self._limit:
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    def try_acquire(self, user_id: str, images: int = 1) -> bool:
+        if self._running[user_id] + images > self._limit:
             return False
-        self._running[user_id] += 1
+        self._running[user_id] += images
         return True
 
-    def release(self, user_id: str) -> None:
-        self._running[user_id] -= 1
+    def release(self, user_id: str, images: int = 1) -> None:
+        self._running[user_id] -= images
         if self._running[user_id] <= 0:
             del self._running[user_id]
 
@@ -49,8 +57,8 @@ def guild_allowed(guild_id: str | None, allowed_guilds: list[str]) -> bool:
     return not allowed_guilds or (guild_id is not None and guild_id in allowed_guilds)
 
 
-def expected_wait_s(load: LoadTracker, job: ImageSpec, cold_start_s: float) -> float:
-    """Seconds until ``job``'s image would be ready if it were admitted now.
+def expected_wait_s(load: LoadTracker, job: ImageSpec, cold_start_s: float, count: int = 1) -> float:
+    """Seconds until ``count`` images like ``job`` would be ready if they were admitted now.
 
     The work already in flight on this ingress, plus the job's own, at the measured speed, as if
     one replica served it all (more replicas only make the real wait shorter). Before anything
@@ -61,4 +69,4 @@ def expected_wait_s(load: LoadTracker, job: ImageSpec, cold_start_s: float) -> f
     if load.seconds_per_unit is None:
         return cold_start_s
     queued = load.in_flight * (load.units_per_image or own)
-    return (queued + own) * load.seconds_per_unit
+    return (queued + own * count) * load.seconds_per_unit

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot_gateway.aspect_ratios import ASPECT_RATIOS
+from bot_gateway.messages import MAX_GRID
 from bot_gateway.model_choices import lora_option, lora_weight_option, model_option
 from bot_gateway.protocol import CdnAttachment, CommandOption, OptionType, Resolved
 from serve_app.config.catalogue import ModelCatalogue
+from serve_app.config.settings import AppSettings
 from serve_app.core.images import MAX_SEED
 from serve_app.core.model_choice import LoraRequest
 from serve_app.core.params import GenerationParams
@@ -27,8 +30,10 @@ def imagine_command(
     size_choices: tuple[str, ...] = DEFAULT_SIZE_CHOICES,
     max_steps: int = 100,
     catalogue: ModelCatalogue | None = None,
+    max_count: int = 4,
 ) -> dict[str, Any]:
-    """``catalogue``: adds ``model`` (more than one entry) and ``lora`` / ``lora_weight`` options."""
+    """``catalogue``: adds ``model`` (more than one entry) and ``lora`` / ``lora_weight`` options;
+    ``max_count``: the most images one grid may hold (the service checks its own bound anyway)."""
     command: dict[str, Any] = {
         "name": IMAGINE,
         "type": 1,
@@ -63,9 +68,22 @@ def imagine_command(
                 "max_value": max_steps,
             },
             {
+                "type": OptionType.INTEGER,
+                "name": "count",
+                "description": "How many images (one grid; 1 for a single image)",
+                "min_value": 1,
+                "max_value": max_count,
+            },
+            {
+                "type": OptionType.STRING,
+                "name": "ar",
+                "description": "Aspect ratio, at the model's native size (instead of size)",
+                "choices": [{"name": ratio, "value": ratio} for ratio in ASPECT_RATIOS],
+            },
+            {
                 "type": OptionType.STRING,
                 "name": "size",
-                "description": "Image size",
+                "description": "Image size (or pick an aspect ratio with ar)",
                 "choices": [{"name": size, "value": size} for size in size_choices],
             },
             {
@@ -113,6 +131,7 @@ _FIELDS = {
 
 
 _IMAGE_OPTIONS = frozenset({"image", "strength"})
+_GRID_OPTIONS = frozenset({"count", "ar"})
 _LORA_OPTIONS = frozenset({"lora", "lora_weight"})
 
 
@@ -121,8 +140,8 @@ def params_from_options(options: list[CommandOption]) -> GenerationParams:
     values: dict[str, Any] = {}
     lora: dict[str, Any] = {}
     for option in options:
-        if option.name in _IMAGE_OPTIONS:
-            continue  # see image_from_options
+        if option.name in _IMAGE_OPTIONS or option.name in _GRID_OPTIONS:
+            continue  # see image_from_options and grid_from_options
         if option.name in _LORA_OPTIONS:
             lora[option.name] = option.value
             continue
@@ -168,3 +187,33 @@ def image_from_options(
     if strength is not None and attachment is None:
         raise CommandOptionError("option 'strength' needs an 'image' to start from")
     return attachment, strength
+
+
+def grid_from_options(options: list[CommandOption]) -> tuple[int | None, str | None]:
+    """``count`` (how many images) and ``ar`` (an aspect ratio), None when left out.
+
+    Ranges are checked by the caller against the service's settings, which the registered
+    definition may not match.
+    """
+    count, ratio = None, None
+    for option in options:
+        if option.name == "count":
+            if not isinstance(option.value, int) or isinstance(option.value, bool):
+                raise CommandOptionError("option 'count' must be an integer")
+            count = option.value
+        elif option.name == "ar":
+            if not isinstance(option.value, str):
+                raise CommandOptionError("option 'ar' must be a string such as '16:9'")
+            ratio = option.value
+    if ratio is not None and any(option.name == "size" for option in options):
+        raise CommandOptionError("give option 'ar' or option 'size', not both")
+    return count, ratio
+
+
+def max_grid(settings: AppSettings) -> int:
+    """The most images one /imagine may ask for: ``max_images``, and the U/V buttons one message holds."""
+    return min(settings.max_images, MAX_GRID)
+
+
+def default_count(settings: AppSettings) -> int:
+    return min(settings.discord_default_count, max_grid(settings))

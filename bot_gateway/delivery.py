@@ -14,20 +14,29 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from bot_gateway.attachments import AttachmentTooLargeError, fit_attachment
-from bot_gateway.messages import failed_message, finished_message, preview_message, progress_text
+from bot_gateway.grids import compose_grid, compose_preview_grid
+from bot_gateway.messages import (
+    failed_message,
+    finished_message,
+    grid_message,
+    preview_message,
+    progress_text,
+)
 from bot_gateway.webhook_client import Attachment, DiscordAPIError, DiscordWebhookClient
 from serve_app.config.settings import AppSettings
-from serve_app.core.images import ProgressEvent
+from serve_app.core.images import ImageSpec, ProgressEvent
 from serve_app.jobs.preview_board import Preview
 from serve_app.jobs.queue_position import QueueInfo
 from serve_app.jobs.records import JobRecord, JobStore
 from serve_app.jobs.runner import Execute
 from serve_app.ops import metrics as service_metrics
 from serve_app.ops.alerts import failure_alerts
+from serve_app.storage import ImageStore
 
 logger = logging.getLogger("ray.serve")
 
@@ -48,9 +57,11 @@ class DiscordTarget(BaseModel):
     token: str = Field(repr=False)
     token_expires_at: float  # epoch seconds
     attachment_size_limit: int
-    # The picture the job started from (a Discord CDN URL), shown in the message so that its
-    # buttons can start from it again.
+    # The picture the job started from (a Discord CDN URL, or our stored image's URL), shown in
+    # the message so that its buttons can start from it again.
     source_image_url: str | None = None
+    # Who asked: the message's Delete button names them (they, or a moderator, may delete it).
+    requester_id: str | None = None
 
 
 class ProgressPublisher:
@@ -62,7 +73,12 @@ class ProgressPublisher:
     so previews cost no edits of their own; an edit with no new preview leaves the last one shown.
     """
 
-    def __init__(self, edit: Callable[[str, Preview | None], Awaitable[None]], interval_s: float) -> None:
+    def __init__(
+        self,
+        edit: Callable[[str, Preview | None], Awaitable[None]],
+        interval_s: float,
+        grid_count: int = 1,
+    ) -> None:
         self._edit = edit
         self._interval_s = interval_s
         self._state = ProgressEvent(state="queued")
@@ -71,6 +87,8 @@ class ProgressPublisher:
         self._sent: str | None = None
         self._preview: Preview | None = None
         self._sent_preview: Preview | None = None
+        self._grid_previews: dict[int, Preview] | None = None
+        self._grid_count = grid_count
         self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._run())
 
@@ -79,6 +97,10 @@ class ProgressPublisher:
         if event.preview is not None:
             self._preview = Preview(event.step, event.preview)
         self._latest = self._text()
+
+    def previewed(self, latest: dict[int, Preview]) -> None:
+        """A grid's previews: composed into one picture at the next edit (off the event loop)."""
+        self._grid_previews = latest
 
     def queued(self, info: QueueInfo | None) -> None:
         self._queue = info
@@ -96,6 +118,15 @@ class ProgressPublisher:
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
+            if self._grid_previews is not None:
+                latest, self._grid_previews = self._grid_previews, None
+                try:
+                    jpeg = await asyncio.to_thread(
+                        compose_preview_grid, {i: p.jpeg for i, p in latest.items()}, self._grid_count
+                    )
+                    self._preview = Preview(max(p.step for p in latest.values()), jpeg)
+                except Exception:
+                    logger.warning("preview grid not composed", exc_info=True)
             preview = self._preview if self._preview is not self._sent_preview else None
             if self._latest != self._sent or preview is not None:
                 text = self._latest
@@ -141,7 +172,9 @@ class DiscordDelivery:
             logger.error("discord job %s has no message to edit", record.id)
             await execute(None)
             return
-        job = record.image_specs()[0]
+        jobs = record.image_specs()
+        job = jobs[0]
+        count = len(jobs)
         # A monotonic deadline for the edits: the wall clock may jump, the token's life does not.
         edit_deadline = time.monotonic() + (target.token_expires_at - time.time()) - EDIT_SLACK_S
         async with DiscordWebhookClient(
@@ -170,7 +203,7 @@ class DiscordDelivery:
                 final = await execute(None)
                 logger.warning("discord job %s: token expired, %s without rendering", record.id, final.status)
                 return
-            publisher = ProgressPublisher(show, self._settings.discord_progress_interval_s)
+            publisher = ProgressPublisher(show, self._settings.discord_progress_interval_s, count)
             try:
                 final = await execute(publisher)
             finally:
@@ -178,32 +211,11 @@ class DiscordDelivery:
             try:
                 if final.status != "succeeded":
                     raise RenderFailedError(failure_reason(final))
-                store = self._jobs.images
                 remaining = edit_deadline - time.monotonic()
-                png = await asyncio.wait_for(
-                    asyncio.to_thread(store.get_image, final.image_ids[0]), remaining
+                message, attachment = await asyncio.wait_for(
+                    self._final_message(final, jobs, target), remaining
                 )
-                if png is None:
-                    raise RenderFailedError("The image was rendered but could not be read back from storage.")
-                attachment, note = fit_attachment(png, target.attachment_size_limit, f"imagine-{job.seed}")
-                link = (
-                    store.image_url(final.image_ids[0], record.base_url)
-                    if record.base_url or store.kind == "s3"
-                    else None
-                )
-                await webhook.edit_original(
-                    target.token,
-                    finished_message(
-                        job,
-                        attachment.filename,
-                        final.predict_time_s or 0.0,
-                        note,
-                        link,
-                        target.source_image_url,
-                    ),
-                    attachment,
-                    deadline=edit_deadline,
-                )
+                await webhook.edit_original(target.token, message, attachment, deadline=edit_deadline)
             except Exception as error:
                 logger.warning("discord job %s not delivered: %r", record.id, error)
                 if isinstance(error, DiscordAPIError):
@@ -217,10 +229,122 @@ class DiscordDelivery:
                 try:
                     await webhook.edit_original(
                         target.token,
-                        failed_message(job, reason, target.source_image_url),
+                        failed_message(job, reason, target.source_image_url, count if count > 1 else None),
                         deadline=edit_deadline,
                     )
                 except Exception:
                     logger.exception("could not tell Discord that job %s failed", record.id)
                     service_metrics.discord_edit_failed()
                     failure_alerts(self._settings).discord_undeliverable(record.id, reason)
+
+    async def _final_message(
+        self, final: JobRecord, jobs: list[ImageSpec], target: DiscordTarget
+    ) -> tuple[dict[str, Any], Attachment]:
+        """The finished message: the image with its buttons, or for several images their grid."""
+        store = self._jobs.images
+        pngs = await asyncio.gather(*(asyncio.to_thread(store.get_image, i) for i in final.image_ids))
+        if not pngs or any(png is None for png in pngs):
+            raise RenderFailedError("The image was rendered but could not be read back from storage.")
+        job, limit, render_s = jobs[0], target.attachment_size_limit, final.predict_time_s or 0.0
+        if len(jobs) == 1:
+            attachment, note = await asyncio.to_thread(fit_attachment, pngs[0], limit, f"imagine-{job.seed}")
+            link = stored_link(store, final.image_ids[0], final.base_url)
+            message = finished_message(
+                job,
+                attachment.filename,
+                render_s,
+                note,
+                link,
+                target.source_image_url,
+                final.image_ids[0],
+                target.requester_id,
+                count=1,
+            )
+            return message, attachment
+        grid = await asyncio.to_thread(compose_grid, [png for png in pngs if png is not None])
+        attachment, note = await asyncio.to_thread(fit_attachment, grid, limit, f"grid-{job.seed}")
+        flagged = sum(final.nsfw_content_detected)
+        if flagged:
+            flags = f"🔞 {flagged} of {len(jobs)} flagged by the safety checker (blacked out)."
+            note = f"{flags} {note}".strip()
+        message = grid_message(
+            jobs,
+            final.image_ids,
+            attachment.filename,
+            render_s,
+            note,
+            target.source_image_url,
+            target.requester_id,
+        )
+        return message, attachment
+
+
+def stored_link(store: ImageStore, image_id: str, base_url: str | None) -> str | None:
+    """The stored full-size file's URL, when there is one a user can open."""
+    return store.image_url(image_id, base_url or "") if base_url or store.kind == "s3" else None
+
+
+async def deliver_stored_image(
+    settings: AppSettings,
+    target: DiscordTarget,
+    job: ImageSpec,
+    png: bytes,
+    image_id: str,
+    link: str | None,
+) -> None:
+    """U1-U4: the stored image, as it is, in the clicked button's deferred message (never rendered).
+
+    The PNG was read before Discord got its answer (so a missing one was an ephemeral refusal);
+    this edit is all that is left, retried like every edit until the token would expire, and a
+    failure is edited in rather than leaving the message "thinking".
+    """
+    edit_deadline = time.monotonic() + (target.token_expires_at - time.time()) - EDIT_SLACK_S
+    async with DiscordWebhookClient(
+        settings.discord_api_base_url, target.application_id, retry_initial_s=settings.discord_retry_initial_s
+    ) as webhook:
+        try:
+            attachment, note = await asyncio.to_thread(
+                fit_attachment, png, target.attachment_size_limit, f"imagine-{job.seed}"
+            )
+            message = finished_message(
+                job,
+                attachment.filename,
+                0.0,
+                note,
+                link,
+                target.source_image_url,
+                image_id,
+                target.requester_id,
+            )
+            # A picked image was not rendered now: no render time to show.
+            message["embeds"][0]["fields"] = [
+                f for f in message["embeds"][0]["fields"] if f["name"] != "Render time"
+            ]
+            await webhook.edit_original(target.token, message, attachment, deadline=edit_deadline)
+        except Exception as error:
+            logger.warning("picked image %s not delivered: %r", image_id, error)
+            service_metrics.discord_edit_failed()
+            reason = "The image could not be sent."
+            if isinstance(error, AttachmentTooLargeError):
+                reason = str(error)
+            try:
+                await webhook.edit_original(
+                    target.token, failed_message(job, reason, target.source_image_url), deadline=edit_deadline
+                )
+            except Exception:
+                logger.exception("could not tell Discord that image %s was not sent", image_id)
+
+
+async def delete_message(
+    settings: AppSettings, application_id: str, token: str, token_expires_at: float
+) -> None:
+    """Delete: the message the clicked button is on, through the click's own token (no bot token)."""
+    deadline = time.monotonic() + (token_expires_at - time.time()) - EDIT_SLACK_S
+    async with DiscordWebhookClient(
+        settings.discord_api_base_url, application_id, retry_initial_s=settings.discord_retry_initial_s
+    ) as webhook:
+        try:
+            await webhook.delete_original(token, deadline=deadline)
+        except Exception as error:
+            logger.warning("message not deleted: %r", error)
+            service_metrics.discord_edit_failed()

@@ -27,6 +27,7 @@ class ResponseType(IntEnum):
     DEFERRED_UPDATE_MESSAGE = 6
     UPDATE_MESSAGE = 7
     APPLICATION_COMMAND_AUTOCOMPLETE_RESULT = 8
+    MODAL = 9
 
 
 class OptionType(IntEnum):
@@ -38,6 +39,9 @@ class OptionType(IntEnum):
 
 
 EPHEMERAL = 64
+# Permission bits (https://discord.com/developers/docs/topics/permissions).
+ADMINISTRATOR = 1 << 3
+MANAGE_MESSAGES = 1 << 13
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 DISCORD_EPOCH_MS = 1_420_070_400_000
 # An interaction token works this long after the interaction was created.
@@ -55,6 +59,15 @@ class User(_Lenient):
 
 class Member(_Lenient):
     user: User
+    # The member's permissions in the channel, a bitfield as a decimal string (interactions only).
+    permissions: str | None = None
+
+    def has_permission(self, bit: int) -> bool:
+        try:
+            value = int(self.permissions or "0")
+        except ValueError:
+            return False  # unreadable permissions grant nothing (fail closed)
+        return bool(value & (bit | ADMINISTRATOR))
 
 
 class CommandOption(_Lenient):
@@ -80,11 +93,30 @@ class Resolved(_Lenient):
     attachments: dict[str, CdnAttachment] = Field(default_factory=dict)
 
 
+class ModalField(_Lenient):
+    """A text input of a submitted modal (inside an action row), or the row itself."""
+
+    type: int = 0
+    custom_id: str | None = None
+    value: str | None = None
+    components: list[ModalField] = Field(default_factory=list)
+
+
 class InteractionData(_Lenient):
     name: str | None = None
     custom_id: str | None = None
     options: list[CommandOption] = Field(default_factory=list)
     resolved: Resolved = Field(default_factory=Resolved)
+    components: list[ModalField] = Field(default_factory=list)  # a MODAL_SUBMIT's rows
+
+    def modal_values(self) -> dict[str, str]:
+        """A submitted modal's text inputs by custom_id."""
+        values: dict[str, str] = {}
+        for row in self.components:
+            for field in row.components or [row]:
+                if field.custom_id is not None and field.value is not None:
+                    values[field.custom_id] = field.value
+        return values
 
 
 class EmbedField(_Lenient):

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import yaml
 
-from bot_gateway.commands import DEFAULT_SIZE_CHOICES, imagine_command
+from bot_gateway.commands import DEFAULT_SIZE_CHOICES, imagine_command, max_grid
 from bot_gateway.settings_command import settings_command
 from bot_gateway.webhook_client import USER_AGENT
 from serve_app.config.catalogue import ModelCatalogue
@@ -57,9 +57,15 @@ def app_settings(config: Path | None, app: str | None = None) -> AppSettings:
 
 
 def command_definitions(
-    catalogue: ModelCatalogue, sizes: tuple[str, ...] = DEFAULT_SIZE_CHOICES, max_steps: int = 100
+    catalogue: ModelCatalogue,
+    sizes: tuple[str, ...] = DEFAULT_SIZE_CHOICES,
+    max_steps: int = 100,
+    max_count: int = 4,
 ) -> list[dict[str, Any]]:
-    return [imagine_command(sizes, max_steps, catalogue), settings_command(catalogue, sizes, max_steps)]
+    return [
+        imagine_command(sizes, max_steps, catalogue, max_count),
+        settings_command(catalogue, sizes, max_steps),
+    ]
 
 
 def register(
@@ -70,10 +76,11 @@ def register(
     sizes: tuple[str, ...] = DEFAULT_SIZE_CHOICES,
     max_steps: int = 100,
     catalogue: ModelCatalogue | None = None,
+    max_count: int = 4,
 ) -> list[dict]:
     response = httpx.put(
         commands_url(api_base, application_id, guild_id),
-        json=command_definitions(catalogue or AppSettings().catalogue, sizes, max_steps),
+        json=command_definitions(catalogue or AppSettings().catalogue, sizes, max_steps, max_count),
         headers={"Authorization": f"Bot {bot_token}", "User-Agent": USER_AGENT},
         timeout=30,
     )
@@ -96,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--app", help="the application in --config, when it has several")
     args = parser.parse_args(argv)
-    catalogue = app_settings(args.config, args.app).catalogue
+    settings = app_settings(args.config, args.app)
+    catalogue = settings.catalogue
     if len(catalogue.entries) > 25 or len(catalogue.loras) > 25:
         print("more than 25 models or LoRAs: those options autocomplete instead of listing choices")
     values = {name: os.environ.get(name) for name in ("DISCORD_APPLICATION_ID", "DISCORD_BOT_TOKEN")}
@@ -118,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         tuple(size.strip() for size in args.sizes.split(",") if size.strip()),
         args.max_steps,
         catalogue,
+        max_grid(settings),
     )
     where = f"guild {args.guild}" if args.guild else "all guilds (global)"
     for command in registered:

@@ -9,6 +9,10 @@ is an IP address or block (a test server on loopback); the connection goes to th
 checked, no redirect is followed, and the download stops at ``max_input_bytes``. What arrives is
 decoded and checked like every other uploaded image (``image_inputs``).
 
+Images this service stored (the U/V buttons, Vary and Upscale name them by id; a Source that is
+one of our image URLs) are read from the store instead: nothing is fetched, and one that expired
+or was deleted is a ``SourceImageError`` saying so.
+
 All of it happens before Discord gets its answer, so it is bounded in time by the caller.
 """
 
@@ -35,6 +39,12 @@ from serve_app.core.outbound_urls import (
     resolve_destination,
 )
 from serve_app.core.params import GenerationParams, build_image_specs
+from serve_app.storage import IMAGE_ID, ImageStore
+
+GONE = (
+    "That image is no longer stored (it expired or was deleted), so it cannot be used; "
+    "🎲 Re-roll or /imagine draws the prompt again."
+)
 
 
 class SourceImageError(ValueError):
@@ -104,17 +114,50 @@ async def _get_pinned(destination: Destination, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def stored_image_id(url: str, store: ImageStore, base_url: str) -> str | None:
+    """The id of our stored image ``url`` names: exactly the URL the store makes for that id (the
+    query of a presigned one may differ), or its path alone; a look-alike elsewhere is not ours."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    name = parts.path.rsplit("/", 1)[-1]
+    image_id = name.removesuffix(".png")
+    if name == image_id or not IMAGE_ID.fullmatch(image_id):
+        return None
+    if not parts.scheme and not parts.netloc:
+        return image_id if parts.path == f"/images/{image_id}.png" else None
+    ours = urlsplit(store.image_url(image_id, base_url))
+    if (parts.scheme, parts.netloc.lower(), parts.path) != (ours.scheme, ours.netloc.lower(), ours.path):
+        return None
+    return image_id
+
+
+async def read_stored(image_id: str, store: ImageStore) -> bytes:
+    png = await asyncio.to_thread(store.get_image, image_id)
+    if png is None:
+        raise SourceImageError(GONE)
+    return png
+
+
 async def start_image_specs(
-    params: GenerationParams, start: StartImage, settings: AppSettings
+    params: GenerationParams,
+    start: StartImage,
+    settings: AppSettings,
+    store: ImageStore,
+    count: int = 1,
 ) -> list[ImageSpec]:
-    """The job for ``params`` starting from ``start``'s picture.
+    """The ``count`` jobs for ``params`` (consecutive seeds) starting from ``start``'s picture.
 
     Raises InvalidRequestError for options the service refuses (checked before anything is
     fetched) and SourceImageError for a picture it cannot use.
     """
-    jobs = build_image_specs(params, 1, settings)
+    jobs = build_image_specs(params, count, settings)
     check_strength(start.strength, jobs[0].steps)
-    data = await fetch_image(start.url, settings)
+    if start.image_id is not None:
+        data = await read_stored(start.image_id, store)
+    else:
+        data = await fetch_image(start.url, settings)
     try:
         image = await asyncio.to_thread(decode_image, data, "image", settings)
     except InvalidRequestError as error:

@@ -69,11 +69,17 @@ class DiscordWebhookClient:
         url = f"{self._base}/webhooks/{self._application_id}/{token}/messages/@original"
         await self._send("PATCH", url, payload, attachment, deadline)
 
+    async def delete_original(self, token: str, deadline: float | None = None) -> None:
+        """Delete the interaction's original message: for a button's interaction, the message the
+        button is on (how Delete removes a result without a bot token)."""
+        url = f"{self._base}/webhooks/{self._application_id}/{token}/messages/@original"
+        await self._send("DELETE", url, None, None, deadline)
+
     async def _send(
         self,
         method: str,
         url: str,
-        payload: dict[str, Any],
+        payload: dict[str, Any] | None,
         attachment: Attachment | None,
         deadline: float | None,
     ) -> None:

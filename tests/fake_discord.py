@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import default as default_policy
+from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -173,7 +174,8 @@ class FakeDiscord:
                     break
             hosted = self._files.get(handler.path.split("?", 1)[0]) if handler.command == "GET" else None
             if answer is None and hosted is None:
-                answer = ScriptedAnswer(200, self._default_body(call))
+                status = 204 if call.method == "DELETE" else 200
+                answer = ScriptedAnswer(status, self._default_body(call))
                 self._host_uploads(call, answer.body)
             call.status = answer.status if answer is not None else 200
             call.answer = answer.body if answer is not None else None
@@ -188,6 +190,10 @@ class FakeDiscord:
             handler.wfile.write(content)
             return
         assert answer is not None
+        if answer.status == 204:  # Discord's answer to a deletion: no body at all
+            handler.send_response(204)
+            handler.end_headers()
+            return
         data = json.dumps(answer.body).encode()
         handler.send_response(answer.status)
         handler.send_header("Content-Type", "application/json")
@@ -252,7 +258,9 @@ class DiscordSigner:
 
 
 # Option types of /imagine (bot_gateway/commands.py): STRING 3, INTEGER 4, NUMBER 10.
-IMAGINE_OPTION_TYPES = {"negative_prompt": 3, "seed": 4, "steps": 4, "size": 3, "guidance": 10}
+IMAGINE_OPTION_TYPES = {
+    "negative_prompt": 3, "seed": 4, "steps": 4, "size": 3, "guidance": 10, "count": 4, "ar": 3
+}
 
 
 def imagine_interaction(
@@ -285,3 +293,59 @@ def imagine_interaction(
         interaction["guild_id"] = guild
         interaction["member"] = {"user": {"id": user, "username": user}}
     return interaction
+
+
+def message_html(
+    payload: dict[str, Any], attachments: list[dict[str, Any]], author: str = "raydiffusion"
+) -> str:
+    """A message as Discord's client lays it out (dark theme), from what the stand-in recorded: the
+    edit's payload (content, embed, buttons) and the attachments it answered with (their CDN URLs,
+    which this server serves). What the README's screenshot shows; never drawn by hand."""
+    urls = {a["filename"]: a["url"] for a in attachments}
+    parts = [f'<div class="author">{escape(author)} <span class="bot">APP</span></div>']
+    if payload.get("content"):
+        parts.append(f'<div class="content">{escape(payload["content"])}</div>')
+    for embed in payload.get("embeds", []):
+        fields = "".join(
+            f'<div class="field{" inline" if f.get("inline") else ""}"><b>{escape(f["name"])}</b>'
+            f"<span>{escape(f['value'])}</span></div>"
+            for f in embed.get("fields", [])
+        )
+        image = embed.get("image", {}).get("url", "")
+        src = urls.get(image.removeprefix("attachment://"), image)
+        parts.append(
+            f'<div class="embed" style="border-color:#{embed.get("color", 0):06x}">'
+            f'<div class="title">{escape(embed.get("title", ""))}</div>'
+            f'<div class="description">{escape(embed.get("description", ""))}</div>'
+            f'<div class="fields">{fields}</div><img src="{escape(src)}" alt="grid"></div>'
+        )
+    styles = {1: "primary", 2: "secondary", 3: "success", 4: "danger", 5: "link"}
+    for row in payload.get("components", []):
+        buttons = "".join(
+            f'<button class="{styles.get(b.get("style", 2), "secondary")}">'
+            f"{escape(b.get('label', ''))}</button>"
+            for b in row["components"]
+        )
+        parts.append(f'<div class="row">{buttons}</div>')
+    return f"""<!doctype html><html><head><meta charset="utf-8"><style>
+body {{ background:#313338; color:#dbdee1; margin:0;
+  font:16px 'Noto Sans','Helvetica Neue',Arial,sans-serif; }}
+.message {{ padding:16px 20px 16px 72px; position:relative; width:560px; }}
+.message::before {{ content:''; position:absolute; left:16px; top:18px; width:40px; height:40px;
+  border-radius:50%; background:#5865f2; }}
+.author {{ color:#f2f3f5; font-weight:600; margin-bottom:4px; }}
+.bot {{ background:#5865f2; color:#fff; font-size:10px; padding:1px 4px; border-radius:3px; }}
+.content {{ margin-bottom:6px; }}
+.embed {{ background:#2b2d31; border-left:4px solid; border-radius:4px; padding:10px 16px 16px 12px;
+  max-width:432px; }}
+.title {{ color:#00a8fc; font-weight:600; }} .description {{ margin:6px 0; font-size:14px; }}
+.fields {{ display:flex; flex-wrap:wrap; gap:6px 0; font-size:13px; }}
+.field {{ flex:0 0 100%; }} .field.inline {{ flex:0 0 33%; }}
+.field b {{ display:block; color:#f2f3f5; }}
+.embed img {{ margin-top:12px; width:400px; border-radius:4px; image-rendering:pixelated; }}
+.row {{ display:flex; gap:8px; margin-top:8px; }}
+button {{ border:0; border-radius:3px; color:#fff; font:500 14px inherit; height:32px; min-width:60px;
+  padding:2px 16px; }}
+.primary {{ background:#5865f2; }} .secondary {{ background:#4e5058; }} .success {{ background:#248046; }}
+.danger {{ background:#da373c; }} .link {{ background:#4e5058; }}
+</style></head><body><div class="message">{''.join(parts)}</div></body></html>"""

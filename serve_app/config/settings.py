@@ -239,7 +239,26 @@ class AppSettings(BaseSettings):
         default="https://discord.com/api/v10",
         validation_alias=AliasChoices("discord_api_base_url", "DISCORD_API_BASE_URL"),
     )
-    discord_max_jobs_per_user: int = Field(default=2, ge=1, le=100)
+    discord_max_jobs_per_user: int = Field(
+        default=8,
+        ge=1,
+        le=400,
+        description="Images (not commands) one user may have rendering at once: a grid of four "
+        "counts four, so grids cannot take a bigger share of the queue than single images.",
+    )
+    discord_default_count: int = Field(
+        default=4,
+        ge=1,
+        le=10,
+        description="Images an /imagine renders (one grid) when `count` is left out; `count` is "
+        "bounded by max_images and by the ten U/V buttons a message can hold.",
+    )
+    discord_subtle_variation_strength: float = Field(
+        default=0.35,
+        gt=0.0,
+        le=1.0,
+        description="Strength of Vary (subtle); Vary (strong) and V1-V4 use variation_strength.",
+    )
     discord_user_limits: CallerLimits = Field(
         default_factory=CallerLimits,
         description="Per Discord user, as for API keys: images_per_minute, concurrent_images, daily_images.",

@@ -44,7 +44,7 @@ from serve_app.core.errors import ContentPolicyError, GenerationFailedError, Ove
 from serve_app.core.images import ImageResult, ImageSpec, ProgressEvent
 from serve_app.engine.client import ModelClient
 from serve_app.jobs.log import log_finished_job
-from serve_app.jobs.preview_board import PreviewBoard
+from serve_app.jobs.preview_board import Preview, PreviewBoard
 from serve_app.jobs.queue_position import QueueInfo, QueueSnapshot
 from serve_app.jobs.records import TERMINAL, JobRecord, JobStore, Lease, Progress
 from serve_app.ops import metrics as service_metrics
@@ -68,6 +68,10 @@ class ProgressObserver(Protocol):
 
     # The job's place in line while none of its images renders yet; None once one does.
     def queued(self, info: QueueInfo | None) -> None: ...
+
+    # A job of several images: the latest preview of each (by image index) whenever one arrives,
+    # since ``update`` carries only the summed progress. A one-image job's preview rides on ``update``.
+    def previewed(self, latest: dict[int, Preview]) -> None: ...
 
 
 Execute = Callable[[ProgressObserver | None], Awaitable[JobRecord]]
@@ -382,6 +386,8 @@ class JobRunner:
                     self.previews.put(record.id, index, event.step, event.preview)
                 if observer is not None:
                     observer.update(ProgressEvent(event.state, sum(steps), total) if len(jobs) > 1 else event)
+                    if event.preview is not None and len(jobs) > 1:
+                        observer.previewed(self.previews.latest(record.id))
             raise GenerationFailedError("The model stream ended without an image.")
 
         images = [asyncio.create_task(one(i, job)) for i, job in enumerate(jobs)]

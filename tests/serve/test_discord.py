@@ -12,6 +12,7 @@ import io
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -30,13 +31,16 @@ from fake_discord import (
     RecordedCall,
     ScriptedAnswer,
     imagine_interaction,
+    message_html,
     snowflake,
 )
 from PIL import Image
+from playwright.sync_api import sync_playwright
 from ray import serve
 from support import HangingServer, decode_png, deploy_fixed_capacity_app, max_pixel_difference, wait_for
 
 from bot_gateway.delivery import DELIVERY_MARGIN_S, DiscordTarget
+from bot_gateway.grids import tile
 from bot_gateway.messages import finished_message
 from bot_gateway.protocol import TOKEN_LIFETIME_S
 from serve_app.app import build_app
@@ -45,6 +49,9 @@ from serve_app.core.images import ImageSpec
 from serve_app.jobs.records import JobRecord, JobStore
 from serve_app.storage import LocalImageStore
 
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / ".cache" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
 APP_ID = "app123"
 GUILD = "g1"
 PROGRESS_INTERVAL_S = 0.3
@@ -62,7 +69,7 @@ def discord_args(fake: FakeDiscord, signer: DiscordSigner) -> dict:
         "discord_api_base_url": fake.url,
         "discord_progress_interval_s": PROGRESS_INTERVAL_S,
         "discord_retry_initial_s": 0.05,
-        "discord_max_jobs_per_user": 2,
+        "discord_max_jobs_per_user": 8,  # images: two grids of four
         "discord_banned_words": ["forbidden"],
         "discord_allowed_guilds": [GUILD, "g2"],
         # The fake Discord's "CDN" listens on loopback: allowed by address (names must be public).
@@ -75,7 +82,7 @@ def bot(
     serve_url: str, tiny_model_dir: Path, fake: FakeDiscord, signer: DiscordSigner, data_dir: Path
 ) -> str:
     args = {
-        "model": str(tiny_model_dir),
+        "models": [{"name": "tiny-sd", "model": str(tiny_model_dir), "default": True}],
         "default_size": "64x64",
         "default_steps": 4,
         "max_steps": 100,
@@ -238,7 +245,7 @@ def test_malformed_payloads_are_4xx(bot: str, signer: DiscordSigner) -> None:
 def test_imagine_defers_then_edits_original_with_png(
     bot: str, signer: DiscordSigner, fake: FakeDiscord
 ) -> None:
-    interaction = command("a red fox", seed=77, steps=6, size="64x96")
+    interaction = command("a red fox", seed=77, steps=6, size="64x96", count=1)
     started = time.monotonic()
     response = post(bot, signer, interaction)
     ack_s = time.monotonic() - started
@@ -265,8 +272,17 @@ def test_imagine_defers_then_edits_original_with_png(
     # The title links to the stored full-quality original.
     assert embed["url"].startswith(f"{bot}/images/img_")
     assert decode_png(httpx.get(embed["url"], timeout=30).content).shape == (96, 64, 3)
-    buttons = payload["components"][0]["components"]
-    assert [b["custom_id"] for b in buttons] == ["imagine:reroll", "imagine:variations", "imagine:upscale"]
+    image_id = embed["url"].rsplit("/", 1)[1].removesuffix(".png")
+    buttons = [b.get("custom_id") for row in payload["components"] for b in row["components"]]
+    assert buttons == [
+        f"imagine:upscale:{image_id}",
+        f"imagine:subtle:{image_id}",
+        f"imagine:strong:{image_id}",
+        "imagine:reroll",
+        "imagine:remix",
+        "imagine:delete:u1",
+        None,  # the link to the full-size file
+    ]
     # The message said "Queued" before the image replaced it.
     first = fake.calls_to(interaction["token"])[0]
     assert first.json["content"].startswith("⏳ Queued")
@@ -275,7 +291,7 @@ def test_imagine_defers_then_edits_original_with_png(
 def test_progress_edits_are_throttled_and_precede_the_image(
     bot: str, signer: DiscordSigner, fake: FakeDiscord
 ) -> None:
-    interaction = command("slow painting", steps=60)
+    interaction = command("slow painting", steps=60, count=1)
     assert post(bot, signer, interaction).json() == {"type": 5}
     final = final_edit(fake, interaction["token"])
     edits = [c for c in fake.calls_to(interaction["token"]) if c.status < 300]
@@ -292,7 +308,7 @@ def test_progress_edits_are_throttled_and_precede_the_image(
 def test_reroll_uses_the_message_parameters_and_a_new_seed(
     bot: str, signer: DiscordSigner, fake: FakeDiscord
 ) -> None:
-    original = command("a lighthouse", seed=5, steps=5, size="96x64", guidance=3.5)
+    original = command("a lighthouse", seed=5, steps=5, size="96x64", guidance=3.5, count=1)
     post(bot, signer, original)
     shown = final_edit(fake, original["token"]).json
 
@@ -302,7 +318,7 @@ def test_reroll_uses_the_message_parameters_and_a_new_seed(
     fields = {f["name"]: f["value"] for f in rerolled.json["embeds"][0]["fields"]}
     assert rerolled.json["embeds"][0]["description"] == "a lighthouse"
     assert (fields["Steps"], fields["Size"], fields["Guidance"]) == ("5", "96x64", "3.5")
-    assert fields["Seed"] != "5"
+    assert fields["Seed"] != "5" and fields["Images"] == "1"  # one image asked for: one again
     assert decode_png(rerolled.files["files[0]"][2]).shape == (64, 96, 3)
 
 
@@ -356,19 +372,21 @@ def test_image_over_the_upload_limit_is_reencoded_to_fit(
     assert "upload limit" in final.json["content"]
 
 
-def test_per_user_limit_refuses_a_third_concurrent_job(
+def test_per_user_limit_counts_images_not_commands(
     bot: str, signer: DiscordSigner, fake: FakeDiscord
 ) -> None:
-    jobs = [command(f"job {i}", user="eager", steps=40) for i in range(3)]
+    # The limit is 8 images: two grids of four fill it, and even one more image is refused.
+    jobs = [command(f"job {i}", user="eager", steps=12) for i in range(2)]
+    jobs.append(command("one more", user="eager", steps=2, count=1))
     answers = [post(bot, signer, job).json() for job in jobs]
     assert answers[0] == {"type": 5} and answers[1] == {"type": 5}
     assert answers[2]["type"] == 4 and answers[2]["data"]["flags"] == 64
-    assert "already have 2" in answers[2]["data"]["content"]
-    assert post(bot, signer, command("someone else", user="patient")).json() == {"type": 5}
+    assert "already have 8 images" in answers[2]["data"]["content"], answers[2]
+    assert post(bot, signer, command("someone else", user="patient", steps=2, count=1)).json() == {"type": 5}
     for job in jobs[:2]:
         final_edit(fake, job["token"])
     # Slots are released when a job ends.
-    later = command("again", user="eager")
+    later = command("again", user="eager", steps=2)
     assert post(bot, signer, later).json() == {"type": 5}
     final_edit(fake, later["token"])
 
@@ -383,8 +401,22 @@ def test_per_user_limit_refuses_a_third_concurrent_job(
         (command("a cat", size="100x100"), "size"),
         (command("a cat", steps=500), "steps"),
         (command("a cat", seed="not a number"), "seed"),
+        (command("a cat", count=9), "'count' must be between 1 and 4"),
+        (command("a cat", ar="5:4"), "'ar' must be one of"),
+        (command("a cat", ar="16:9", size="64x64"), "'ar' or option 'size'"),
     ],
-    ids=["banned", "banned-negative", "guild", "dm", "size", "steps", "seed-type"],
+    ids=[
+        "banned",
+        "banned-negative",
+        "guild",
+        "dm",
+        "size",
+        "steps",
+        "seed-type",
+        "count",
+        "ar",
+        "ar-and-size",
+    ],
 )
 def test_refusals_are_ephemeral_and_start_nothing(
     bot: str, signer: DiscordSigner, fake: FakeDiscord, interaction: dict, expected: str
@@ -461,7 +493,7 @@ def failing_bot(bot: str, tiny_model_dir: Path, fake: FakeDiscord, signer: Disco
 def test_timeout_after_deferral_edits_the_message_with_the_error(
     failing_bot: str, signer: DiscordSigner, fake: FakeDiscord
 ) -> None:
-    interaction = command("never finishes", steps=500, seed=9)
+    interaction = command("never finishes", steps=500, seed=9, count=1)
     assert post(failing_bot, signer, interaction, prefix="/failing").json() == {"type": 5}
     final = final_edit(fake, interaction["token"])
     assert not final.files
@@ -475,7 +507,7 @@ def test_timeout_after_deferral_edits_the_message_with_the_error(
 def test_full_model_queue_edits_the_message_with_a_busy_error(
     failing_bot: str, signer: DiscordSigner, fake: FakeDiscord
 ) -> None:
-    jobs = [command(f"crowd {i}", user=f"user{i}", steps=300) for i in range(4)]
+    jobs = [command(f"crowd {i}", user=f"user{i}", steps=300, count=1) for i in range(4)]
     for job in jobs:
         assert post(failing_bot, signer, job, prefix="/failing").json() == {"type": 5}
     finals = [final_edit(fake, job["token"]) for job in jobs]
@@ -510,11 +542,11 @@ def test_retry_button_keeps_the_seed(failing_bot: str, signer: DiscordSigner, fa
 def test_job_that_cannot_finish_in_the_token_window_is_refused_up_front(
     failing_bot: str, signer: DiscordSigner, fake: FakeDiscord
 ) -> None:
-    first = command("measure me", steps=2)  # a render has been measured: the estimate is real
+    first = command("measure me", steps=2, count=1)  # a render has been measured: the estimate is real
     assert post(failing_bot, signer, first, prefix="/failing").json() == {"type": 5}
     assert final_edit(fake, first["token"]).files
     # Created 14 min 40 s ago (its id says so): less time is left than any render takes.
-    refused = command("too late", steps=2, created_at=time.time() - TOKEN_LIFETIME_S + 20)
+    refused = command("too late", steps=2, count=1, created_at=time.time() - TOKEN_LIFETIME_S + 20)
     body = post(failing_bot, signer, refused, prefix="/failing").json()
     assert body["type"] == 4 and body["data"]["flags"] == 64
     assert "queue is too long" in body["data"]["content"]
@@ -572,7 +604,7 @@ def test_imagine_with_an_attachment_renders_from_that_picture(
 ) -> None:
     picture = noise_png(1)
     url = fake.host(f"/ephemeral-attachments/{uuid.uuid4().hex}/in.png?ex=1&hm=2", picture)
-    interaction = with_attachment(command("a painting", seed=41, size="64x64"), url, strength=0.5)
+    interaction = with_attachment(command("a painting", seed=41, size="64x64", count=1), url, strength=0.5)
     assert post(bot, signer, interaction).json() == {"type": 5}
     assert len(fetched(fake, url)) == 1  # fetched once, before the answer
     final = final_edit(fake, interaction["token"])
@@ -586,39 +618,53 @@ def test_imagine_with_an_attachment_renders_from_that_picture(
     assert max_pixel_difference(rendered, same) <= 1
     other = image_edit(bot, noise_png(2), prompt="a painting", seed=41, strength=0.5, size="64x64", steps=4)
     assert max_pixel_difference(rendered, other) > 10  # and the picture mattered
-    buttons = [b["custom_id"] for b in final.json["components"][0]["components"]]
-    assert buttons == ["imagine:reroll", "imagine:variations", "imagine:upscale"]
+    assert final.json["components"][0]["components"][0]["custom_id"].startswith("imagine:upscale:img_")
 
 
-def test_variations_and_upscale_buttons_start_from_the_message_image(
+def custom_ids(call: RecordedCall) -> dict[str, str]:
+    """The message's buttons by their label (link buttons have no custom_id)."""
+    return {
+        b["label"]: b.get("custom_id", b.get("url"))
+        for row in call.json["components"]
+        for b in row["components"]
+    }
+
+
+def test_upscale_and_vary_start_from_the_stored_image(
     bot: str, signer: DiscordSigner, fake: FakeDiscord
 ) -> None:
-    original = command("a harbour", seed=5, steps=4, size="64x64")
+    original = command("a harbour", seed=5, steps=4, size="64x64", count=1)
     post(bot, signer, original)
     shown = final_edit(fake, original["token"])
     message = shown_message(shown)
-    image_url = message["attachments"][0]["url"]
     png = shown.files["files[0]"][2]
+    buttons = custom_ids(shown)
+    image_id = buttons["🔍 Upscale"].rsplit(":", 1)[1]
+    stored_url = f"{bot}/images/{image_id}.png"
+    assert buttons["Full size"] == stored_url
 
-    variation = click(message, "imagine:variations")
-    assert post(bot, signer, variation).json() == {"type": 5}
-    varied = final_edit(fake, variation["token"])
+    subtle = click(message, buttons["🎨 Vary (subtle)"])
+    assert post(bot, signer, subtle).json() == {"type": 5}
+    varied = final_edit(fake, subtle["token"])
     fields = fields_of(varied)
-    assert (fields["Mode"], fields["Strength"], fields["Source"]) == ("img2img", "0.6", image_url)
-    assert fields["Seed"] != "5" and fields["Size"] == "64x64"
-    seed = fields["Seed"]
-    expected = image_edit(bot, png, prompt="a harbour", seed=seed, strength=0.6, size="64x64", steps=4)
-    assert max_pixel_difference(decode_png(varied.files["files[0]"][2]), expected) <= 1
+    assert (fields["Mode"], fields["Strength"], fields["Source"]) == ("img2img", "0.35", stored_url)
+    assert (fields["Images"], fields["Size"]) == ("4", "64x64") and fields["Seed"] != "5"
+    # A grid of four variations; the first is exactly the img2img of the stored image at its seed.
+    expected = image_edit(
+        bot, png, prompt="a harbour", seed=fields["Seed"], strength=0.35, size="64x64", steps=4
+    )
+    first = np.asarray(tile(varied.files["files[0]"][2], 0, 4).convert("RGB"))
+    assert max_pixel_difference(first, expected) <= 1
 
-    upscale = click(message, "imagine:upscale")
+    upscale = click(message, buttons["🔍 Upscale"])
     assert post(bot, signer, upscale).json() == {"type": 5}
     upscaled = final_edit(fake, upscale["token"])
     fields = fields_of(upscaled)
     assert (fields["Mode"], fields["Strength"]) == ("upscale", "0.3")
-    assert (fields["Seed"], fields["Size"]) == ("5", "128x128")
+    assert (fields["Seed"], fields["Size"], fields["Source"]) == ("5", "128x128", stored_url)
     big = decode_png(upscaled.files["files[0]"][2])
     assert big.shape == (128, 128, 3)
-    # The resize then the low-strength img2img pass, of the message's image.
+    # The resize then the low-strength img2img pass, of the stored image.
     expected = image_edit(bot, png, prompt="a harbour", seed=5, strength=0.3, size="128x128", steps=4)
     assert max_pixel_difference(big, expected) <= 1
 
@@ -627,10 +673,11 @@ def test_variations_and_upscale_buttons_start_from_the_message_image(
     assert post(bot, signer, reroll).json() == {"type": 5}
     rerolled = final_edit(fake, reroll["token"])
     fields = fields_of(rerolled)
-    assert (fields["Mode"], fields["Source"], fields["Size"]) == ("upscale", image_url, "128x128")
+    assert (fields["Mode"], fields["Source"], fields["Size"]) == ("upscale", stored_url, "128x128")
     assert fields["Seed"] != "5"
     assert decode_png(rerolled.files["files[0]"][2]).shape == (128, 128, 3)
-    assert len(fetched(fake, image_url)) == 3  # the picture came from the message's attachment
+    # Every one of them read the picture from the store: Discord's copy was never fetched.
+    assert fetched(fake, message["attachments"][0]["url"]) == []
 
 
 def test_upscale_past_the_largest_size_is_refused_before_fetching(
@@ -679,6 +726,244 @@ def test_attachments_from_elsewhere_or_unusable_are_refused(
     assert fake.calls_to(interaction["token"]) == []
 
 
+# --- the grid: U1-U4, V1-V4, Remix, Delete, aspect ratios -----------------------------------------
+
+
+def generated(base: str, **fields: object) -> list[np.ndarray]:
+    """The same images through the OpenAI API: what a grid's images must be."""
+    response = httpx.post(f"{base}/v1/images/generations", json=fields, timeout=120)
+    assert response.status_code == 200, response.text
+    return [decode_png(base64.b64decode(item["b64_json"])) for item in response.json()["data"]]
+
+
+def stored_png(base: str, image_id: str) -> bytes:
+    response = httpx.get(f"{base}/images/{image_id}.png", timeout=30)
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+def batches_since(at: float) -> list[dict]:
+    handle = serve.get_deployment_handle("DiffusionModel", app_name="bot")
+    return [b for b in handle.batch_log.remote().result() if b["at"] >= at]
+
+
+def modal_submit(message: dict, values: dict[str, str], user: str = "u1") -> dict:
+    """A Remix modal's submission as Discord sends it: its text inputs, and the message it came from."""
+    submitted = click(message, "imagine:remix", user)
+    submitted["type"] = 5
+    submitted["data"] = {
+        "custom_id": "imagine:remix",
+        "components": [
+            {"type": 1, "components": [{"type": 4, "custom_id": name, "value": value}]}
+            for name, value in values.items()
+        ],
+    }
+    return submitted
+
+
+@pytest.fixture(scope="module")
+def grid(bot: str, signer: DiscordSigner, fake: FakeDiscord) -> RecordedCall:
+    """One /imagine of four images (the default count), as the finished edit delivered it."""
+    interaction = command("a harbour at dusk", seed=500, steps=4, negative_prompt="fog")
+    assert post(bot, signer, interaction).json() == {"type": 5}
+    return final_edit(fake, interaction["token"])
+
+
+def test_imagine_posts_a_grid_of_four_with_numbered_buttons(bot: str, grid: RecordedCall) -> None:
+    filename, content_type, data = grid.files["files[0]"]
+    assert (filename, content_type) == ("grid-500.png", "image/png")
+    assert decode_png(data).shape == (128, 128, 3)  # 2x2 of 64x64
+    fields = fields_of(grid)
+    assert (fields["Seed"], fields["Images"], fields["Size"]) == ("500", "4", "64x64")
+    rows = grid.json["components"]
+    assert [[b["label"] for b in row["components"]] for row in rows] == [
+        ["U1", "U2", "U3", "U4"],
+        ["V1", "V2", "V3", "V4"],
+        ["🎲 Re-roll", "✏️ Remix", "🗑️ Delete"],
+    ]
+    ids = custom_ids(grid)
+    assert all(len(custom_id) <= 100 for custom_id in ids.values())
+    # Each image is in the store, and the grid shows exactly those, in order: consecutive seeds
+    # from 500, the same four images the OpenAI API renders for seed 500.
+    expected = generated(
+        bot, prompt="a harbour at dusk", negative_prompt="fog", n=4, seed=500, size="64x64", steps=4
+    )
+    for n in range(1, 5):
+        image_id = ids[f"U{n}"].rsplit(":", 1)[1]
+        assert ids[f"V{n}"] == f"imagine:v{n}:{image_id}"
+        stored = decode_png(stored_png(bot, image_id))
+        assert max_pixel_difference(stored, expected[n - 1]) <= 1
+        assert np.array_equal(np.asarray(tile(data, n - 1, 4).convert("RGB")), stored)
+
+
+def test_u2_answers_with_the_stored_second_image_without_rendering(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord, grid: RecordedCall
+) -> None:
+    image_id = custom_ids(grid)["U2"].rsplit(":", 1)[1]
+    clicked_at = time.time()
+    pick = click(shown_message(grid), f"imagine:u2:{image_id}")
+    assert post(bot, signer, pick).json() == {"type": 5}
+    picked = final_edit(fake, pick["token"])
+    filename, content_type, data = picked.files["files[0]"]
+    assert (filename, content_type) == ("imagine-501.png", "image/png")
+    assert data == stored_png(bot, image_id)  # the stored file itself, byte for byte
+    assert batches_since(clicked_at) == []  # and the model rendered nothing for it
+    fields = fields_of(picked)
+    assert (fields["Seed"], fields["Size"], fields["Steps"], fields["Negative prompt"]) == (
+        "501",
+        "64x64",
+        "4",
+        "fog",
+    )
+    assert "Images" not in fields and picked.json["embeds"][0]["description"] == "a harbour at dusk"
+    buttons = custom_ids(picked)
+    assert buttons["🔍 Upscale"] == f"imagine:upscale:{image_id}"
+    assert buttons["🎨 Vary (subtle)"] == f"imagine:subtle:{image_id}"
+    assert buttons["🎨 Vary (strong)"] == f"imagine:strong:{image_id}"
+    assert buttons["Full size"] == f"{bot}/images/{image_id}.png"
+    assert {"🎲 Re-roll", "✏️ Remix", "🗑️ Delete"} <= set(buttons)
+
+
+def test_v3_gives_four_variations_of_the_third_image(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord, grid: RecordedCall
+) -> None:
+    image_id = custom_ids(grid)["V3"].rsplit(":", 1)[1]
+    vary = click(shown_message(grid), f"imagine:v3:{image_id}")
+    assert post(bot, signer, vary).json() == {"type": 5}
+    varied = final_edit(fake, vary["token"])
+    fields = fields_of(varied)
+    stored_url = f"{bot}/images/{image_id}.png"
+    assert (fields["Mode"], fields["Strength"], fields["Source"]) == ("img2img", "0.6", stored_url)
+    assert (fields["Images"], fields["Size"]) == ("4", "64x64")
+    assert [b["label"] for b in varied.json["components"][0]["components"]] == ["U1", "U2", "U3", "U4"]
+    # Each is the img2img of the third image at the variation strength, seeds consecutive.
+    third = stored_png(bot, image_id)
+    seed = int(fields["Seed"])
+    grid_png = varied.files["files[0]"][2]
+    for index in (0, 3):
+        expected = image_edit(
+            bot,
+            third,
+            prompt="a harbour at dusk",
+            negative_prompt="fog",
+            seed=seed + index,
+            strength=0.6,
+            size="64x64",
+            steps=4,
+        )
+        assert max_pixel_difference(np.asarray(tile(grid_png, index, 4).convert("RGB")), expected) <= 1
+
+
+def test_remix_opens_a_prefilled_modal_and_renders_the_edited_prompt(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord, grid: RecordedCall
+) -> None:
+    modal = post(bot, signer, click(shown_message(grid), "imagine:remix")).json()
+    assert modal["type"] == 9 and modal["data"]["custom_id"] == "imagine:remix"
+    inputs = {row["components"][0]["custom_id"]: row["components"][0] for row in modal["data"]["components"]}
+    assert inputs["prompt"]["value"] == "a harbour at dusk" and inputs["prompt"]["type"] == 4
+    assert inputs["negative_prompt"]["value"] == "fog"
+    submitted = modal_submit(shown_message(grid), {"prompt": "a harbour at dawn", "negative_prompt": "fog"})
+    assert post(bot, signer, submitted).json() == {"type": 5}
+    remixed = final_edit(fake, submitted["token"])
+    fields = fields_of(remixed)
+    assert remixed.json["embeds"][0]["description"] == "a harbour at dawn"
+    assert (fields["Seed"], fields["Images"], fields["Steps"]) == (
+        "500",
+        "4",
+        "4",
+    )  # the same seed and settings
+    expected = generated(
+        bot, prompt="a harbour at dawn", negative_prompt="fog", n=1, seed=500, size="64x64", steps=4
+    )
+    first = np.asarray(tile(remixed.files["files[0]"][2], 0, 4).convert("RGB"))
+    assert max_pixel_difference(first, expected[0]) <= 1
+    # A blank prompt is refused like any bad option.
+    blank = post(bot, signer, modal_submit(shown_message(grid), {"prompt": " "})).json()
+    assert blank["type"] == 4 and blank["data"]["flags"] == 64 and "prompt" in blank["data"]["content"]
+
+
+def test_delete_only_by_the_requester_or_a_moderator(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord, grid: RecordedCall
+) -> None:
+    delete = custom_ids(grid)["🗑️ Delete"]
+    assert delete == "imagine:delete:u1"
+    stranger = click(shown_message(grid), delete, user="u2")
+    answer = post(bot, signer, stranger).json()
+    assert answer["type"] == 4 and answer["data"]["flags"] == 64
+    assert "Only the person who asked" in answer["data"]["content"]
+    for allowed in (
+        click(shown_message(grid), delete, user="u1"),
+        click(shown_message(grid), delete, user="mod"),
+    ):
+        if allowed["member"]["user"]["id"] == "mod":
+            allowed["member"]["permissions"] = str(1 << 13)  # MANAGE_MESSAGES
+        assert post(bot, signer, allowed).json() == {"type": 6}
+        token = allowed["token"]
+        fake.wait_for(lambda calls, token=token: any(token in c.path for c in calls), 30, "the deletion")
+        (deleted,) = fake.calls_to(token)
+        assert deleted.method == "DELETE"
+        assert deleted.path == f"/api/v10/webhooks/{APP_ID}/{allowed['token']}/messages/@original"
+    assert_nothing_sent(bot, signer, fake, stranger["token"])
+
+
+@pytest.mark.parametrize("button", ["u1", "v1", "subtle"])
+def test_a_deleted_or_expired_image_is_a_clear_ephemeral_message(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord, grid: RecordedCall, button: str
+) -> None:
+    gone = "img_0000000000001" + "0" * 10  # well formed, never stored
+    interaction = click(shown_message(grid), f"imagine:{button}:{gone}")
+    response = post(bot, signer, interaction).json()
+    assert response["type"] == 4 and response["data"]["flags"] == 64, response
+    assert "no longer stored" in response["data"]["content"]
+    assert fake.calls_to(interaction["token"]) == []
+
+
+def test_aspect_ratio_gives_that_shape_on_the_latent_grid(
+    bot: str, signer: DiscordSigner, fake: FakeDiscord
+) -> None:
+    interaction = command("a wide valley", seed=3, steps=2, count=1, ar="16:9")
+    assert post(bot, signer, interaction).json() == {"type": 5}
+    final = final_edit(fake, interaction["token"])
+    height, width, _ = decode_png(final.files["files[0]"][2]).shape
+    # The model's native 64x64, widened: the short side held at min_size (64), multiples of 8.
+    assert (width, height) == (112, 64) and fields_of(final)["Size"] == "112x64"
+    assert abs(width / height - 16 / 9) < 0.05
+
+
+def test_screenshot_of_the_grid_message(grid: RecordedCall) -> None:
+    """docs/discord-grid.png: the grid message as the stand-in recorded it, laid out like Discord's
+    client by headless Chromium (the grid image loaded from the stand-in's CDN URL)."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing: `make browser` installs Debian's chromium"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    html = message_html(grid.json, grid.answer["attachments"])
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 640, "height": 400})
+            page.set_content(html, wait_until="load")
+            loaded = page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth === 128)")
+            assert loaded, "the grid image did not load from the stand-in"
+            assert page.locator("button").all_inner_texts()[:8] == [
+                "U1",
+                "U2",
+                "U3",
+                "U4",
+                "V1",
+                "V2",
+                "V3",
+                "V4",
+            ]
+            page.locator(".message").screenshot(path=SCREENSHOTS / "discord-grid.png")
+        finally:
+            browser.close()
+    if os.environ.get("RAYDIFFUSION_UPDATE_DOCS_SCREENSHOTS"):
+        shutil.copyfile(SCREENSHOTS / "discord-grid.png", REPO / "docs" / "discord-grid.png")
+
+
 # --- registration ----------------------------------------------------------------------------
 
 
@@ -708,8 +993,19 @@ def test_register_puts_the_command_definitions(fake: FakeDiscord) -> None:
     options = {o["name"]: o for o in imagine["options"]}
     assert options["prompt"]["required"] is True and options["prompt"]["type"] == 3
     assert set(options) == {
-        "prompt", "negative_prompt", "seed", "steps", "size", "guidance", "image", "strength"
+        "prompt",
+        "negative_prompt",
+        "seed",
+        "steps",
+        "size",
+        "guidance",
+        "image",
+        "strength",
+        "count",
+        "ar",
     }
+    assert options["count"]["type"] == 4 and options["count"]["max_value"] == 4
+    assert {c["value"] for c in options["ar"]["choices"]} >= {"1:1", "16:9", "9:16", "3:2", "2:3"}
     assert options["steps"]["type"] == 4 and options["guidance"]["type"] == 10
     assert options["image"]["type"] == 11 and options["strength"]["type"] == 10
     assert "required" not in options["image"]
@@ -743,7 +1039,7 @@ def test_each_job_closes_its_discord_connections(bot: str, signer: DiscordSigner
 def test_a_job_that_cannot_finish_before_its_token_dies_is_stopped_and_says_so(
     failing_bot: str, signer: DiscordSigner, fake: FakeDiscord
 ) -> None:
-    warm = command("warm up", user="late", steps=2)  # measured speed: admission lets the job in
+    warm = command("warm up", user="late", steps=2, count=1)  # measured speed: admission lets the job in
     assert post(failing_bot, signer, warm, prefix="/failing").json() == {"type": 5}
     assert final_edit(fake, warm["token"]).files
     # Work this ingress does not see (another ingress replica's, say) holds the one model replica.
@@ -755,7 +1051,7 @@ def test_a_job_that_cannot_finish_before_its_token_dies_is_stopped_and_says_so(
     # Its id says the command was created long ago: 1.5 s are left before the render must stop
     # (less than this app's 3 s request timeout, so only the token's deadline can stop it).
     created = time.time() - (TOKEN_LIFETIME_S - DELIVERY_MARGIN_S - 1.5)
-    interaction = command("too slow", user="late", steps=2, seed=12, created_at=created)
+    interaction = command("too slow", user="late", steps=2, seed=12, count=1, created_at=created)
     assert post(failing_bot, signer, interaction, prefix="/failing").json() == {"type": 5}
     final = final_edit(fake, interaction["token"], timeout_s=60)
     blocker.cancel()
@@ -803,8 +1099,16 @@ def test_adopted_discord_job_with_a_dead_token_is_not_rendered(
         source="discord",
         input={"prompt": "too old", "n": 1},
         jobs=[
-            {"prompt": "too old", "width": 64, "height": 64, "steps": 3, "guidance_scale": 7.5,
-             "scheduler": "ddim", "seed": 5, "negative_prompt": ""}
+            {
+                "prompt": "too old",
+                "width": 64,
+                "height": 64,
+                "steps": 3,
+                "guidance_scale": 7.5,
+                "scheduler": "ddim",
+                "seed": 5,
+                "negative_prompt": "",
+            }
         ],
         reply_to=DiscordTarget(
             application_id=APP_ID,
@@ -852,7 +1156,7 @@ def hanging_store_bot(
 
 
 def test_ack_is_fast_and_says_try_again_when_the_store_hangs(
-    hanging_store_bot: str, signer: DiscordSigner
+    hanging_store_bot: str, bot: str, signer: DiscordSigner, fake: FakeDiscord
 ) -> None:
     interaction = command("stored nowhere")
     started = time.monotonic()
@@ -862,6 +1166,9 @@ def test_ack_is_fast_and_says_try_again_when_the_store_hangs(
     body = response.json()
     assert body["type"] == 4 and body["data"]["flags"] == 64, body
     assert "Try again" in body["data"]["content"]
+    # Told "try again", so the job must not run: a job that ran would have edited its message
+    # ("Queued") at once, long before a job sent afterwards to the working bot is delivered.
+    assert_nothing_sent(bot, signer, fake, interaction["token"])
 
 
 def test_defaults_unreadable_in_time_are_a_try_again_not_a_render_without_them(

@@ -207,7 +207,9 @@ def test_previews_are_shown_only_while_the_job_runs(tmp_path: Path) -> None:
 def test_discord_progress_edits_carry_the_preview_and_the_final_edit_only_the_image(
     model: serve.handle.DeploymentHandle, serve_url: str, fake: FakeDiscord, signer: DiscordSigner
 ) -> None:
-    interaction = imagine_interaction(APP_ID, "a lighthouse", seed=11, steps=SLOW_STEPS, size="64x64")
+    interaction = imagine_interaction(
+        APP_ID, "a lighthouse", seed=11, steps=SLOW_STEPS, size="64x64", count=1
+    )
     body = json.dumps(interaction).encode()
     response = httpx.post(
         f"{serve_url}{PREFIX}/discord/interactions", content=body, headers=signer.headers(body), timeout=30

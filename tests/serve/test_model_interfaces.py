@@ -263,7 +263,9 @@ def test_prediction_bad_model_or_lora_is_a_400_naming_the_input_field(
 
 # --- Discord: /imagine model:, /settings ---------------------------------------------------------
 
-OPTION_TYPES = {"model": 3, "size": 3, "steps": 4, "negative_prompt": 3, "reset": 5, "seed": 4, "lora": 3}
+OPTION_TYPES = {
+    "model": 3, "size": 3, "steps": 4, "negative_prompt": 3, "reset": 5, "seed": 4, "lora": 3, "count": 4
+}
 
 
 def interaction(command: str, user: str, **options: object) -> dict[str, Any]:
@@ -304,7 +306,7 @@ def imagine(
     base: str, signer: DiscordSigner, fake: FakeDiscord, user: str, **options: object
 ) -> RecordedCall:
     """/imagine, then the edit that delivered its image."""
-    command = interaction("imagine", user, prompt=PROMPT, **options)
+    command = interaction("imagine", user, prompt=PROMPT, count=1, **options)
     assert post(base, signer, command) == {"type": 5}
     fake.wait_for(
         lambda calls: any(command["token"] in c.path and c.files for c in calls), 120, "the image edit"

@@ -190,7 +190,7 @@ def test_a_third_discord_caller_is_told_two_ahead_then_one(
     fake.reset()
     with httpx.Client(base_url=warm, timeout=60) as http:
         token = f"tok-{snowflake()}"
-        interaction = imagine_interaction(APP_ID, "third in line", user="u3", token=token, steps=2)
+        interaction = imagine_interaction(APP_ID, "third in line", user="u3", token=token, steps=2, count=1)
         raw = json.dumps(interaction).encode()
         answer = http.post("/discord/interactions", content=raw, headers=signer.headers(raw))
         assert answer.json() == {"type": 5}, answer.text

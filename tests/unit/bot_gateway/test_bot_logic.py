@@ -21,6 +21,7 @@ from bot_gateway.commands import (
     params_from_options,
 )
 from bot_gateway.messages import (
+    REMIX_ID,
     REROLL_ID,
     UPSCALE_ID,
     VARIATIONS_ID,
@@ -93,7 +94,9 @@ def test_bad_options_are_rejected(options: list[CommandOption]) -> None:
 def test_command_definition_bounds_match_the_options_we_parse() -> None:
     definition = imagine_command(("64x64",), max_steps=50)
     names = {option["name"] for option in definition["options"]}
-    assert names == {"prompt", "negative_prompt", "seed", "steps", "size", "guidance", "image", "strength"}
+    assert names == {
+        "prompt", "negative_prompt", "seed", "steps", "size", "guidance", "image", "strength", "count", "ar"
+    }
     steps = next(o for o in definition["options"] if o["name"] == "steps")
     assert steps["max_value"] == 50
     kinds = {option["name"]: option["type"] for option in definition["options"]}
@@ -154,8 +157,9 @@ def test_a_message_from_a_picture_names_it_for_its_buttons() -> None:
     source = "https://cdn.discordapp.com/attachments/1/2/cat.png?ex=1&hm=2"
     upscaled = replace(JOB, kind="upscale", strength=0.3)
     message = finished_message(upscaled, "a.png", 1.0, source=source)
-    buttons = [b["custom_id"] for b in message["components"][0]["components"]]
-    assert buttons == [REROLL_ID, VARIATIONS_ID, UPSCALE_ID]
+    # Not stored (no image id): the buttons of messages from before the grid, from the attachment.
+    buttons = [b["custom_id"] for row in message["components"] for b in row["components"]]
+    assert buttons == [VARIATIONS_ID, UPSCALE_ID, REROLL_ID, REMIX_ID]
     embeds = [Embed.model_validate(e) for e in message["embeds"]]
     assert start_image_from_embed(embeds) == StartImage(source, "upscale", 0.3)
     failed = [Embed.model_validate(e) for e in failed_message(upscaled, "boom", source)["embeds"]]
