@@ -203,9 +203,22 @@ class AppSettings(BaseSettings):
         default=10.0, gt=0, description="How often the ingress looks for replaced model replicas (alerts on)."
     )
     prediction_stale_s: float = Field(
-        default=60.0, gt=0, description="A running job silent this long is adopted and rerun."
+        default=60.0,
+        ge=1.0,
+        description=(
+            "A job's lease: renewed by its runner four times per lease (apart from heartbeats and "
+            "overload waits); a job whose lease ran out is adopted by another replica."
+        ),
     )
     prediction_sweep_interval_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _sweep_within_a_lease(self) -> AppSettings:
+        # An orphaned job waits for its lease to end and then for the next sweep: a sweep slower
+        # than a lease would leave it (and its delivery) waiting longer than configured.
+        if self.prediction_sweep_interval_s > self.prediction_stale_s:
+            raise ValueError("prediction_sweep_interval_s must not exceed prediction_stale_s")
+        return self
 
     # --- secrets ---------------------------------------------------------------------------------
     secrets_manager_secret_id: str | None = Field(

@@ -39,3 +39,12 @@ def test_settings_fall_back_to_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert settings.default_steps == 12
     assert AppSettings(default_steps=5).default_steps == 5  # args win over the environment
     assert "sk-repr-canary" not in repr(settings)  # keys never end up in logs via repr
+
+
+def test_job_leases_and_sweeps_are_bounded_against_each_other() -> None:
+    """A lease must leave its runner room to renew it; an orphan is found within one lease."""
+    with pytest.raises(ValidationError, match="prediction_sweep_interval_s"):
+        AppSettings(prediction_stale_s=10, prediction_sweep_interval_s=30)
+    with pytest.raises(ValidationError, match="prediction_stale_s"):
+        AppSettings(prediction_stale_s=0.5, prediction_sweep_interval_s=0.1)
+    assert AppSettings(prediction_stale_s=3, prediction_sweep_interval_s=1).prediction_stale_s == 3
