@@ -102,7 +102,7 @@ class RecordingDelivery:
 
 
 def settings(**extra: Any) -> AppSettings:
-    return AppSettings(default_size="64x64", default_steps=2, **extra)
+    return AppSettings(default_size="64x64", default_steps=2, prediction_sweep_interval_s=0.5, **extra)
 
 
 def job(app_settings: AppSettings) -> JobRecord:
