@@ -14,10 +14,11 @@ checkpoint), never across architectures (SD 1.5 weights do not fit SDXL's UNet).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from serve_app.config.families import LORA_ARCHITECTURE, Family
+from serve_app.config.families import FAMILIES, LORA_ARCHITECTURE, Family, FamilySpec, Task
 from serve_app.config.schedulers import canonical_scheduler_name
 
 # Model names may be hub ids, paths (a one-model config names its model by its source) or display
@@ -40,8 +41,35 @@ class LoraSpec(BaseModel):
     weight: float = Field(default=1.0, ge=-4.0, le=4.0, description="Weight when a request names none.")
 
 
+GPU_CLASS_PATTERN = r"^[a-z0-9][a-z0-9-]{0,30}$"
+
+
+class Quantization(BaseModel):
+    """Load the denoiser (and the big text encoder) quantized so a model fits a smaller GPU class.
+
+    diffusers' ``PipelineQuantizationConfig``: ``bitsandbytes_4bit`` / ``bitsandbytes_8bit`` (the
+    ``bitsandbytes`` package, CUDA) or ``torchao`` (``quant_type`` such as ``int8wo``, ``float8wo``).
+    The cost: slower steps (4-bit dequantises every matmul) and slightly different images.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["bitsandbytes_4bit", "bitsandbytes_8bit", "torchao"]
+    quant_type: str | None = Field(default=None, description="torchao's quant_type, e.g. 'int8wo'.")
+    components: list[str] = Field(
+        default_factory=lambda: ["transformer", "text_encoder_2"],
+        description="Pipeline components to quantize (the largest ones).",
+    )
+
+    @model_validator(mode="after")
+    def _torchao_needs_type(self) -> Quantization:
+        if self.backend == "torchao" and not self.quant_type:
+            raise ValueError("quantization backend 'torchao' needs quant_type (e.g. int8wo)")
+        return self
+
+
 class ModelEntry(BaseModel):
-    """One checkpoint. Unset request defaults fall back to the app's (or a Turbo family's)."""
+    """One checkpoint. Unset request defaults fall back to its family's, then to the app's."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -57,11 +85,57 @@ class ModelEntry(BaseModel):
     default_scheduler: str | None = None
     loras: list[LoraSpec] = Field(default_factory=list)
     description: str = ""
+    gpu_class: str = Field(
+        default="default",
+        pattern=GPU_CLASS_PATTERN,
+        description="The model deployment (and cluster node type) that serves it: one deployment per "
+        "class, each scaling on its own. 'default' is the DiffusionModel deployment.",
+    )
+    tasks: list[Task] | None = Field(
+        default=None,
+        description="Jobs it serves; default: all its family supports. Narrow it (or, for the "
+        "generic 'auto' family, widen it where from_pipe supports the pipeline).",
+    )
+    preview_vae: str | None = Field(
+        default=None,
+        description="A tiny autoencoder for this entry's live previews (TAESD3 for SD 3.5, TAEF1 for "
+        "FLUX.1); default: speed.preview_vae when its latents fit.",
+    )
+    quantization: Quantization | None = None
+    offload: Literal["none", "model", "sequential"] = Field(
+        default="none",
+        description="enable_model_cpu_offload (components on the GPU only while they run) or "
+        "sequential offload (layer by layer: fits almost anywhere, many times slower). CUDA only.",
+    )
 
     @field_validator("default_scheduler")
     @classmethod
     def _known_scheduler(cls, value: str | None) -> str | None:
         return None if value is None else canonical_scheduler_name(value)
+
+    @model_validator(mode="after")
+    def _fits_family(self) -> ModelEntry:
+        family = FAMILIES[self.family]
+        if self.default_scheduler is not None and self.default_scheduler not in family.schedulers:
+            raise ValueError(
+                f"default_scheduler {self.default_scheduler!r} does not fit family {self.family!r}; "
+                f"choose one of: {', '.join(family.schedulers)}"
+            )
+        if self.tasks is not None:
+            if "txt2img" not in self.tasks:
+                raise ValueError("tasks must include txt2img")
+            extra = [task for task in self.tasks if task not in family.tasks and self.family != "auto"]
+            if extra:
+                raise ValueError(f"family {self.family!r} cannot run {', '.join(extra)}")
+        return self
+
+    @property
+    def spec(self) -> FamilySpec:
+        return FAMILIES[self.family]
+
+    @property
+    def supported_tasks(self) -> tuple[Task, ...]:
+        return tuple(self.tasks) if self.tasks is not None else self.spec.tasks
 
 
 # (name, weight) pairs, sorted by name, zero weights dropped: the canonical form jobs carry, so
@@ -105,6 +179,25 @@ class ModelCatalogue:
 
     def entry(self, name: str) -> ModelEntry:
         return self.entries[name]
+
+    @property
+    def gpu_classes(self) -> list[str]:
+        """Every class the catalogue names, the default model's first (its deployment is the one
+        that keeps the name DiffusionModel)."""
+        classes = [self.default.gpu_class]
+        for entry in self.entries.values():
+            if entry.gpu_class not in classes:
+                classes.append(entry.gpu_class)
+        return classes
+
+    def models_of_class(self, gpu_class: str) -> list[str]:
+        return [name for name, entry in self.entries.items() if entry.gpu_class == gpu_class]
+
+    def class_default(self, gpu_class: str) -> str:
+        """The model a replica of ``gpu_class`` loads when it starts."""
+        if self.default.gpu_class == gpu_class:
+            return self.default.name
+        return self.models_of_class(gpu_class)[0]
 
     def loras_for(self, model: str) -> list[str]:
         """LoRAs usable with ``model``: every LoRA of its architecture."""

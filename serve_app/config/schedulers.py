@@ -1,5 +1,10 @@
 """Sampler (scheduler) names users type, mapped to diffusers scheduler classes.
 
+Which of them a model can take is its family's business (serve_app/config/families.py): the SD
+samplers for UNets trained on DDPM noise, the flow-matching ones for rectified-flow transformers
+(FLUX, SD 3.5), and ``default`` (the pipeline's own scheduler, as its checkpoint configures it)
+for pipelines nothing is known about before they load.
+
 Users arrive with AUTOMATIC1111's names ("Euler a", "DPM++ 2M Karras") or diffusers-style ones
 ("euler_a", "dpmpp_2m"); both resolve to one canonical name so a batch can group requests that
 need the same scheduler, and so errors can list what is accepted.
@@ -31,6 +36,13 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
     "heun": SchedulerSpec("HeunDiscreteScheduler"),
     "lms": SchedulerSpec("LMSDiscreteScheduler"),
     "unipc": SchedulerSpec("UniPCMultistepScheduler"),
+    # Rectified flow (FLUX.1, FLUX.2, SD 3.5): Euler on the flow's ODE, with the checkpoint's own
+    # shift and dynamic (resolution-dependent) shifting taken from its scheduler config.
+    "flow_euler": SchedulerSpec("FlowMatchEulerDiscreteScheduler"),
+    "flow_euler_karras": SchedulerSpec("FlowMatchEulerDiscreteScheduler", {"use_karras_sigmas": True}),
+    # The checkpoint's own scheduler, untouched (the generic family: a pipeline whose scheduler
+    # kind is known only once it loads).
+    "default": SchedulerSpec(""),
 }
 
 _ALIASES = {
@@ -41,6 +53,9 @@ _ALIASES = {
     "k_euler": "euler",
     "k_euler_a": "euler_a",
     "k_lms": "lms",
+    "flowmatch_euler": "flow_euler",
+    "flow_match_euler": "flow_euler",
+    "flowmatcheulerdiscrete": "flow_euler",
 }
 
 

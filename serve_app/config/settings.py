@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from serve_app.config.api_keys import ApiKeySpec, CallerLimits, check_webhook_secret, parse_key_specs
 from serve_app.config.catalogue import ModelCatalogue, ModelEntry
-from serve_app.config.families import TURBO_FAMILIES, TURBO_PRESETS, preset_for
+from serve_app.config.families import FAMILIES, TURBO_FAMILIES, TURBO_PRESETS, guess_family, preset_for
 from serve_app.config.schedulers import canonical_scheduler_name
 from serve_app.config.sizes import parse_size
 from serve_app.config.speed import SpeedSettings
@@ -67,6 +67,12 @@ class AppSettings(BaseSettings):
     )
     safety_checker: bool = Field(
         default=True, description="Keep the model's safety checker when it ships one."
+    )
+    safety_checker_model: str | None = Field(
+        default=None,
+        description="A standalone safety checker (folder, hub id or s3:// prefix in the layout of "
+        "CompVis/stable-diffusion-safety-checker) checking every model that ships none (SDXL, SD 3.5, "
+        "FLUX, ...) when safety_checker is on.",
     )
     speed: SpeedSettings = Field(
         default_factory=SpeedSettings, description="GPU speed recipes (serve_app/config/speed.py)."
@@ -380,7 +386,8 @@ class AppSettings(BaseSettings):
         if self.default_steps > self.max_steps:
             raise ValueError("default_steps must not exceed max_steps")
         for entry in self.models:
-            for side in parse_size(entry.default_size or self.default_size):
+            family_size = FAMILIES[entry.family].defaults.get("default_size")
+            for side in parse_size(entry.default_size or str(family_size or self.default_size)):
                 if side % 8 or not self.min_size <= side <= self.max_size:
                     raise ValueError(
                         f"models[{entry.name}].default_size must be multiples of 8 within "
@@ -435,7 +442,9 @@ class AppSettings(BaseSettings):
                     model=self.model,
                     variant=self.variant,
                     revision=self.revision,
-                    family=TURBO_FAMILIES.get(preset_for(self.model, self.speed.preset), "sd15"),
+                    family=TURBO_FAMILIES.get(preset_for(self.model, self.speed.preset))
+                    or guess_family(self.model)
+                    or "sd15",
                 )
             ]
             catalogue = ModelCatalogue(entries, self.max_loras_per_request, self.max_lora_weight)
@@ -461,8 +470,9 @@ class AppSettings(BaseSettings):
             # Dedicated inpainting and upscaler checkpoints are made for one architecture: they
             # serve the default model; the others inpaint and upscale through their own weights.
             update.update(inpainting_model=None, upscaler_model=None)
-        # A Turbo family's defaults (1 step, no guidance) unless the entry gives its own.
-        update.update(TURBO_PRESETS.get(entry.family, {}))
+        # The family's documented defaults (Turbo: 1 step, no guidance; FLUX.1-schnell: 4 steps and
+        # a flow-matching scheduler) unless the entry gives its own.
+        update.update(FAMILIES[entry.family].defaults)
         for field in ("default_size", "default_steps", "default_guidance_scale", "default_scheduler"):
             value = getattr(entry, field)
             if value is not None:

@@ -17,6 +17,7 @@ from typing import Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from serve_app.config.catalogue import ModelCatalogue
 from serve_app.config.settings import AppSettings
 from serve_app.core.errors import InvalidRequestError
 from serve_app.core.images import ImageKind, ImageSpec
@@ -133,6 +134,16 @@ def check_strength(strength: float, steps: int, field: str = "strength") -> floa
     return strength
 
 
+def check_task(catalogue: ModelCatalogue, model: str, kind: str, field: str = "image") -> None:
+    supported = catalogue.entry(model).supported_tasks
+    if kind not in supported:
+        raise InvalidRequestError(
+            f"Model {model!r} cannot run {kind}; it supports: {', '.join(supported)}.",
+            param=field,
+            code="task_not_supported",
+        )
+
+
 def image_specs(
     jobs: list[ImageSpec],
     kind: ImageKind,
@@ -142,9 +153,17 @@ def image_specs(
     resize_mode: ResizeMode = 0,
     strength_field: str = "strength",
     mask_field: str = "mask",
+    catalogue: ModelCatalogue | None = None,
+    image_field: str = "image",
 ) -> list[ImageSpec]:
-    """Turn text-to-image jobs (size, steps, seeds resolved) into jobs that start from ``image``."""
+    """Turn text-to-image jobs (size, steps, seeds resolved) into jobs that start from ``image``.
+
+    With the ``catalogue``, a model whose family cannot run ``kind`` (FLUX.2-klein has no
+    image-to-image, the generic family none unless its entry says so) is a 400 naming the image.
+    """
     first = jobs[0]
+    if catalogue is not None and first.model in catalogue.entries:
+        check_task(catalogue, first.model, kind, image_field)
     check_strength(strength, first.steps, strength_field)
     init = png_bytes(fit(image.convert("RGB"), first.width, first.height, resize_mode))
     mask_png = None

@@ -50,6 +50,9 @@ class ImageSpec:
     # zero weights): also the Serve multiplexed model id the ingress routes the job by.
     model: str = ""
     loras: tuple[tuple[str, float], ...] = ()
+    # FLUX.1's "true" classifier-free guidance: above 1 it runs a second pass per step with the
+    # negative prompt (1: off; families without it never get another value: core/params.py).
+    true_cfg_scale: float = 1.0
     # Who asked (an API key's name, ``discord-<user id>``, ``ip-<address>``), and that caller's
     # weight and priority: the model replica shares its queue fairly across callers
     # (serve_app/engine/fair_order.py). Never part of group_key: a batch still fills from many.
@@ -80,6 +83,7 @@ class ImageSpec:
             self.guidance_scale,
             self.scheduler,
             self.strength,
+            self.true_cfg_scale,
         )
 
     def __repr__(self) -> str:  # keep image bytes out of logs and error messages

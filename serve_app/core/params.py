@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from serve_app.config.catalogue import ModelEntry
 from serve_app.config.schedulers import UnknownSchedulerError, canonical_scheduler_name
 from serve_app.config.settings import AppSettings
 from serve_app.config.sizes import parse_size
@@ -37,6 +38,13 @@ class GenerationParams(BaseModel):
         default=None,
         max_length=16,
         description="LoRAs to apply: [{name, weight}] (or 'name:weight' strings); see GET /v1/models.",
+    )
+    true_cfg_scale: float | None = Field(
+        default=None,
+        ge=1.0,
+        le=50.0,
+        description="FLUX.1: above 1, true classifier-free guidance with the negative prompt (a second "
+        "pass per step); other families refuse it.",
     )
 
     @field_validator("prompt")
@@ -72,6 +80,7 @@ def build_image_specs(params: GenerationParams, count: int, settings: AppSetting
     except UnknownSchedulerError as error:
         raise InvalidRequestError(str(error), param="scheduler") from None
     guidance = params.guidance_scale if params.guidance_scale is not None else settings.default_guidance_scale
+    true_cfg = check_family_request(settings.catalogue.entry(choice.model), params, scheduler)
     first_seed = params.seed if params.seed is not None and params.seed >= 0 else random_seed()
     return [
         ImageSpec(
@@ -85,9 +94,47 @@ def build_image_specs(params: GenerationParams, count: int, settings: AppSetting
             seed=(first_seed + index) % (MAX_SEED + 1),
             model=choice.model,
             loras=choice.loras,
+            true_cfg_scale=true_cfg,
         )
         for index in range(count)
     ]
+
+
+def check_family_request(entry: ModelEntry, params: GenerationParams, scheduler: str) -> float:
+    """Refuse what the model's family cannot honour (serve_app/config/families.py), naming the
+    field; return the true-CFG scale the pipeline call gets.
+
+    Silently dropping a negative prompt or a sampler would render something else than was asked.
+    A guidance scale is accepted everywhere: distilled models (Turbo, FLUX.1-schnell, FLUX.2-klein)
+    ignore it as diffusers does, and A1111 clients send cfg_scale 7 with every request;
+    /v1/models says what guidance means per model.
+    """
+    family = entry.spec
+    if scheduler not in family.schedulers:
+        raise InvalidRequestError(
+            f"Model {entry.name!r} ({family.name}) cannot run scheduler {scheduler!r}; "
+            f"choose one of: {', '.join(family.schedulers)}.",
+            param="scheduler",
+        )
+    if params.negative_prompt and family.negative_prompt == "none":
+        raise InvalidRequestError(
+            f"Model {entry.name!r} ({family.name}) takes no negative prompt.", param="negative_prompt"
+        )
+    true_cfg = params.true_cfg_scale
+    if true_cfg is not None and true_cfg != 1.0 and family.negative_prompt != "true_cfg":
+        raise InvalidRequestError(
+            f"'true_cfg_scale' applies to FLUX.1 models only; {entry.name!r} is {family.name} "
+            "(use guidance_scale).",
+            param="true_cfg_scale",
+        )
+    if params.negative_prompt and family.negative_prompt == "true_cfg" and (true_cfg or 1.0) <= 1.0:
+        raise InvalidRequestError(
+            f"Model {entry.name!r} ({family.name}) applies a negative prompt only with "
+            "true_cfg_scale above 1 (a second pass per step, twice the time): set true_cfg_scale, "
+            "or leave negative_prompt out.",
+            param="negative_prompt",
+        )
+    return true_cfg or 1.0
 
 
 def resolve_size(size: str | None, settings: AppSettings) -> tuple[int, int]:

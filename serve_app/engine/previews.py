@@ -7,6 +7,11 @@ small fraction of that. Only images whose caller streams progress are decoded, o
 ``preview_every_steps`` steps, and the preview is a small JPEG, so a batch without watchers pays
 nothing and one with watchers pays a few milliseconds per preview (measured into the batch log as
 ``preview_s``).
+
+Each family previews with a decoder made for its latents (``preview_vae`` per catalogue entry, else
+``speed.preview_vae``): TAESD/TAESDXL for 4-channel UNet latents, TAESD3 for SD 3.5, TAEF1 for
+FLUX.1 once its packed latents are unpacked; a decoder whose channels do not match the model's
+latents is refused at load (the model then reports no previews), and FLUX.2 has none.
 """
 
 from __future__ import annotations
@@ -15,17 +20,60 @@ import io
 import logging
 from typing import Any
 
+from serve_app.config.families import FamilySpec
+from serve_app.config.settings import AppSettings
 from serve_app.config.speed import SpeedSettings
-from serve_app.engine.model.loading import resolve_model_source
+from serve_app.engine.model.families import preview_latents
+from serve_app.engine.model.loading import model_entry, resolve_model_source
 
 logger = logging.getLogger("ray.serve")
 
 
+def model_latent_channels(pipe: Any, family: FamilySpec) -> int | None:
+    """Channels of the latents a preview decoder receives (after unpacking, for packed ones)."""
+    vae = getattr(pipe, "vae", None)
+    channels = getattr(getattr(vae, "config", None), "latent_channels", None)
+    return int(channels) if channels is not None else None
+
+
 class PreviewDecoder:
-    def __init__(self, decoder: Any, every_steps: int, size: int) -> None:
+    def __init__(
+        self,
+        decoder: Any,
+        every_steps: int,
+        size: int,
+        pipe: Any = None,
+        family: FamilySpec | None = None,
+        source: str | None = None,
+    ) -> None:
         self._decoder = decoder
         self.every_steps = every_steps
         self.size = size
+        self._pipe = pipe
+        self._family = family
+        self.source = source
+
+    @classmethod
+    def for_model(cls, settings: AppSettings, pipe: Any, device: str, dtype: str) -> PreviewDecoder | None:
+        """The entry's preview decoder (or the app's), when one is configured and fits its latents."""
+        entry = model_entry(settings)
+        family = entry.spec
+        source = entry.preview_vae or settings.speed.preview_vae
+        if not source or family.preview == "none":
+            return None
+        speed = settings.speed.model_copy(update={"preview_vae": source})
+        loaded = cls.load(speed, device, dtype)
+        if loaded is None:
+            return None
+        wanted = model_latent_channels(pipe, family)
+        have = getattr(loaded._decoder.config, "latent_channels", None)
+        if wanted is not None and have is not None and int(have) != wanted:
+            logger.warning(
+                "preview decoder %s takes %s-channel latents; %s makes %s: no previews for it",
+                source, have, entry.name, wanted,
+            )
+            return None
+        return cls(loaded._decoder, loaded.every_steps, loaded.size, pipe, family, source)
 
     @classmethod
     def load(cls, speed: SpeedSettings, device: str, dtype: str) -> PreviewDecoder | None:
@@ -47,15 +95,32 @@ class PreviewDecoder:
         return step < total and step % self.every_steps == 0
 
     def describe(self) -> dict[str, Any]:
-        return {"every_steps": self.every_steps, "size": self.size}
+        return {"every_steps": self.every_steps, "size": self.size, "decoder": self.source}
 
-    def decode(self, latents: Any, indices: list[int]) -> dict[int, bytes]:
-        """JPEG previews of the latents at ``indices`` (rows of the batch), longest side ``size``."""
+    def decode(
+        self, latents: Any, indices: list[int], width: int | None = None, height: int | None = None
+    ) -> dict[int, bytes]:
+        """JPEG previews of the latents at ``indices`` (rows of the batch), longest side ``size``.
+
+        Packed (FLUX.1) latents need the image size to unpack; without it a square image is
+        assumed, and a sequence that is no square grid previews nothing.
+        """
+        import math
+
         import torch
         from PIL import Image
 
         if not indices:
             return {}
+        if self._family is not None and self._pipe is not None:
+            if self._family.preview == "packed" and (width is None or height is None):
+                side = math.isqrt(int(latents.shape[1]))
+                if side * side != latents.shape[1]:
+                    return {}
+                width = height = side * 2 * int(self._pipe.vae_scale_factor)
+            latents = preview_latents(self._pipe, self._family, latents, width or 0, height or 0)
+            if latents is None:
+                return {}
         with torch.no_grad():
             rows = latents[indices].to(self._decoder.device, self._decoder.dtype)
             images = self._decoder.decode(rows).sample

@@ -20,35 +20,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-TINY_MODEL_SEED = 0
+from serve_app.testing.tiny_families import (
+    FAMILY_BUILDERS,
+    save_tiny_flux_lora,
+    save_tiny_preview_decoder,
+    save_tiny_safety_checker,
+)
+from serve_app.testing.tiny_tokenizers import TINY_MODEL_SEED, byte_level_vocab
 
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character table, as CLIP's byte-level BPE uses it."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    codes = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(code) for code in codes), strict=True))
-
-
-def _byte_level_vocab() -> dict[str, int]:
-    """A CLIP BPE vocabulary with no merges: every byte, its end-of-word form, and the specials.
-
-    Without merges the tokenizer falls back to single byte-level characters, which is all a model
-    with random weights needs; it avoids shipping or fetching the real 49k-entry vocabulary.
-    """
-    chars = list(_bytes_to_unicode().values())
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    return {token: index for index, token in enumerate(tokens)}
+_byte_level_vocab = byte_level_vocab
 
 
 def build_tiny_pipeline(seed: int = TINY_MODEL_SEED) -> object:
@@ -162,7 +142,12 @@ BUILDERS = {
     "text2img": build_tiny_pipeline,
     "inpainting": build_tiny_inpainting,
     "upscaler": build_tiny_upscaler,
+    # The transformer families (serve_app/testing/tiny_families.py).
+    **FAMILY_BUILDERS,
 }
+
+# Not pipelines: a LoRA per architecture, the standalone safety checker, a preview decoder.
+EXTRA_KINDS = ("lora", "flux-lora", "safety-checker", "preview-vae")
 
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -204,6 +189,12 @@ def save_tiny_model(directory: str | Path, kind: str = "text2img", seed: int = T
     target = Path(directory)
     if kind == "lora":
         return save_tiny_lora(target, seed)
+    if kind == "flux-lora":
+        return save_tiny_flux_lora(target, seed)
+    if kind == "safety-checker":
+        return save_tiny_safety_checker(target, seed)
+    if kind == "preview-vae":
+        return save_tiny_preview_decoder(target, seed=seed)
     if (target / "model_index.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -218,16 +209,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("directory", help="folder to write the diffusers pipeline into")
     parser.add_argument(
         "--kind",
-        choices=[*sorted(BUILDERS), "lora"],
+        choices=[*sorted(BUILDERS), *EXTRA_KINDS],
         default="text2img",
-        help="text2img (default), a dedicated inpainting / 2x latent upscaler checkpoint, or a LoRA "
-        "for the tiny text2img model",
+        help="text2img (default), a dedicated inpainting / 2x latent upscaler checkpoint, a tiny "
+        "FLUX.1-dev (flux), FLUX.1-schnell or SD 3.5 (sd3) pipeline, a LoRA for the tiny SD (lora) or "
+        "FLUX (flux-lora) model, a standalone safety checker, or a preview decoder",
     )
     parser.add_argument(
         "--seed", type=int, default=None, help="random-weights seed (default: 0 for models, 1 for a LoRA)"
     )
     args = parser.parse_args(argv)
-    seed = args.seed if args.seed is not None else (1 if args.kind == "lora" else TINY_MODEL_SEED)
+    seed = args.seed if args.seed is not None else (1 if args.kind.endswith("lora") else TINY_MODEL_SEED)
     path = save_tiny_model(args.directory, args.kind, seed)
     print(f"tiny {args.kind} ready in {path}")
     return 0

@@ -189,7 +189,14 @@ def _img2img_jobs(
         subset = [jobs[i] for i in indexes]
         if mask is None:
             converted = image_specs(
-                subset, "img2img", image, strength, resize_mode=mode, strength_field="denoising_strength"
+                subset,
+                "img2img",
+                image,
+                strength,
+                resize_mode=mode,
+                strength_field="denoising_strength",
+                catalogue=settings.catalogue,
+                image_field="init_images",
             )
         else:
             if mask.size != image.size:
@@ -205,7 +212,14 @@ def _img2img_jobs(
             fitted_mask = fit(prepared_mask, width, height, mode)
             start = fill_masked(original, fitted_mask) if (body.inpainting_fill or 0) == 0 else original
             converted = image_specs(
-                subset, "inpaint", start, strength, mask=fitted_mask, strength_field="denoising_strength"
+                subset,
+                "inpaint",
+                start,
+                strength,
+                mask=fitted_mask,
+                strength_field="denoising_strength",
+                catalogue=settings.catalogue,
+                image_field="init_images",
             )
             for i in indexes:
                 overlays[i] = (original, fitted_mask)

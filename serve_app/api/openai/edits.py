@@ -125,6 +125,42 @@ def _generation_params(form: EditForm, prompt: str, size: str) -> GenerationPara
         raise _naming_the_field(error) from None
 
 
+# Decoding (up to max_input_pixels), masks, resizing and PNG encoding are CPU work of tens to
+# hundreds of milliseconds: on the ingress's event loop they would stall every other caller
+# (Discord's 3-second ACKs included), so the routes run these in a worker thread.
+
+
+def edit_specs(form: EditForm, files: dict[str, bytes], settings: AppSettings) -> list[ImageSpec]:
+    """An edit's jobs: inpainting with a mask (given, or the image's transparent pixels), else img2img."""
+    image = decode_image(files["image"], "image", settings)
+    mask = None
+    if "mask" in files:
+        uploaded = decode_image(files["mask"], "mask", settings)
+        mask = mask_from_alpha(uploaded) if has_transparency(uploaded) else uploaded.convert("L")
+    elif has_transparency(image):
+        mask = mask_from_alpha(image)
+    params = _generation_params(form, form.prompt or "", output_size(image, form.size, settings))
+    jobs = build_image_specs(params, form.n, settings)
+    if mask is not None:
+        strength = form.strength if form.strength is not None else 1.0
+        return image_specs(jobs, "inpaint", image, strength, mask=mask, catalogue=settings.catalogue)
+    strength = form.strength if form.strength is not None else settings.default_strength
+    return image_specs(jobs, "img2img", image, strength, catalogue=settings.catalogue)
+
+
+def variation_specs(
+    form: EditForm, files: dict[str, bytes], prompt: str, settings: AppSettings
+) -> list[ImageSpec]:
+    """A variation's jobs: image-to-image of the picture alone."""
+    image = decode_image(files["image"], "image", settings)
+    params = _generation_params(form, prompt or "variation", output_size(image, form.size, settings))
+    strength = form.strength if form.strength is not None else settings.variation_strength
+    jobs = build_image_specs(params, form.n, settings)
+    jobs = image_specs(jobs, "img2img", image, strength, catalogue=settings.catalogue)
+    # No prompt (OpenAI's variations take none): an empty one lets the picture alone lead.
+    return [replace(job, prompt=prompt) for job in jobs]
+
+
 def create_image_edit_router(
     client: ModelClient, store: ImageStore, settings: AppSettings, dependencies: Sequence[Any]
 ) -> APIRouter:
@@ -138,21 +174,7 @@ def create_image_edit_router(
             raise InvalidRequestError("'image' is required (a PNG, JPEG or WebP file).", param="image")
         if not form.prompt or not form.prompt.strip():
             raise InvalidRequestError("'prompt' is required.", param="prompt")
-        image = decode_image(files["image"], "image", settings)
-        mask = None
-        if "mask" in files:
-            uploaded = decode_image(files["mask"], "mask", settings)
-            mask = mask_from_alpha(uploaded) if has_transparency(uploaded) else uploaded.convert("L")
-        elif has_transparency(image):
-            mask = mask_from_alpha(image)
-        params = _generation_params(form, form.prompt, output_size(image, form.size, settings))
-        jobs = build_image_specs(params, form.n, settings)
-        if mask is not None:
-            strength = form.strength if form.strength is not None else 1.0
-            jobs = image_specs(jobs, "inpaint", image, strength, mask=mask)
-        else:
-            strength = form.strength if form.strength is not None else settings.default_strength
-            jobs = image_specs(jobs, "img2img", image, strength)
+        jobs = await asyncio.to_thread(edit_specs, form, files, settings)
         results = await client.generate(jobs)
         return await asyncio.to_thread(
             openai_images_response,
@@ -171,13 +193,8 @@ def create_image_edit_router(
         form, files = await _read_form(request)
         if "image" not in files:
             raise InvalidRequestError("'image' is required (a PNG, JPEG or WebP file).", param="image")
-        image = decode_image(files["image"], "image", settings)
         prompt = (form.prompt or "").strip()
-        params = _generation_params(form, prompt or "variation", output_size(image, form.size, settings))
-        strength = form.strength if form.strength is not None else settings.variation_strength
-        jobs = image_specs(build_image_specs(params, form.n, settings), "img2img", image, strength)
-        # No prompt (OpenAI's variations take none): an empty one lets the picture alone lead.
-        jobs = [replace(job, prompt=prompt) for job in jobs]
+        jobs = await asyncio.to_thread(variation_specs, form, files, prompt, settings)
         results = await client.generate(jobs)
         return await asyncio.to_thread(
             openai_images_response,

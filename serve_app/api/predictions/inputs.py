@@ -147,6 +147,8 @@ async def prediction_image_jobs(
         0,
         "input.strength",
         "input.mask",
+        settings.catalogue,
+        "input.image",
     )
     shown: dict[str, Any] = {"kind": kind, "strength": strength, "size": size, "image": _shown(source)}
     if fields.mask is not None:

@@ -49,7 +49,7 @@ class LoadedModel:
         self.plan: RuntimePlan = plan_runtime(settings)
         self.pipe: Any = load_pipeline(settings, self.plan)
         self.recipes = apply_recipes(self.pipe, self.plan, settings.speed, bucket_count)
-        self.previews = PreviewDecoder.load(settings.speed, self.plan.device, self.plan.dtype)
+        self.previews = PreviewDecoder.for_model(settings, self.pipe, self.plan.device, self.plan.dtype)
         self.schedulers = SchedulerCache(self.pipe)
         # img2img, inpainting and upscale run on pipelines sharing these weights (from_pipe).
         self.tasks = TaskPipelines.load(self.pipe, settings, self.plan)

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from serve_app.config.families import preset_for
+from serve_app.config.catalogue import ModelEntry
+from serve_app.config.families import FamilySpec, preset_for
 from serve_app.config.schedulers import SCHEDULERS, canonical_scheduler_name
 from serve_app.config.settings import AppSettings
 from serve_app.engine.model.s3_sync import sync_s3_model
@@ -41,6 +42,9 @@ class RuntimePlan:
     vae_slicing: bool = False
     compile_vae: bool = False
     preset: str = "none"
+    family: str = "sd15"
+    offload: str = "none"  # what choose_offload kept: CUDA only
+    quantization: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,13 +71,34 @@ def choose_device(requested: str, cuda_available: bool) -> str:
     return requested
 
 
-def choose_dtype(requested: str, device: str) -> str:
-    """fp16 halves memory and roughly doubles speed on GPUs; CPUs have no fast fp16 kernels."""
+def choose_dtype(requested: str, device: str, cuda_dtype: str = "float16") -> str:
+    """Half precision halves memory and roughly doubles speed on GPUs; CPUs have no fast fp16
+    kernels. ``cuda_dtype`` is the family's: bf16 for the transformer families (trained in bf16,
+    they overflow in fp16), fp16 for the UNets."""
     if requested != "auto":
         if device == "cpu" and requested == "float16":
             raise ValueError("float16 is not supported on CPU; use float32 or bfloat16")
         return requested
-    return "float16" if device == "cuda" else "float32"
+    return cuda_dtype if device == "cuda" else "float32"
+
+
+def choose_offload(requested: str, device: str) -> str:
+    """CPU offload moves components to the GPU while they run: meaningless (and an error in
+    accelerate) without one, so a CPU replica loads the whole pipeline as usual."""
+    if requested != "none" and device != "cuda":
+        logger.warning("offload %r ignored on %s", requested, device)
+        return "none"
+    return requested
+
+
+def model_entry(settings: AppSettings) -> ModelEntry:
+    """The catalogue entry these settings (``AppSettings.for_model``'s view) are about."""
+    catalogue = settings.catalogue
+    return catalogue.entries.get(settings.served_model_name) or catalogue.default
+
+
+def family_of(settings: AppSettings) -> FamilySpec:
+    return model_entry(settings).spec
 
 
 def xformers_installed() -> bool:
@@ -88,12 +113,13 @@ def plan_runtime(settings: AppSettings) -> RuntimePlan:
     import torch
 
     speed = settings.speed
+    entry = model_entry(settings)
     device = choose_device(settings.device, torch.cuda.is_available())
     compiled = choose_compile(settings.compile, device, allow_cpu=speed.compile_on_cpu)
     attention = choose_attention(settings.attention, device, xformers_installed(), compiled)
     return RuntimePlan(
         device=device,
-        dtype=choose_dtype(settings.dtype, device),
+        dtype=choose_dtype(settings.dtype, device, entry.spec.cuda_dtype),
         attention=attention,
         compile=compiled,
         channels_last=choose_toggle(speed.channels_last, device),
@@ -101,6 +127,9 @@ def plan_runtime(settings: AppSettings) -> RuntimePlan:
         vae_slicing=choose_toggle(speed.vae_slicing, device),
         compile_vae=compiled and speed.compile_vae,
         preset=preset_for(settings.model, speed.preset),
+        family=entry.family,
+        offload=choose_offload(entry.offload, device),
+        quantization=entry.quantization.backend if entry.quantization else None,
     )
 
 
@@ -126,10 +155,39 @@ def resolve_model_source(model: str, settings: AppSettings | None = None) -> tup
     return model, False
 
 
+def quantization_config(entry: ModelEntry) -> Any | None:
+    """diffusers' ``PipelineQuantizationConfig`` for the entry's option (None without one)."""
+    if entry.quantization is None:
+        return None
+    from diffusers import PipelineQuantizationConfig
+
+    option = entry.quantization
+    kwargs: dict[str, Any] = {}
+    if option.backend == "torchao":
+        kwargs["quant_type"] = option.quant_type
+    return PipelineQuantizationConfig(
+        quant_backend=option.backend, quant_kwargs=kwargs, components_to_quantize=option.components
+    )
+
+
+def from_pretrained(family: str, source: str, kwargs: dict[str, Any]) -> Any:
+    """AutoPipelineForText2Image picks the class model_index.json names (SD 1.5 to FLUX.2-klein);
+    the generic family falls back to DiffusionPipeline for pipelines it has no mapping for
+    (HiDream, HunyuanImage, ...)."""
+    from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+
+    try:
+        return AutoPipelineForText2Image.from_pretrained(source, **kwargs)
+    except ValueError:
+        if family != "auto":
+            raise
+        logger.info("%s: no text-to-image AutoPipeline; loading it with DiffusionPipeline", source)
+        return DiffusionPipeline.from_pretrained(source, **kwargs)
+
+
 def load_pipeline(settings: AppSettings, plan: RuntimePlan) -> Any:
-    """``AutoPipelineForText2Image.from_pretrained`` so SD 1.5, 2.1, SDXL and Turbo all load."""
+    """``from_pretrained`` of the entry's family (SD 1.5 to FLUX.2), on the replica's device."""
     import torch
-    from diffusers import AutoPipelineForText2Image
 
     source, is_local = resolve_model_source(settings.model, settings)
     kwargs: dict[str, Any] = {"dtype": getattr(torch, plan.dtype)}
@@ -144,14 +202,24 @@ def load_pipeline(settings: AppSettings, plan: RuntimePlan) -> Any:
         kwargs["variant"] = variant
     elif settings.variant:
         logger.warning("%s has no %r weights; loading its default weights", source, settings.variant)
-    if not settings.safety_checker:
+    entry = model_entry(settings)
+    # Only the SD pipelines have a safety_checker component (the others get the standalone one).
+    if not settings.safety_checker and entry.family in ("sd15", "sd2", "sd-turbo"):
         kwargs["safety_checker"] = None
         kwargs["requires_safety_checker"] = False
     if settings.speed.fp16_vae:
         kwargs["vae"] = load_fp16_vae(settings.speed.fp16_vae, kwargs["dtype"])
+    quantization = quantization_config(entry)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
     logger.info("loading %s with %s", source, plan)
-    pipe = AutoPipelineForText2Image.from_pretrained(source, **kwargs)
-    pipe = pipe.to(plan.device)
+    pipe = from_pretrained(entry.family, source, kwargs)
+    if plan.offload == "model":
+        pipe.enable_model_cpu_offload()
+    elif plan.offload == "sequential":
+        pipe.enable_sequential_cpu_offload()
+    else:
+        pipe = pipe.to(plan.device)
     pipe.set_progress_bar_config(disable=True)
     # Attention, fused QKV, channels-last, slicing and compile: apply_recipes, once the warm-up
     # plan is known (the recompile limit must cover its shapes).
@@ -179,10 +247,14 @@ class SchedulerCache:
     def __init__(self, pipe: Any) -> None:
         self._pipe = pipe
         self._base_config = pipe.scheduler.config
+        self._base_scheduler = pipe.scheduler
         self._schedulers: dict[str, Any] = {}
 
     def use(self, name: str) -> Any:
         """Put scheduler ``name`` on the pipeline and return it (pipelines from from_pipe take it too)."""
+        if name == "default":  # the checkpoint's own, as loaded
+            name = "default"
+            self._schedulers.setdefault(name, self._base_scheduler)
         if name not in self._schedulers:
             self._schedulers[name] = build_scheduler(name, self._base_config)
         self._pipe.scheduler = self._schedulers[name]

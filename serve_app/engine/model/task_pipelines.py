@@ -20,7 +20,9 @@ from PIL import Image
 
 from serve_app.config.settings import AppSettings
 from serve_app.core.images import ImageSpec
+from serve_app.engine.model.families import adjust_arguments
 from serve_app.engine.model.loading import resolve_model_source
+from serve_app.engine.model.safety import StandaloneChecker
 
 logger = logging.getLogger("ray.serve")
 
@@ -50,8 +52,11 @@ class TaskPipelines:
         inpainting: Any | None = None,
         vae_tiling_pixels: int = 0,
         upscaler: Any | None = None,
+        standalone_checker: StandaloneChecker | None = None,
     ) -> None:
         self.text2img = text2img
+        # Checks the images of pipelines that return images and ship no checker (FLUX, SD 3.5).
+        self.standalone_checker = standalone_checker
         self._img2img: Any | None = None
         self._inpaint: Any | None = inpainting
         self._dedicated_inpainting = inpainting is not None
@@ -62,6 +67,16 @@ class TaskPipelines:
     def load(cls, text2img: Any, settings: AppSettings, plan: Any) -> TaskPipelines:
         from diffusers import AutoPipelineForInpainting, DiffusionPipeline
 
+        standalone = None
+        if settings.safety_checker and settings.safety_checker_model:
+            if getattr(text2img, "safety_checker", None) is None:
+                standalone = StandaloneChecker.load(
+                    settings.safety_checker_model, plan.device, plan.dtype, settings
+                )
+                # Where the replica's finish stage decodes latents itself it checks with the
+                # pipeline's safety_checker and feature_extractor: give it the standalone ones.
+                text2img.safety_checker = standalone.checker
+                text2img.feature_extractor = standalone.feature_extractor
         return cls(
             text2img,
             inpainting=load_dedicated(settings.inpainting_model, AutoPipelineForInpainting, settings, plan)
@@ -71,6 +86,7 @@ class TaskPipelines:
             if settings.upscaler_model
             else None,
             vae_tiling_pixels=settings.vae_tiling_pixels,
+            standalone_checker=standalone,
         )
 
     def for_kind(self, kind: str) -> Any:
@@ -124,6 +140,7 @@ class TaskPipelines:
             "output_type": "pil",
             "callback_on_step_end": on_step_end,
         }
+        kwargs = adjust_arguments(pipe, kwargs, jobs)  # per family (serve_app/engine/model/families.py)
         if first.kind == "txt2img":
             kwargs.update(width=first.width, height=first.height)
         else:
@@ -141,7 +158,19 @@ class TaskPipelines:
             vae.enable_tiling()
         else:
             vae.disable_tiling()
-        return pipe(**kwargs)
+        output = pipe(**kwargs)
+        return self._checked(output, kwargs.get("output_type", "pil"))
+
+    def _checked(self, output: Any, output_type: str) -> Any:
+        """Images from a pipeline without a checker of its own, through the standalone one."""
+        if self.standalone_checker is None or output_type == "latent":
+            return output  # latents: the finish stage checks them (LoadedModel.safety_checker)
+        if getattr(output, "nsfw_content_detected", None) is not None:
+            return output  # the pipeline checked them itself
+        images, flags = self.standalone_checker.check(list(output.images))
+        output.images = images
+        output.nsfw_content_detected = flags
+        return output
 
     def _dedicated_upscale(
         self, jobs: list[ImageSpec], generators: list[Any], on_step_end: Callable[..., dict]

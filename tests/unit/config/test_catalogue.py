@@ -80,7 +80,10 @@ def test_bad_choices_name_the_field(model: str, loras: list[str], param: str, te
             {"name": "a", "model": "x", "loras": [{"name": "l", "source": "s"}]},
             {"name": "b", "model": "y", "loras": [{"name": "l", "source": "t"}]},
         ],
-        [{"name": "a", "model": "x", "family": "sd3"}],
+        [{"name": "a", "model": "x", "family": "sd4"}],
+        # a sampler its family cannot run, a task it cannot do
+        [{"name": "a", "model": "x", "family": "flux-dev", "default_scheduler": "ddim"}],
+        [{"name": "a", "model": "x", "family": "flux2-klein", "tasks": ["txt2img", "img2img"]}],
     ],
 )
 def test_a_bad_catalogue_fails_the_deploy(models: list[dict[str, object]]) -> None:

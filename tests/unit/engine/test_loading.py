@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from serve_app.config.families import FLOW_SCHEDULERS, SD_SCHEDULERS
 from serve_app.config.schedulers import SCHEDULERS
 from serve_app.engine.model.loading import (
     choose_attention,
@@ -21,11 +22,25 @@ def test_every_scheduler_builds_from_a_stable_diffusion_config() -> None:
     from serve_app.engine.model.loading import build_scheduler
 
     base = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).config
-    for name, spec in SCHEDULERS.items():
+    for name in SD_SCHEDULERS:
+        spec = SCHEDULERS[name]
         scheduler = build_scheduler(name, base)
         assert type(scheduler).__name__ == spec.class_name
         assert scheduler.config.beta_schedule == "scaled_linear"
     assert build_scheduler("dpmpp_2m_karras", base).config.use_karras_sigmas is True
+
+
+def test_flow_schedulers_build_from_a_flux_config_and_keep_its_shifting() -> None:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from serve_app.engine.model.loading import build_scheduler
+
+    base = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True).config
+    for name in FLOW_SCHEDULERS:
+        scheduler = build_scheduler(name, base)
+        assert type(scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+        assert scheduler.config.use_dynamic_shifting is True
+    assert build_scheduler("flow_euler_karras", base).config.use_karras_sigmas is True
 
 
 def test_device_follows_what_torch_sees() -> None:
@@ -66,7 +81,7 @@ def test_model_source_local_folder_or_hub_id(tmp_path: object) -> None:
         resolve_model_source("./no/such/folder")
 
 
-@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+@pytest.mark.parametrize("name", sorted(SD_SCHEDULERS))
 @pytest.mark.parametrize("steps", [1, 2, 500])
 def test_every_scheduler_runs_every_allowed_step_count(name: str, steps: int) -> None:
     """Any steps value the API accepts must run with any scheduler: a crash here would be a 500."""

@@ -1,0 +1,314 @@
+"""Tiny random-weight pipelines of the transformer families (FLUX.1, SD 3.5, FLUX.2-klein), offline.
+
+The same idea as ``tiny_model.py`` for Stable Diffusion: a complete diffusers folder that
+``from_pretrained`` loads exactly like the real checkpoint (same pipeline class, same component
+classes, packed latents, flow-matching scheduler, T5 and Qwen tokenizers), small enough to render
+64x64 in a fraction of a second on two CPU cores. Component sizes follow diffusers' own pipeline
+tests; the one thing those tests download, the tokenizers, is built here: CLIP's byte-level BPE
+without merges (tiny_model), a T5 Unigram vocabulary of single characters, and a Qwen2 byte-level
+BPE without merges. Random weights draw coloured noise; what they prove is that every code path
+(loading, batching, LoRAs, previews, each interface) runs on the real classes.
+
+Usage::
+
+    python -m serve_app.testing.tiny_model .cache/tiny-flux --kind flux
+"""
+
+from __future__ import annotations
+
+import string
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from serve_app.testing.tiny_tokenizers import TINY_MODEL_SEED
+from serve_app.testing.tiny_tokenizers import byte_level_vocab as _byte_level_vocab
+
+
+def tiny_clip_tokenizer() -> Any:
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer(vocab=_byte_level_vocab(), merges=[], model_max_length=77)
+
+
+def _clip_config(projection: bool = False, **extra: Any) -> Any:
+    from transformers import CLIPTextConfig
+
+    vocab = _byte_level_vocab()
+    return CLIPTextConfig(
+        bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=vocab["<|endoftext|>"],
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=5,
+        vocab_size=len(vocab),
+        max_position_embeddings=77,
+        hidden_act="gelu",
+        **({"projection_dim": 32} if projection else {}),
+        **extra,
+    )
+
+
+def tiny_t5_tokenizer() -> Any:
+    """A T5 tokenizer (Unigram over single characters) built in memory: no sentencepiece file."""
+    from transformers import T5TokenizerFast
+
+    pieces = ["<pad>", "</s>", "<unk>", "▁", *(string.ascii_letters + string.digits + string.punctuation)]
+    vocab = [(piece, 0.0 if index < 3 else -float(index)) for index, piece in enumerate(pieces)]
+    return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=512)
+
+
+def tiny_t5(seed: int, vocab_size: int) -> Any:
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=vocab_size,
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            decoder_start_token_id=0,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    )
+
+
+def _tiny_vae(latent_channels: int, seed: int, **extra: Any) -> Any:
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        # Four stages: the real 8x downsampling, so 64x64 is an 8x8 latent grid (few tokens).
+        block_out_channels=(16, 16, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=8,
+        **extra,
+    )
+
+
+def build_tiny_flux(seed: int = TINY_MODEL_SEED, guidance_embeds: bool = True) -> Any:
+    """FLUX.1's shape: FluxTransformer2DModel on packed 4-channel latents, CLIP + T5, shift/scale VAE.
+
+    ``guidance_embeds=True`` is FLUX.1-dev (guidance is an input), False FLUX.1-schnell. The VAE
+    downsamples 8x like the real one, so the packed-latent arithmetic is the real one.
+    """
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        out_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=(4, 4, 8),
+    )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(_clip_config())
+    tokenizer_2 = tiny_t5_tokenizer()
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(
+            shift=3.0,
+            use_dynamic_shifting=True,
+            base_shift=0.5,
+            max_shift=1.15,
+            base_image_seq_len=16,
+            max_image_seq_len=256,
+        ),
+        vae=_tiny_vae(
+            4,
+            seed,
+            shift_factor=0.0609,
+            scaling_factor=1.5035,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+        ),
+        text_encoder=text_encoder,
+        tokenizer=tiny_clip_tokenizer(),
+        text_encoder_2=tiny_t5(seed, len(tokenizer_2)),
+        tokenizer_2=tokenizer_2,
+        transformer=transformer,
+    )
+
+
+def build_tiny_sd3(seed: int = TINY_MODEL_SEED) -> Any:
+    """SD 3.5's shape: SD3Transformer2DModel (dual attention, qk-norm), two CLIPs with projection
+    and T5, 16-channel latents."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=32,
+        patch_size=1,
+        in_channels=16,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=32,
+        pooled_projection_dim=64,
+        out_channels=16,
+        dual_attention_layers=(0,),
+        qk_norm="rms_norm",
+    )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModelWithProjection(_clip_config(projection=True))
+    torch.manual_seed(seed + 1)
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_config(projection=True))
+    tokenizer_3 = tiny_t5_tokenizer()
+    return StableDiffusion3Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=_tiny_vae(
+            16,
+            seed,
+            shift_factor=0.0609,
+            scaling_factor=1.5035,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+        ),
+        text_encoder=text_encoder,
+        tokenizer=tiny_clip_tokenizer(),
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tiny_clip_tokenizer(),
+        text_encoder_3=tiny_t5(seed, len(tokenizer_3)),
+        tokenizer_3=tokenizer_3,
+        transformer=transformer,
+    )
+
+
+def build_tiny_flux_schnell(seed: int = TINY_MODEL_SEED) -> Any:
+    return build_tiny_flux(seed, guidance_embeds=False)
+
+
+FAMILY_BUILDERS = {
+    "flux": build_tiny_flux,
+    "flux-schnell": build_tiny_flux_schnell,
+    "sd3": build_tiny_sd3,
+}
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+def _staged(target: Path, write: Any) -> Path:
+    """Write into a temporary sibling, then rename: a half-built folder is never loaded."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
+    write(staging)
+    staging.rename(target)
+    return target
+
+
+def save_tiny_flux_lora(directory: str | Path, seed: int = 1) -> Path:
+    """A LoRA for the tiny FLUX.1 transformer's attention, in diffusers' FLUX LoRA format."""
+    import torch
+    from diffusers import FluxPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    target = Path(directory)
+    if (target / LORA_FILE).exists():
+        return target
+    transformer = build_tiny_flux().transformer
+    torch.manual_seed(seed)
+    transformer.add_adapter(
+        LoraConfig(
+            r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
+        )
+    )
+    layers = get_peft_model_state_dict(transformer)
+    return _staged(
+        target, lambda staging: FluxPipeline.save_lora_weights(staging, transformer_lora_layers=layers)
+    )
+
+
+def save_tiny_safety_checker(directory: str | Path, seed: int = 0, flag_everything: bool = False) -> Path:
+    """A standalone safety checker's folder: ``StableDiffusionSafetyChecker`` (tiny CLIP vision
+    tower, random concept embeddings) and its ``CLIPImageProcessor``, as
+    ``CompVis/stable-diffusion-safety-checker`` ships them."""
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    target = Path(directory)
+    if (target / "config.json").exists():
+        return target
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "vocab_size": 100,
+            "bos_token_id": 0,
+            "eos_token_id": 1,
+            "pad_token_id": 1,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=32,
+    )
+    checker = StableDiffusionSafetyChecker(config).eval()
+    if flag_everything:
+        # Every concept's threshold below any cosine similarity: each image is flagged, which is
+        # what a test of the flagged path needs from random weights.
+        with torch.no_grad():
+            checker.concept_embeds_weights.fill_(-2.0)
+
+    def write(staging: Path) -> None:
+        checker.save_pretrained(staging)
+        CLIPImageProcessor(crop_size=32, size={"shortest_edge": 32}).save_pretrained(staging)
+
+    return _staged(target, write)
+
+
+def save_tiny_preview_decoder(directory: str | Path, latent_channels: int = 4, seed: int = 0) -> Path:
+    """A tiny random ``AutoencoderTiny`` (TAESD's shape) for ``latent_channels``-channel latents:
+    4 for SD 1.5/SDXL and the tiny FLUX.1 (its packed latents unpack to 4 channels), 16 for TAESD3
+    and TAEF1 at real size."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    target = Path(directory)
+    if (target / "config.json").exists():
+        return target
+    torch.manual_seed(seed)
+    decoder = AutoencoderTiny(
+        latent_channels=latent_channels,
+        encoder_block_out_channels=(16, 16),
+        decoder_block_out_channels=(16, 16),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+    )
+    return _staged(target, decoder.save_pretrained)
