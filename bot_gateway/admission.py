@@ -2,16 +2,70 @@
 
 Refusals are cheap, immediate and ephemeral (only the invoking user sees them): a guild that is not
 on the allow-list, a banned word, a user who already has the maximum number of renders running,
-or a queue so long the image could not arrive within the interaction token's 15 minutes.
+a user or guild over its limits (``discord_user_limits``, ``discord_guild_limits``: the same
+images per minute, concurrent images and daily budget as API keys), or a queue so long the image
+could not arrive within the interaction token's 15 minutes.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from typing import Any
 
+from serve_app.config.settings import AppSettings
+from serve_app.core.errors import RateLimitedError
 from serve_app.core.images import ImageSpec
 from serve_app.core.load import LoadTracker, work_units
+from serve_app.core.quotas import Admission, QuotaBook
+
+
+class DiscordQuotas:
+    """Per-user and per-guild limits, checked together: a request takes from both or from neither.
+
+    Counted in this ingress replica's memory, like the concurrency above: the answer to Discord
+    must come within 3 s, so no store is read on the way (API keys' daily budgets are also seeded
+    from the usage records; Discord's restart from zero with the replica).
+    """
+
+    def __init__(self, settings: AppSettings) -> None:
+        self._settings = settings
+        self._book = QuotaBook(concurrency_retry_after_s=settings.retry_after_s)
+
+    def admit(self, user_id: str, guild_id: str | None, images: int) -> Admission:
+        """Take ``images`` from the user's and the guild's limits, or raise ``RateLimitedError``."""
+        limits = [(discord_caller(user_id), self._settings.discord_user_limits)]
+        if guild_id is not None:
+            limits.append((f"discord-guild-{guild_id}", self._settings.discord_guild_limits))
+        limits = [(name, caller_limits) for name, caller_limits in limits if not caller_limits.unlimited]
+        try:
+            return self._book.admit(limits, images)
+        except RateLimitedError as error:
+            # Told to the person: "you" and "this server", never our internal caller names.
+            message = error.message.replace(f"discord-guild-{guild_id}", "this server")
+            message = message.replace(discord_caller(user_id), "you")
+            message = message[0].upper() + message[1:]
+            raise RateLimitedError(message, retry_after_s=error.retry_after_s) from None
+
+    def release(self, admission: Admission) -> None:
+        self._book.release(admission)
+
+    def refund(self, admission: Admission) -> None:
+        self._book.refund(admission)
+
+    def stamp(self, jobs: list[dict[str, Any]], user_id: str) -> None:
+        """Name the user on a job record's images: the model replica's fair queue shares across
+        users (``discord_weight``, ``discord_priority``), and usage is recorded per user."""
+        for job in jobs:
+            job.update(
+                caller=discord_caller(user_id),
+                caller_weight=self._settings.discord_weight,
+                caller_priority=self._settings.discord_priority,
+            )
+
+
+def discord_caller(user_id: str) -> str:
+    return f"discord-{user_id}"
 
 
 class JobsPerUser:

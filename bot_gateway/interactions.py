@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bot_gateway.admission import JobsPerUser, banned_word_in, expected_wait_s, guild_allowed
+from bot_gateway.admission import DiscordQuotas, JobsPerUser, banned_word_in, expected_wait_s, guild_allowed
 from bot_gateway.aspect_ratios import AspectRatioError, size_for_ratio
 from bot_gateway.commands import (
     IMAGINE,
@@ -78,7 +78,7 @@ from bot_gateway.user_settings import UnknownUserError, UserDefaults, UserSettin
 from serve_app.config.credentials import CredentialSource
 from serve_app.config.settings import AppSettings
 from serve_app.config.sizes import parse_size
-from serve_app.core.errors import InvalidRequestError
+from serve_app.core.errors import InvalidRequestError, RateLimitedError
 from serve_app.core.image_inputs import upscale_size
 from serve_app.core.images import ImageSpec
 from serve_app.core.model_choice import resolve_model
@@ -119,6 +119,7 @@ class InteractionHandler:
         self._runner = runner
         self._credentials = credentials
         self._limits = JobsPerUser(settings.discord_max_jobs_per_user)
+        self._quotas = DiscordQuotas(settings)  # per-user and per-guild limits (issue 26)
         self._user_settings = UserSettingsStore(runner.jobs.images)
         # Edits and deletions that follow an answer without a job (U1-U4, Delete): held so the
         # event loop does not drop them half-way.
@@ -459,13 +460,22 @@ class InteractionHandler:
                 "wait for them to finish, or ask for fewer with count."
             )
         try:
+            quota = self._quotas.admit(user_id, interaction.guild_id, count)
+        except RateLimitedError as error:
+            self._limits.release(user_id, count)
+            service_metrics.rejected("rate_limit")
+            return ephemeral(f"{error.message} Try again in {error.retry_after_s} s.")
+        self._quotas.stamp(record.jobs, user_id)  # fair share and usage per user
+        try:
             await self._runner.jobs.accept(record, timeout_s=ACCEPT_TIMEOUT_S)
         except Exception as error:
             self._limits.release(user_id, count)
+            self._quotas.refund(quota)
             logger.warning("discord job not queued: the store failed (%s)", type(error).__name__)
             return ephemeral("Could not queue your image: storage is not answering. Try again in a moment.")
         task = self._runner.start(record)
         task.add_done_callback(lambda _: self._limits.release(user_id, count))
+        task.add_done_callback(lambda _: self._quotas.release(quota))
         return {"type": ResponseType.DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE}
 
     def _target(

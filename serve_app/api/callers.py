@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from fastapi import Request
 
@@ -120,6 +121,11 @@ class MeteredClient:
     def __init__(self, client: ModelClient, callers: Callers) -> None:
         self._client = client
         self._callers = callers
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else the routes read from the client (its deployment, timeouts...) is the
+        # model client's own: a wrapper must not hide what another route needs.
+        return getattr(self._client, name)
 
     @property
     def load(self) -> LoadTracker:

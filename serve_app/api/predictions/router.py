@@ -20,7 +20,7 @@ from serve_app.api.predictions.protocol import PredictionRequest, prediction_vie
 from serve_app.config.settings import AppSettings
 from serve_app.core.errors import NotFoundError
 from serve_app.core.model_choice import resolve_model
-from serve_app.core.params import GenerationParams
+from serve_app.core.params import GenerationParams, build_image_specs
 from serve_app.core.webhooks import validate_webhook
 from serve_app.jobs.records import TERMINAL, JobRecord, new_record
 from serve_app.jobs.runner import JobRunner
@@ -63,6 +63,8 @@ def create_prediction_router(
         # nothing) and before anything is stored or queued: over a limit is a 429.
         caller = request_caller(request)
         admission = None
+        if image_specs is None:  # text-to-image: the specs (seeds resolved) built here, to stamp them
+            image_specs = build_image_specs(params, body.input.n, settings)
         if caller is not None and callers is not None:
             admission = await callers.admit(caller, len(image_specs))
             image_specs = caller.stamp(image_specs)
