@@ -371,7 +371,7 @@ class DiffusionModel:
         ]
         for w in waiting:
             # Fair shares, not arrival order: _waiting stays sorted by each image's fair-order key,
-            # so the render loop's "take the first max_batch_size" and the places told to callers
+            # so the render loop's batches (taken from the front) and the places told to callers
             # both follow it (serve_app/engine/fair_order.py).
             w.order = self._fair.key(Share(w.job.caller, w.job.caller_weight, w.job.caller_priority))
             bisect.insort(self._waiting, w, key=lambda item: item.order)
