@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any, Protocol, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from serve_app.api.a1111.router import create_a1111_router
 from serve_app.api.callers import Callers, MeteredClient, key_caller, keyless_caller, set_caller
@@ -25,6 +25,7 @@ from serve_app.api.origin import OriginGuard
 from serve_app.api.playground.router import create_playground_router
 from serve_app.api.predictions.router import create_prediction_router
 from serve_app.api.predictions.webhooks import WebhookDelivery
+from serve_app.api.readiness import Readiness
 from serve_app.api.usage_router import create_usage_router
 from serve_app.config.api_keys import match_key
 from serve_app.config.credentials import CredentialSource
@@ -92,6 +93,7 @@ def create_http_app(
 ) -> FastAPI:
     store = create_store(settings)
     jobs = JobStore(store)
+    readiness = Readiness(*client.deployment)
     # Every image goes through the caller's limits, name and usage (serve_app/api/callers.py).
     callers = Callers(UsageBook(store), settings.retry_after_s)
     client = cast(ModelClient, MeteredClient(client, callers))
@@ -134,7 +136,14 @@ def create_http_app(
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         # Answered by the ingress alone: a health probe must not wake a model scaled to zero.
+        # Liveness: what a load balancer should probe (see serve_app/api/readiness.py for why).
         return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Readiness: 200 when a model replica can take work, else 503 saying why (scaled to zero, ...)."""
+        code, body = await readiness.answer()
+        return JSONResponse(body, status_code=code)
 
     @protected.post("/v1/images/generations", response_model=ImageGenerationResponse)
     async def create_images(body: ImageGenerationRequest, request: Request) -> ImageGenerationResponse:

@@ -60,6 +60,11 @@ class ModelClient:
         self.load = LoadTracker()
         self.replicas = ReplicaReports()
 
+    @property
+    def deployment(self) -> tuple[str, str]:
+        """(application, deployment) of the model: what readiness asks Serve's controller about."""
+        return self._handle.app_name, self._handle.deployment_name
+
     async def generate(self, jobs: list[ImageSpec]) -> list[ImageResult]:
         """All images or an error: on any failure the other jobs of the request are cancelled.
 

@@ -62,8 +62,11 @@ T = TypeVar("T")
 
 
 class Progress(BaseModel):
+    # The steps of all the job's images added up (Replicate's one number), and per image in seeds
+    # order the steps it has done: a person reads "image 2 of 2, step 3 of 6", never "12/12" alone.
     step: int = 0
     total: int = 0
+    images: list[int] = Field(default_factory=list)
 
 
 class JobRecord(BaseModel):

@@ -412,7 +412,7 @@ class JobRunner:
                     observer.queued(queued.now(self._client.load) if not any(steps) else None)
                 if pending and time.monotonic() - last_beat >= HEARTBEAT_S:
                     last_beat = time.monotonic()
-                    record.progress = Progress(step=sum(steps), total=total)
+                    record.progress = Progress(step=sum(steps), total=total, images=list(steps))
                     # Shown until the first denoising step; after it, progress says more.
                     record.queue = queued.now(self._client.load) if not any(steps) else None
                     if await self._heartbeat(record):
@@ -455,7 +455,8 @@ class JobRunner:
         record.image_ids = image_ids
         record.nsfw_content_detected = [result.nsfw_content_detected for result in results]
         record.queue_time_s = round(max(result.queue_s for result in results), 3)
-        record.progress = Progress(step=sum(job.steps for job in jobs), total=sum(job.steps for job in jobs))
+        done = [job.steps for job in jobs]
+        record.progress = Progress(step=sum(done), total=sum(done), images=done)
         if results and all(record.nsfw_content_detected):  # nothing to show: the caller can act on it
             raise ContentPolicyError(FLAGGED_MESSAGE)
         record.status = "succeeded"

@@ -216,7 +216,8 @@ def test_prediction_lifecycle_to_succeeded(app: dict) -> None:
         assert body["urls"]["cancel"].endswith(f"/v1/predictions/{body['id']}/cancel")
         done = wait_terminal(http, body["id"])
         assert done["status"] == "succeeded", done
-        assert done["progress"] == {"step": 8, "total": 8}
+        # Both images' steps added up, and each image's own (n: 2, 4 steps each).
+        assert done["progress"] == {"step": 8, "total": 8, "images": [{"step": 4, "total": 4}] * 2}
         assert done["metrics"]["predict_time"] > 0 and done["completed_at"] and done["started_at"]
         assert len(done["output"]) == 2
         for url in done["output"]:

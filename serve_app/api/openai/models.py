@@ -4,6 +4,11 @@ Asking a replica would wake a model scaled to zero (an OpenAI SDK ``models.list(
 probe would keep a GPU billed forever) and, with the model's queue full, fail with back-pressure.
 So the answer is the configured model plus the last description a replica attached to an image it
 rendered (``ImageResult.replica``), with its age: at zero replicas it says what was last seen.
+
+What runs wins over what is configured: ``safety_checker`` is the replica's word when one has
+reported (a checkpoint without a checker, like the tiny offline model, has none whatever the
+setting says), ``False`` when the setting turns it off, and ``None`` (not known yet) before any
+replica of that model rendered an image. The setting itself is under ``configured``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,12 @@ def models_listing(
                 "age_s": round(max(0.0, now - received_at), 1),
             }
         width, height = model_settings.default_dimensions
+        if not settings.safety_checker:
+            safety: bool | None = False
+        elif replica is not None and "safety_checker" in replica:
+            safety = bool(replica["safety_checker"])
+        else:
+            safety = None  # never claimed before a replica says so
         data.append(
             {
                 "id": name,
@@ -40,9 +51,13 @@ def models_listing(
                 "owned_by": "raydiffusion",
                 "default": entry is catalogue.default,
                 "family": entry.family,
+                # Tasks, samplers, what negative prompt and guidance mean (config/families.py).
+                "capabilities": entry.capabilities(
+                    settings.safety_checker and bool(settings.safety_checker_model)
+                ),
                 "description": entry.description,
                 "source": entry.model,
-                "safety_checker": settings.safety_checker,
+                "safety_checker": safety,
                 # What a request that leaves them out gets from this model.
                 "defaults": {
                     "size": f"{width}x{height}",
@@ -66,6 +81,7 @@ def models_listing(
                     "attention": settings.attention,
                     "compile": settings.compile,
                     "variant": entry.variant,
+                    "safety_checker": settings.safety_checker,
                     # GPU speed recipes as configured; what a replica applied is under "replica".
                     "speed": settings.speed.model_dump(),
                 },

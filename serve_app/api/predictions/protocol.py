@@ -69,7 +69,7 @@ def prediction_view(
         "model": record.jobs[0].get("model") if record.jobs else None,
         "output": output,
         "error": record.error,
-        "progress": record.progress.model_dump() if record.status != "starting" else None,
+        "progress": progress_view(record) if record.status != "starting" else None,
         # Our addition to Replicate's shape: {position, expected_wait_s} while waiting for the model.
         "queue": record.queue.model_dump() if record.queue and record.status not in TERMINAL else None,
         # Our addition: per image (as ``seeds``), a JPEG data URL of its latest step, or null.
@@ -86,6 +86,25 @@ def prediction_view(
             "cancel": f"{base}/v1/predictions/{record.id}/cancel",
         },
     }
+
+
+def progress_view(record: JobRecord) -> dict[str, Any]:
+    """``{step, total, images}``: the steps of all images added up, and each image's own.
+
+    The totals come from the job's images, not from the last heartbeat, so a job that is rendering
+    never reads ``0/0`` before its first heartbeat lands; ``images`` is per image in ``seeds``
+    order (``{step, total}`` each), so ``n: 2`` at 6 steps reads "image 2: step 3 of 6", not 9/12.
+    """
+    totals = [int(job.get("steps") or 0) for job in record.jobs]
+    if record.status == "succeeded":
+        done = totals
+    else:
+        # A record written before per-image progress existed has none: zeros, and its sum as it was.
+        done = (list(record.progress.images) + [0] * len(totals))[: len(totals)]
+    images = [{"step": min(step, total), "total": total} for step, total in zip(done, totals, strict=True)]
+    per_image = bool(record.progress.images) or record.status == "succeeded"
+    step = sum(image["step"] for image in images) if per_image else record.progress.step
+    return {"step": step, "total": sum(totals) or record.progress.total, "images": images}
 
 
 def _preview_urls(record: JobRecord, previews: dict[int, Preview] | None) -> list[str | None] | None:

@@ -50,3 +50,20 @@ def test_models_listing_says_which_strengths_image_inputs_use() -> None:
         "max_input_bytes": settings.max_input_bytes,
         "max_input_pixels": settings.max_input_pixels,
     }
+
+
+def test_the_safety_checker_is_what_the_replica_runs_never_only_the_setting() -> None:
+    """The tiny model has no checker: with the setting on, /v1/models must not claim one."""
+    settings = AppSettings(model="some/model", model_name="sd", safety_checker=True)
+    reports = ReplicaReports()
+    (cold,) = models_listing(settings, reports)["data"]
+    assert cold["safety_checker"] is None  # not known before a replica reports
+    assert cold["configured"]["safety_checker"] is True
+    reports.observe(result(1, replica={"model": "sd", "safety_checker": False}))
+    (warm,) = models_listing(settings, reports)["data"]
+    assert warm["safety_checker"] is False and warm["replica"]["safety_checker"] is False
+    reports.observe(result(2, replica={"model": "sd", "safety_checker": True}))
+    assert models_listing(settings, reports)["data"][0]["safety_checker"] is True
+    # Off in the settings is off, whatever a replica last said.
+    off = settings.model_copy(update={"safety_checker": False})
+    assert models_listing(off, reports)["data"][0]["safety_checker"] is False
