@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Serving needs only the `serve` extra; the test and bench extras (about 400 MB more) come with the
+# first `make test` / `make bench` (tests/unit/test_packaging.py keeps `make run` from needing them).
+TEST_STAMP := $(VENV)/.installed-test
+# The laptop tools alone (raydiffusion-aws, bot_gateway.register, make deploy/image/lock): no torch.
+TOOLS_STAMP := $(VENV)/.installed-tools
 MODEL_DIR ?= .cache/tiny-sd
 export RAY_USAGE_STATS_ENABLED := 0
 
@@ -15,8 +20,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --upgrade pip
 	# The CPU build first: any other torch request would pull a multi-GB CUDA build.
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e '.[test,bench]'
+	$(PY) -m pip install -e '.[serve]'
 	touch $(STAMP)
+
+$(TOOLS_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e .
+	touch $(TOOLS_STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install -e '.[serve,test,bench]'
+	touch $(TEST_STAMP)
 
 $(MODEL_DIR)/model_index.json: | $(STAMP)
 	$(PY) -m serve_app.testing.tiny_model $(MODEL_DIR)
@@ -30,11 +45,10 @@ $(MODEL_DIR)/model_index.json: | $(STAMP)
 
 TINY_MODELS := $(MODEL_DIR)/model_index.json .cache/tiny-sd-b/model_index.json .cache/tiny-lora/pytorch_lora_weights.safetensors
 
+# `serve run` with its logs in .cache/serve-run.log; prints where to point a browser, the models
+# and how to stop once a model replica is ready (RAYDIFFUSION_RUN_VERBOSE=1: Ray's logs here too).
 run: $(STAMP) $(TINY_MODELS)
-	@echo "Starting raydiffusion on http://127.0.0.1:8000 (requests wait until the model has loaded)."
-	@echo "  curl -o cat.png 'http://127.0.0.1:8000/imagine?prompt=a+cat'"
-	@echo "  OpenAI SDK base_url: http://127.0.0.1:8000/v1    docs: http://127.0.0.1:8000/docs"
-	$(VENV)/bin/serve run deployments/local.yaml
+	@$(PY) -m serve_app.ops.local_run deployments/local.yaml
 
 # The browser tests drive Debian's Chromium through Playwright, never a browser Playwright downloads
 # (nothing but package registries is reachable from CI). Skipped when it is already installed.
@@ -48,28 +62,28 @@ browser: $(BROWSER)
 
 # Two workers: one runs every Ray Serve and browser module in order on one shared Ray, the other
 # the pure-logic and moto modules meanwhile (tests/conftest.py groups them).
-test: $(STAMP) $(BROWSER)
+test: $(TEST_STAMP) $(BROWSER)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 	$(PY) -m bench.reliability  # RELIABILITY.md's and README's measured sections, from this run
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 
 # The autoscaling row and plot come from the simulated-cluster test; run it when no run left its
 # timeline behind (a fresh clone), so `make bench` alone reproduces every figure.
-bench: $(STAMP) $(MODEL_DIR)/model_index.json
+bench: $(TEST_STAMP) $(MODEL_DIR)/model_index.json
 	test -f .cache/autoscaling-sim.json || $(PY) -m pytest -q tests/serve/test_autoscaling.py
 	$(PY) -m bench
 
 # Speed recipes on this machine's GPU with the real SD 1.5 / SDXL architectures and random weights (no
 # download, no network): bench/results/<date>-gpu-<device>.json, a plot and a table. Without CUDA it
 # runs the tiny model at 64x64 (proves it works; not GPU figures).
-bench-gpu: $(STAMP)
+bench-gpu: $(TEST_STAMP)
 	$(PY) -m bench.gpu
 
 # The GPU image's exact versions (constraints-gpu.txt), resolved from PyPI for the image's platform.
-lock: $(STAMP)
+lock: $(TOOLS_STAMP)
 	$(PY) -m serve_app.provisioning.image_lock
 
 # Build the image cluster.yaml names (written there by `raydiffusion-aws bootstrap`) and push it to
@@ -78,7 +92,7 @@ lock: $(STAMP)
 IMAGE = $(shell $(PY) -m serve_app.provisioning image-uri 2>/dev/null)
 REGISTRY = $(firstword $(subst /, ,$(IMAGE)))
 ECR_REGION = $(word 4,$(subst ., ,$(REGISTRY)))
-image: $(STAMP)
+image: $(TOOLS_STAMP)
 	@case "$(IMAGE)" in *.dkr.ecr.*) ;; *) echo "cluster.yaml names no ECR image: run raydiffusion-aws bootstrap first"; exit 1;; esac
 	docker build --platform linux/amd64 -t $(IMAGE) .
 	aws ecr get-login-password --region $(ECR_REGION) | docker login --username AWS --password-stdin $(REGISTRY)
@@ -87,7 +101,7 @@ image: $(STAMP)
 # `serve deploy` that waits until the application is RUNNING and prints Serve's error if not.
 # On AWS run `ray dashboard cluster.yaml` first: it forwards the head's dashboard to localhost:8265.
 DEPLOY_CONFIG ?= deployments/aws.yaml
-deploy: $(STAMP)
+deploy: $(TOOLS_STAMP)
 	$(PY) -m serve_app.ops.deploy $(DEPLOY_CONFIG)
 
 clean:

@@ -14,6 +14,7 @@ said at once, with what to run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -36,6 +37,42 @@ NO_DASHBOARD = (
 
 class DashboardUnreachable(Exception):
     """Nothing (or nothing that answers in time) at the dashboard address."""
+
+
+class Refused(Exception):
+    """Deploying would do harm or cannot work: the message says why and what to do instead."""
+
+
+LOCAL_RAY = (
+    "refusing to deploy {config} to {address}: that dashboard belongs to a Ray running on this machine "
+    "(session {session}, e.g. `make run`), not to the cluster's tunnel.\n"
+    "Stop it (Ctrl-C where `make run` runs), then start the tunnel and leave it running:  "
+    "ray dashboard cluster.yaml\n"
+    "(--allow-local deploys onto this machine's Ray on purpose.)"
+)
+
+
+def ray_temp_dir() -> Path:
+    """Where a Ray on this machine keeps its sessions (Ray's default, or RAY_TMPDIR)."""
+    return Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
+
+
+def local_ray_session(address: str, timeout_s: float, temp_dir: Path | None = None) -> str | None:
+    """The session of the Ray behind ``address`` when that Ray runs on this machine, else None.
+
+    The dashboard names its session (``/api/version``); a Ray started here keeps a folder of that
+    name under its temp dir. Through `ray dashboard cluster.yaml` the session is the head's, which
+    has no folder here, so the tunnel and a local `make run` are told apart without guessing from
+    addresses (both answer on localhost:8265).
+    """
+    try:
+        with urllib.request.urlopen(f"{address.rstrip('/')}/api/version", timeout=timeout_s) as response:
+            session = json.loads(response.read()).get("session_name")
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError, AttributeError):
+        return None  # not a dashboard we can read: the deploy itself reports what is wrong
+    if isinstance(session, str) and session and ((temp_dir or ray_temp_dir()) / session).is_dir():
+        return session
+    return None
 
 
 def probe_dashboard(address: str, timeout_s: float) -> None:
@@ -82,26 +119,68 @@ def _app_state(details: dict[str, Any], name: str) -> tuple[str, float | None, s
 
 
 def deploy_and_wait(
-    config_path: Path, address: str, timeout_s: float, poll_s: float = 2.0, request_timeout_s: float = 30.0
+    config_path: Path,
+    address: str,
+    timeout_s: float,
+    poll_s: float = 2.0,
+    request_timeout_s: float = 30.0,
+    allow_local: bool = False,
 ) -> int:
+    from ray.exceptions import AuthenticationError
+
     try:
-        return _deploy_and_wait(config_path, address, timeout_s, poll_s, request_timeout_s)
-    except DashboardUnreachable as error:
+        return _deploy_and_wait(config_path, address, timeout_s, poll_s, request_timeout_s, allow_local)
+    except (DashboardUnreachable, Refused) as error:
         print(str(error), file=sys.stderr)
+        return 2
+    except AuthenticationError as error:
+        print(
+            f"the Ray dashboard at {address} asks for Ray's auth token "
+            f"({str(error).strip().splitlines()[0] if str(error).strip() else 'no detail'}).\n"
+            "Ray 2.60 turns token authentication on for a cluster it starts when a token exists "
+            "(~/.ray/auth_token): copy the head's token to ~/.ray/auth_token on this machine "
+            "(`ray get-auth-token` on the head prints it), export RAY_AUTH_MODE=token, "
+            "and run make deploy again.",
+            file=sys.stderr,
+        )
         return 2
     except requests.RequestException as error:  # a tunnel that stopped answering mid-deploy
         print(NO_DASHBOARD.format(address=address, reason=error), file=sys.stderr)
         return 2
 
 
-def _deploy_and_wait(
-    config_path: Path, address: str, timeout_s: float, poll_s: float, request_timeout_s: float
-) -> int:
+def load_config(config_path: Path) -> Any:
+    """The Serve config, or Refused with one line naming the file and what is wrong in it."""
+    from pydantic import ValidationError
     from ray.serve.schema import ServeDeploySchema
 
-    config = ServeDeploySchema.model_validate(yaml.safe_load(config_path.read_text()))
+    try:
+        return ServeDeploySchema.model_validate(yaml.safe_load(config_path.read_text()))
+    except OSError as error:
+        raise Refused(f"cannot read {config_path}: {error.strerror or error}") from error
+    except yaml.YAMLError as error:
+        raise Refused(f"{config_path} is not valid YAML: {str(error).splitlines()[0]}") from error
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise Refused(
+            f"{config_path} is not a Serve config: {where}: {first['msg']} ({error.error_count()} problem(s))"
+        ) from error
+
+
+def _deploy_and_wait(
+    config_path: Path,
+    address: str,
+    timeout_s: float,
+    poll_s: float,
+    request_timeout_s: float,
+    allow_local: bool = False,
+) -> int:
+    config = load_config(config_path)
     names = [app.name for app in config.applications]
     probe_dashboard(address, min(request_timeout_s, 10.0))
+    if not allow_local and (session := local_ray_session(address, min(request_timeout_s, 10.0))):
+        raise Refused(LOCAL_RAY.format(config=config_path, address=address, session=session))
     client = _client(address, request_timeout_s)
     before = {name: _app_state(client.get_serve_details(), name)[1] for name in names}
     client.deploy_applications(config.model_dump(exclude_unset=True))
@@ -149,10 +228,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for RUNNING")
     parser.add_argument(
+        "--allow-local",
+        action="store_true",
+        help="deploy even when the dashboard is a Ray on this machine (refused by default: `make run`)",
+    )
+    parser.add_argument(
         "--request-timeout", type=float, default=30.0, help="seconds one call to the dashboard may take"
     )
     args = parser.parse_args(argv)
-    return deploy_and_wait(args.config, args.address, args.timeout, request_timeout_s=args.request_timeout)
+    return deploy_and_wait(
+        args.config,
+        args.address,
+        args.timeout,
+        request_timeout_s=args.request_timeout,
+        allow_local=args.allow_local,
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,21 @@ GLIBC_MINORS = range(5, 36)  # the image is Ubuntu 22.04: glibc 2.35
 
 def image_requirements(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
     project = tomllib.loads(pyproject.read_text())["project"]
+    extras = project["optional-dependencies"]
+
+    def expand(lines: list[str]) -> list[str]:
+        # `raydiffusion[serve]` inside an extra is this project's own extra, not a PyPI package.
+        out: list[str] = []
+        for line in lines:
+            requirement = Requirement(line)
+            if requirement.name == project["name"]:
+                out += expand([x for extra in sorted(requirement.extras) for x in extras[extra]])
+            else:
+                out.append(line)
+        return out
+
     requirements = []
-    for line in [*project["dependencies"], *project["optional-dependencies"]["gpu"]]:
+    for line in expand([*project["dependencies"], *extras["gpu"]]):
         requirement = Requirement(line)
         if requirement.name == "torch":
             line = f"torch=={TORCH_VERSION}"
