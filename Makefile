@@ -11,7 +11,7 @@ TOOLS_STAMP := $(VENV)/.installed-tools
 MODEL_DIR ?= .cache/tiny-sd
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install browser run test lint bench bench-gpu clean lock image deploy
+.PHONY: install browser run test lint bench bench-gpu gpu-wheels gpu-wheels-check gpu-report clean lock image deploy
 
 install: $(STAMP)
 
@@ -43,7 +43,15 @@ $(MODEL_DIR)/model_index.json: | $(STAMP)
 .cache/tiny-lora/pytorch_lora_weights.safetensors: | $(STAMP)
 	$(PY) -m serve_app.testing.tiny_model .cache/tiny-lora --kind lora
 
-TINY_MODELS := $(MODEL_DIR)/model_index.json .cache/tiny-sd-b/model_index.json .cache/tiny-lora/pytorch_lora_weights.safetensors
+# ... and a tiny FLUX.1-dev with a LoRA for it (serve_app/testing/tiny_families.py).
+.cache/tiny-flux/model_index.json: | $(STAMP)
+	$(PY) -m serve_app.testing.tiny_model .cache/tiny-flux --kind flux
+
+.cache/tiny-flux-lora/pytorch_lora_weights.safetensors: | $(STAMP)
+	$(PY) -m serve_app.testing.tiny_model .cache/tiny-flux-lora --kind flux-lora
+
+TINY_MODELS := $(MODEL_DIR)/model_index.json .cache/tiny-sd-b/model_index.json .cache/tiny-lora/pytorch_lora_weights.safetensors \
+	.cache/tiny-flux/model_index.json .cache/tiny-flux-lora/pytorch_lora_weights.safetensors
 
 # `serve run` with its logs in .cache/serve-run.log; prints where to point a browser, the models
 # and how to stop once a model replica is ready (RAYDIFFUSION_RUN_VERBOSE=1: Ray's logs here too).
@@ -60,11 +68,11 @@ $(BROWSER):
 
 browser: $(BROWSER)
 
-# Two workers: one runs every Ray Serve and browser module in order on one shared Ray, the other
-# the pure-logic and moto modules meanwhile (tests/conftest.py groups them).
+# Three workers: two run the Ray Serve and browser modules, each group in order on a Ray of its own;
+# the third the pure-logic and moto modules meanwhile (tests/conftest.py groups them).
 test: $(TEST_STAMP) $(BROWSER)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 3 --dist loadgroup
 	$(PY) -m bench.reliability  # RELIABILITY.md's and README's measured sections, from this run
 
 lint: $(TEST_STAMP)
@@ -81,6 +89,20 @@ bench: $(TEST_STAMP) $(MODEL_DIR)/model_index.json
 # runs the tiny model at 64x64 (proves it works; not GPU figures).
 bench-gpu: $(TEST_STAMP)
 	$(PY) -m bench.gpu
+
+# The GPU report (bench/gpu/report.py): one unattended measurement for a borrowed GPU machine that has
+# CUDA torch but no Ray, diffusers or FastAPI, and no network. gpu-wheels fetches what it lacks
+# (.gpu-wheels/, Ray stripped of its Java jars and dashboard client); gpu-wheels-check runs the report
+# with the tiny model in a fresh Python 3.12 virtualenv holding only the machine's packages, offline;
+# gpu-report runs it here (CUDA: SD 1.5 / SDXL figures; CPU: the tiny model). PRICES="NAME=$$/h ...".
+gpu-wheels: $(STAMP)
+	$(PY) -m bench.gpu.wheels
+
+gpu-wheels-check: gpu-wheels
+	bash bench/gpu/offline_check.sh --budget-s 400
+
+gpu-report: $(STAMP)
+	$(PY) -m bench.gpu.report $(foreach p,$(PRICES),--price $(p))
 
 # The GPU image's exact versions (constraints-gpu.txt), resolved from PyPI for the image's platform.
 lock: $(TOOLS_STAMP)

@@ -24,14 +24,33 @@ os.environ.setdefault("RAYDIFFUSION_DATA_DIR", tempfile.mkdtemp(prefix="raydiffu
 TESTS = Path(__file__).resolve().parent
 
 
+# The Ray Serve and browser modules of the second Ray group; every other one is in the first.
+# Most of a Serve test's time is waiting (a replica starting, a deadline, a health check, a poll),
+# so two groups, each on a Ray of its own in its own pytest-xdist worker, overlap well even on two
+# cores. Balanced by the durations a full run prints (keep the two sums close).
+SECOND_RAY_GROUP: frozenset[str] = frozenset(
+    {
+        "test_storage_and_jobs.py",
+        "test_discord.py",
+        "test_reliability.py",
+        "test_compiled_serving.py",
+        "test_service_metrics.py",
+        "test_queue_place.py",
+    }
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``): every module that needs
-    Ray Serve or Chromium runs in one worker, in order, on the one shared Ray (two Rays would fight
-    for two cores and double every replica's start); each other module is a unit of its own that
-    the other worker takes while the first renders. A module is never split (module fixtures)."""
+    """Under pytest-xdist (``make test``: ``-n 3 --dist loadgroup``): the Ray Serve and browser
+    modules run in two groups, each in order in one worker on that worker's one shared Ray; every
+    other module is a unit of its own that the third worker takes meanwhile. A module is never
+    split (module fixtures)."""
     for item in items:
         relative = Path(str(item.path)).resolve().relative_to(TESTS)
-        group = "ray" if relative.parts[0] in {"serve", "browser"} else relative.as_posix()
+        if relative.parts[0] in {"serve", "browser"}:
+            group = "ray-2" if relative.name in SECOND_RAY_GROUP else "ray-1"
+        else:
+            group = relative.as_posix()
         item.add_marker(pytest.mark.xdist_group(group))
     # A module that needs a Ray of its own (a simulated cluster) stops the shared one: run those
     # last, so the shared Ray starts once. The sort is stable: every other order is kept.
