@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "image-uri":
+    bootstrap.add_argument(
+        "--refresh-ami",
+        action="store_true",
+        help="the parameter's newest AMI although cluster.yaml holds one (ray up then replaces the head)",
+    )
         docker = yaml.safe_load(args.cluster_yaml.read_text())["docker"]
         print(docker["worker_image"])
         return 0
@@ -95,3 +100,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raydiffusion-aws: {error}", file=sys.stderr)
         return 2
     return 0
+        refresh_ami=getattr(args, "refresh_ami", False),
+            print("then: raydiffusion-aws status ... prints the URL to paste into Discord")

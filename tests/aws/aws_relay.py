@@ -8,7 +8,8 @@ Every request is forwarded to moto unchanged. On the way:
   and the target instance's ``aws:ResourceTag/*``; ``iam:PassRole`` for an instance profile; S3
   object and bucket ARNs with ``s3:prefix`` only when the listing names one). Denied: 403, in the
   service's own error format. Services other than EC2 and S3 are denied to mapped keys (fail
-  closed: a call nobody modelled shows up as a failure). Keys not mapped (the test's admin) pass.
+  closed: a call nobody modelled shows up as a failure; CloudWatch's PutMetricAlarm is modelled).
+  Keys not mapped (the test's admin) pass.
 - **S3's 403 for a missing key**: a GetObject/HeadObject that moto answers 404 becomes 403
   AccessDenied unless the caller holds an ``s3:ListBucket`` that applies to the bucket with no
   ``s3:prefix`` in the context, as S3 documents.
@@ -19,6 +20,7 @@ Every request is forwarded to moto unchanged. On the way:
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import threading
 import urllib.parse
@@ -176,6 +178,32 @@ class AwsRelay:
             return _s3_checks(request, body)
         if service == "ec2":
             return self._ec2_checks(region, urllib.parse.parse_qs(body.decode()))
+        if service == "monitoring":  # CloudWatch speaks JSON, RPC v2 CBOR or query, by botocore version
+            target = request.headers.get("X-Amz-Target", "")
+            path = urllib.parse.urlsplit(request.path).path
+            form = (
+                urllib.parse.parse_qs(body.decode("latin-1"))
+                if not target and "/operation/" not in path
+                else {}
+            )
+            action = (
+                target.rsplit(".", 1)[-1]
+                if target
+                else path.rsplit("/", 1)[-1]
+                if "/operation/" in path
+                else form.get("Action", [""])[0]
+            )
+            if action == "PutMetricAlarm":
+                if target:
+                    name = json.loads(body)["AlarmName"]
+                elif form:
+                    name = form["AlarmName"][0]
+                else:
+                    name = _cbor_text_after(body, "AlarmName")
+                return [
+                    ("cloudwatch:PutMetricAlarm", f"arn:aws:cloudwatch:{region}:{ACCOUNT}:alarm:{name}", {})
+                ]
+            return [(f"cloudwatch:{action}", "*", {})]
         return [(f"{service}:*", "*", {"relay": "unmodelled"})] if service else [("unknown:*", "*", {})]
 
     def _instance_tags(self, region: str, instance_id: str) -> Context:
@@ -183,7 +211,11 @@ class AwsRelay:
             "Reservations"
         ]
         tags = reservations[0]["Instances"][0].get("Tags", []) if reservations else []
-        return {f"aws:ResourceTag/{t['Key']}": t["Value"] for t in tags}
+        # EC2 sets both spellings of the resource-tag condition key.
+        context: Context = {}
+        for t in tags:
+            context[f"aws:ResourceTag/{t['Key']}"] = context[f"ec2:ResourceTag/{t['Key']}"] = t["Value"]
+        return context
 
     def _ec2_checks(self, region: str, params: dict[str, list[str]]) -> list[Check]:
         action = params.get("Action", [""])[0]
@@ -286,6 +318,26 @@ def _s3_checks(request: BaseHTTPRequestHandler, body: bytes) -> list[Check]:
         context: Context = {"s3:prefix": query["prefix"][0]} if "prefix" in query else {}
         return [("s3:ListBucket", f"arn:aws:s3:::{bucket}", context)]
     return [(f"s3:Unmodelled{method}", f"arn:aws:s3:::{bucket}", {"query": ",".join(sorted(query))})]
+
+
+def _cbor_text(data: bytes, at: int) -> tuple[str, int]:
+    """The CBOR text string starting at ``at`` (major type 3, definite length) and where it ends."""
+    head = data[at]
+    if head >> 5 != 3:
+        raise ValueError("not a CBOR text string")
+    length, start = head & 0x1F, at + 1
+    if length == 24:
+        length, start = data[at + 1], at + 2
+    elif length == 25:
+        length, start = int.from_bytes(data[at + 1 : at + 3], "big"), at + 3
+    return data[start : start + length].decode(), start + length
+
+
+def _cbor_text_after(data: bytes, key: str) -> str:
+    """The text value of ``key`` in a CBOR map (enough for the string members a request carries)."""
+    encoded = bytes([0x60 + len(key)]) + key.encode()
+    at = data.index(encoded) + len(encoded)
+    return _cbor_text(data, at)[0]
 
 
 def _ec2_error(code: str, message: str) -> bytes:

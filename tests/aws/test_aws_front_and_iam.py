@@ -55,13 +55,28 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsRelay]:
     )
     for key in ("DISCORD_PUBLIC_KEY", "DISCORD_APPLICATION_ID", "DISCORD_BOT_TOKEN", "RAYDIFFUSION_API_KEYS"):
         os.environ.pop(key, None)
+    _forget_endpoints()
     try:
         yield front
     finally:
+        # Ray caches boto3 clients (with this endpoint) per process: modules after this one must
+        # not inherit them. moto's backends are process-wide too (tests/conftest.py's SharedAWS):
+        # this module keeps to its own names (rdfront) and its last test tears them down.
+        _forget_endpoints()
         os.environ.clear()
         os.environ.update(saved)
         front.stop()
         server.stop()
+
+
+def _forget_endpoints() -> None:
+    from ray.autoscaler._private.aws.utils import client_cache, resource_cache
+    from ray.autoscaler._private.providers import _clear_provider_cache
+
+    client_cache.cache_clear()
+    resource_cache.cache_clear()
+    _clear_provider_cache()
+    boto3.DEFAULT_SESSION = None
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +92,13 @@ def stack(relay: AwsRelay, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     boto3.client("ssm", region_name=REGION).put_parameter(Name=AMI_PARAMETER, Value=ami, Type="String")
     cluster = tmp_path_factory.mktemp("front") / "cluster.yaml"
     shutil.copy(ROOT / "cluster.yaml", cluster)
-    config = StackConfig(region=REGION, bucket="rd-front-bucket", ami_parameter=AMI_PARAMETER, name="rdfront")
+    config = StackConfig(
+        region=REGION,
+        bucket="rd-front-bucket",
+        ami_parameter=AMI_PARAMETER,
+        name="rdfront",
+        secret_id="rdfront",
+    )
     os.environ["DISCORD_BOT_TOKEN"] = "bot-token-canary-5b1d"
     lines: list[str] = []
     try:
@@ -176,7 +197,11 @@ def test_bootstrap_puts_cloudfront_over_the_heads_elastic_ip_with_the_secret_ori
     args = ["--region", REGION, "--bucket", config.bucket, "--name", config.name, "--cluster-yaml"]
     assert cli_main(["status", *args, str(stack["cluster"])]) == 0
     url = f"https://{summary['DomainName']}/discord/interactions"
-    assert url in capsys.readouterr().out
+    # What the README's `awk '$1 == "discord" {print $2}'` takes from it.
+    taken = [
+        line.split()[1] for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["discord"]
+    ]
+    assert taken == [url]
 
     # Bootstrapping again keeps the address and the distribution (the URL Discord knows).
     lines: list[str] = []
@@ -341,6 +366,82 @@ def test_a_spot_launch_without_capacity_falls_back_to_on_demand_under_the_heads_
     ec2.terminate_instances(InstanceIds=[foreign_id])
 
 
+# ---- the head's loss: workers stop themselves, the alerts topic hears of it ---------------------------
+
+
+def test_a_worker_may_terminate_the_clusters_workers_but_never_the_head(
+    stack: dict[str, Any], as_role: Any
+) -> None:
+    as_role("testing")
+    ec2 = boto3.client("ec2")
+    ids = {}
+    for kind in ("worker", "head"):
+        tags = [
+            {"Key": "ray-cluster-name", "Value": stack["config"].name},
+            {"Key": "ray-node-kind", "Value": kind},
+        ]
+        ids[kind] = ec2.run_instances(
+            ImageId=stack["resolved"].ami,
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="g5.xlarge",
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+        )["Instances"][0]["InstanceId"]
+    as_role(WORKER_KEY)  # what node_watchdog does on a worker whose head is gone
+    worker_ec2 = boto3.client("ec2")
+    with pytest.raises(ClientError, match="UnauthorizedOperation"):
+        worker_ec2.terminate_instances(InstanceIds=[ids["head"]])
+    worker_ec2.terminate_instances(InstanceIds=[ids["worker"]])
+    as_role("testing")
+    states = {
+        i["InstanceId"]: i["State"]["Name"]
+        for r in ec2.describe_instances(InstanceIds=list(ids.values()))["Reservations"]
+        for i in r["Instances"]
+    }
+    assert states[ids["worker"]] in {"shutting-down", "terminated"} and states[ids["head"]] == "running"
+    ec2.terminate_instances(InstanceIds=[ids["head"]])
+
+
+def test_the_head_alarms_on_its_own_loss_and_nothing_else(stack: dict[str, Any], as_role: Any) -> None:
+    from serve_app.provisioning.head_address import alarm_on_loss
+
+    config, topic = stack["config"], stack["resolved"].alerts_topic_arn
+    as_role(HEAD_KEY)
+    cloudwatch = boto3.client("cloudwatch")
+    name = alarm_on_loss(cloudwatch, config.name, "i-0123456789abcdef0", topic)
+    with pytest.raises(ClientError, match="AccessDenied"):  # only its own cluster's alarm
+        alarm_on_loss(cloudwatch, "someone-else", "i-0123456789abcdef0", topic)
+    as_role("testing")
+    (alarm,) = boto3.client("cloudwatch").describe_alarms(AlarmNames=[name])["MetricAlarms"]
+    assert alarm["AlarmActions"] == [topic] and alarm["TreatMissingData"] == "breaching"
+    assert alarm["Dimensions"] == [{"Name": "InstanceId", "Value": "i-0123456789abcdef0"}]
+
+
+# ---- upgrades keep the head ------------------------------------------------------------------------
+
+
+def test_bootstrap_keeps_the_ami_cluster_yaml_holds_unless_asked_to_refresh(stack: dict[str, Any]) -> None:
+    """A newer AMI would change the head's launch hash, and `ray up` would replace the head."""
+    config, cluster = stack["config"], stack["cluster"]
+    ec2 = boto3.client("ec2", region_name=REGION)
+    chosen = yaml.safe_load(cluster.read_text())["available_node_types"]["head"]["node_config"]["ImageId"]
+    instance = ec2.run_instances(ImageId=chosen, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    newer = ec2.create_image(InstanceId=instance, Name="Deep Learning Base AMI, next release")["ImageId"]
+    ec2.terminate_instances(InstanceIds=[instance])
+    boto3.client("ssm", region_name=REGION).put_parameter(
+        Name=AMI_PARAMETER, Value=newer, Type="String", Overwrite=True
+    )
+
+    def head_ami() -> str:
+        return yaml.safe_load(cluster.read_text())["available_node_types"]["head"]["node_config"]["ImageId"]
+
+    AwsStack(config, cluster, say=lambda _line: None).bootstrap()
+    assert head_ami() == chosen
+    refreshed = StackConfig(**{**config.__dict__, "refresh_ami": True})
+    AwsStack(refreshed, cluster, say=lambda _line: None).bootstrap()
+    assert head_ami() == newer
+
+
 # ---- teardown -----------------------------------------------------------------------------------------
 
 
@@ -360,6 +461,7 @@ def test_teardown_removes_the_distribution_and_the_address(stack: dict[str, Any]
     deleted = AwsStack(stack["config"], stack["cluster"], say=lines.append).teardown(empty_bucket=True)
     assert any(d.startswith("cloudfront distribution") for d in deleted), lines
     assert any(d.startswith("elastic ip") for d in deleted), lines
+    assert f"cloudwatch alarm {stack['config'].name}-head-lost" in deleted, lines
     assert boto3.client("cloudfront").list_distributions()["DistributionList"].get("Items", []) == []
     assert ec2.describe_addresses(AllocationIds=[])["Addresses"] == []
     found = AwsStack(stack["config"], stack["cluster"], say=lambda _line: None).status()

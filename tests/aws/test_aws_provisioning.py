@@ -220,7 +220,7 @@ def test_bootstrap_writes_every_marked_value_into_cluster_yaml(aws: str, dlami: 
     topic = f"arn:aws:sns:{REGION}:{account}:{config.name}-alerts"
     assert f"--env=ALERTS_SNS_TOPIC_ARN={topic}" in env
     assert topic in [t["TopicArn"] for t in boto3.client("sns").list_topics()["Topics"]]
-    (login,) = loaded["initialization_commands"]
+    (login,) = [c for c in loaded["initialization_commands"] if "docker login" in c]
     assert f"--region {REGION}" in login and login.endswith(image.split("/")[0])
     zones = loaded["provider"]["availability_zone"].split(",")
     assert zones and all(zone.startswith(REGION) for zone in zones)
@@ -327,9 +327,18 @@ def test_policies_grant_pass_role_on_the_worker_role_only_and_scope_s3_by_prefix
     assert not _allows(worker, "s3:GetObject", f"{bucket}/elsewhere/file")
     assert not _allows(worker, "s3:GetObject", "arn:aws:s3:::another-bucket/weights/x")
     assert not any(
-        a.split(":")[0] in {"iam", "ec2", "secretsmanager"} for s in worker["Statement"] for a in _actions(s)
+        a.split(":")[0] in {"iam", "secretsmanager"} for s in worker["Statement"] for a in _actions(s)
     )
     # Unconditioned on purpose: S3 answers 404 (not 403) for a missing key only to a caller whose
+    # Its one EC2 action: a worker whose head is gone stops the cluster's workers, never the head.
+    (ec2_statement,) = [s for s in worker["Statement"] if any(a.startswith("ec2:") for a in _actions(s))]
+    assert _actions(ec2_statement) == ["ec2:TerminateInstances"]
+    assert ec2_statement["Condition"] == {
+        "StringEquals": {
+            "ec2:ResourceTag/ray-cluster-name": config.name,
+            "ec2:ResourceTag/ray-node-kind": "worker",
+        }
+    }
     # ListBucket applies to the request, and an s3:prefix condition never applies to a GetObject.
     for document in (worker, head):
         (listing,) = [s for s in document["Statement"] if "s3:ListBucket" in _actions(s)]

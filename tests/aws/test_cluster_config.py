@@ -72,8 +72,11 @@ def test_gpu_lock_agrees_with_pyproject_ranges() -> None:
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pins = read_lock()
-    for line in [*project["dependencies"], *project["optional-dependencies"]["gpu"]]:
+    # What the image installs: the base dependencies and the gpu extra, with the extras that one
+    # names of this project (raydiffusion[serve]) expanded, as image_lock expands them.
+    for line in image_requirements():
         requirement = Requirement(line)
+        assert requirement.name != project["name"]
         name = requirement.name.lower()
         assert name in pins, f"{name} is missing from constraints-gpu.txt (run `make lock`)"
         assert requirement.specifier.contains(pins[name], prereleases=True), (line, pins[name])
@@ -140,3 +143,28 @@ def test_gpu_workers_containers_get_the_gpu_and_the_head_does_not() -> None:
         "--gpus" in option for option in docker["run_options"] + docker.get("head_run_options", [])
     )
 
+
+def test_the_readmes_aws_commands_carry_the_key_fail_loudly_and_hide_no_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each step of "Deploy on AWS" either works as written or fails with a non-zero exit."""
+    from bot_gateway.register import app_settings
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Deploy on AWS") : readme.index("## Monitoring")]
+    block = section[section.index("```bash") : section.index("```", section.index("```bash") + 3)]
+    commands = [line.split("#")[0].strip() for line in block.splitlines()]
+    curls = [c for c in commands if c.startswith("curl ")]
+    assert curls and all(" -f" in c for c in curls), curls  # an HTTP error is a failed command
+    assert all("Authorization: Bearer" in c or c.endswith("\\") for c in curls), curls
+    assert not any("HEAD_PUBLIC_IP" in c or ":8000" in c for c in commands), "the HTTPS URL, not the head"
+    (dashboard,) = [c for c in commands if c.startswith("ray dashboard")]
+    assert not dashboard.endswith("&"), "an interactive shell stops a backgrounded ssh -tt"
+    (register,) = [c for c in commands if "bot_gateway.register" in c]
+    assert "RAYDIFFUSION_S3_BUCKET=" in register and "--config deployments/aws.yaml" in register
+    # ... and with that variable the register step reads aws.yaml's catalogue.
+    monkeypatch.setenv("RAYDIFFUSION_S3_BUCKET", "my-sd-bucket")
+    assert set(app_settings(ROOT / "deployments" / "aws.yaml", None).catalogue.entries) == {
+        "sd-1.5",
+        "sdxl-turbo",
+    }

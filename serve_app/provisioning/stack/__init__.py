@@ -78,7 +78,8 @@ class AwsStack:
         self.ctx.say("account", f"{resolved.account} in {c.region}")
         # First, because it is the step most likely to fail (a region without the parameter, a
         # mistyped --ami): nothing is created before we know the nodes can boot.
-        resolved.ami = self.image.resolve()
+        stamped = cluster_stamp.current_values(self.cluster_yaml.read_text()).get("ami", [None])[0]
+        resolved.ami = self.image.resolve(stamped)
         self.bucket.ensure()
         self.repository.ensure(resolved)
         self.secret.ensure(resolved)

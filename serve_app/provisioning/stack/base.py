@@ -51,6 +51,9 @@ class StackConfig:
     ssh_cidr: str = "0.0.0.0/0"
     ami: str | None = None
     ami_parameter: str = DLAMI_PARAMETER
+    # Keep the AMI cluster.yaml already holds (a new one changes the head's launch hash, and
+    # `ray up` then replaces the head) unless asked: --refresh-ami.
+    refresh_ami: bool = False
     vpc_id: str | None = None
     # Also the cluster_name in cluster.yaml: the head may stop only instances Ray tagged with it.
     name: str = "raydiffusion"
@@ -109,6 +112,7 @@ class Resolved:
             "head_address": (
                 "nohup python -m serve_app.provisioning.head_address "
                 f"--region {config.region} --allocation-id {self.address_allocation_id} "
+                f"--cluster-name {config.name} "
                 ">/tmp/raydiffusion-head-address.log 2>&1 &"
             ),
         }
@@ -151,6 +155,7 @@ class Context:
         self.sts = session.client("sts")
         self.sns = session.client("sns")
         self.cloudfront = session.client("cloudfront")
+        self.cloudwatch = session.client("cloudwatch")
 
     def say(self, action: str, what: str) -> None:
         if self.dry_run and action in {"create", "update", "delete", "write", "open", "close", "restore"}:

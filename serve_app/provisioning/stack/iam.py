@@ -40,7 +40,7 @@ class NodeRoles(Family):
             "StorePrefix": c.store_prefix,
             "RepositoryArn": resolved.repository_arn,
         }
-        self._ensure_role(c.worker_role, render_policy("worker", **common))
+        self._ensure_role(c.worker_role, render_policy("worker", **common, ClusterName=c.name))
         self._ensure_instance_profile(c.worker_role)
         head_policy = render_policy(
             "head",

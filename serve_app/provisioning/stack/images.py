@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from botocore.exceptions import ClientError
 
 from serve_app.provisioning.stack.base import Family, ProvisioningError
 
 
 class MachineImage(Family):
-    def resolve(self) -> str:
+    def resolve(self, current: str | None = None) -> str:
+        """--ami, else the AMI cluster.yaml already holds (``current``), else AWS's parameter.
+
+        Keeping the current one is what keeps the head: a new ImageId changes its launch hash and
+        `ray up` would replace it. --refresh-ami asks for the parameter's newest on purpose.
+        """
         c = self.config
         if c.ami:
             ami, source = c.ami, "--ami"
         else:
+        elif current and current.startswith("ami-") and not c.refresh_ami and self._exists(current):
+            ami, source = current, "cluster.yaml; --refresh-ami for the newest"
             try:
                 ami = self.ctx.ssm.get_parameter(Name=c.ami_parameter)["Parameter"]["Value"]
             except ClientError as error:
@@ -20,8 +29,19 @@ class MachineImage(Family):
                     f"cannot read the AMI parameter {c.ami_parameter} in {c.region}: pass --ami"
                 ) from error
             source = c.ami_parameter
-        images = self.ctx.ec2.describe_images(ImageIds=[ami])["Images"]
+        images = self._images(ami)
         if not images:
             raise ProvisioningError(f"AMI {ami} does not exist in {c.region}")
         self.ctx.say("ami", f"{ami} {images[0].get('Name', '')!r} (from {source})")
         return ami
+
+    def _images(self, ami: str) -> list[dict[str, Any]]:
+        try:
+            return self.ctx.ec2.describe_images(ImageIds=[ami])["Images"]
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code", "").startswith("InvalidAMIID"):
+                return []
+            raise
+
+    def _exists(self, ami: str) -> bool:
+        return bool(self._images(ami))

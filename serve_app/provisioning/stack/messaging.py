@@ -1,4 +1,8 @@
-"""The SNS topic failure alerts go to."""
+"""The SNS topic failure alerts go to, and the head-lost alarm that publishes to it.
+
+The alarm is created by the head itself at boot (serve_app/provisioning/head_address.py: only it
+knows its instance id); teardown removes it with the topic.
+"""
 
 from __future__ import annotations
 
@@ -52,6 +56,9 @@ class AlertsTopic(Family):
         )
 
     def teardown(self, delete: Delete) -> None:
+        alarm = f"{self.config.name}-head-lost"
+        if self.ctx.cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"]:
+            delete(f"cloudwatch alarm {alarm}", lambda: self.ctx.cloudwatch.delete_alarms(AlarmNames=[alarm]))
         arn = self.arn()
         tags = self._tags(arn)
         if tags is not None and self.ctx.is_ours(tags):
