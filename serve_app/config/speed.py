@@ -33,7 +33,9 @@ class SpeedSettings(BaseModel):
     )
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
         default="max-autotune-no-cudagraphs",
-        description="torch.compile mode when `compile` is on (CUDA graphs modes re-record per shape).",
+        description="torch.compile mode when `compile` is on. 'reduce-overhead' adds CUDA graphs: "
+        "worth it for small batches, where launch overhead is a large share of a step; they are "
+        "recorded per shape at warm-up.",
     )
     compile_vae: bool = Field(default=True, description="With `compile`, compile the VAE decoder too.")
     compile_backend: str = Field(
@@ -47,7 +49,8 @@ class SpeedSettings(BaseModel):
         description="Sizes compiled at warm-up (e.g. ['512x512', '768x768']); empty: the default size.",
     )
     batch_buckets: list[int] = Field(
-        default_factory=lambda: [1, 2, 4, 8],
+        # 3 and 6 too: a batch of 5 pads to 6 (one wasted image), not to 8 (three).
+        default_factory=lambda: [1, 2, 3, 4, 6, 8],
         description="Batch sizes compiled at warm-up; a batch is padded up to the next one.",
     )
     outside_buckets: Literal["eager", "refuse"] = Field(
@@ -75,6 +78,24 @@ class SpeedSettings(BaseModel):
     )
     preview_every_steps: int = Field(default=5, ge=1, le=1000, description="Steps between two previews.")
     preview_size: int = Field(default=128, ge=32, le=512, description="Longest side of a preview, pixels.")
+    device_generator: bool = Field(
+        default=False,
+        description="Draw the seed's noise on the replica's device instead of the CPU: ancestral and SDE "
+        "samplers then copy no fresh noise from the host each step. Changes the image a seed gives.",
+    )
+    compile_scope: Literal["full", "regional"] = Field(
+        default="full",
+        description="With `compile`: the whole UNet, or only its repeated transformer blocks "
+        "(diffusers' compile_repeated_blocks): a fraction of the warm-up for most of the speed.",
+    )
+    lora_hotswap_rank: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="With `compile`: hot-swap LoRA weights into one compiled adapter slot of this rank "
+        "(diffusers' enable_lora_hotswap) instead of switching PEFT adapters, which runs eagerly or "
+        "recompiles; a request may then use one LoRA at a time. 0: off.",
+    )
 
     @field_validator("size_buckets")
     @classmethod

@@ -23,3 +23,22 @@ def group_indices(jobs: Sequence[Groupable]) -> list[list[int]]:
     for index, job in enumerate(jobs):
         groups.setdefault(job.group_key, []).append(index)
     return list(groups.values())
+
+
+def take_batch(keys: Sequence[Hashable], size: int) -> list[int]:
+    """Which of the waiting jobs (their group keys, in queue order) the next batch takes.
+
+    The first job's group is filled from the whole queue, then what room is left goes to the jobs
+    next in order. Taking only the first ``size`` arrivals would split a group whose members are
+    interleaved with another's (two models, two sizes) into half-empty pipeline calls; this keeps the
+    head of the queue first, so nobody's turn is passed, and makes its call as full as the queue allows.
+    """
+    if size < 1 or not keys:
+        return []
+    head = keys[0]
+    picked = [index for index, key in enumerate(keys) if key == head][:size]
+    if len(picked) < size:
+        chosen = set(picked)
+        rest = [index for index in range(len(keys)) if index not in chosen]
+        picked += rest[: size - len(picked)]
+    return sorted(picked)

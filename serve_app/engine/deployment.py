@@ -4,14 +4,19 @@ Request flow inside a replica::
 
     generate(job) / generate_stream(job)     one image, from any caller (HTTP, Discord, jobs)
         -> _render_batch([job, ...])         @serve.batch collects jobs for batch_wait_timeout_s
-            -> _render_forever()             takes all waiting jobs (<= max_batch_size) per call
+            -> _render_forever()             takes a batch (<= max_batch_size) from the whole queue:
+                                             the first job's group filled first (take_batch)
                 -> group_indices(...)        one group per (model, LoRAs, size, steps, guidance, ...)
                     -> _get_model(name)      Serve's multiplexing LRU: loaded here, or loaded now
-                        -> _run_group in a thread  LoRAs set, the blocking pipeline call
+                        -> _run_group in the pipeline thread   stage 1: LoRAs set, the denoise
+                        -> Finisher.finish in its own thread   stage 2: decode, safety, encode
+                                                               (serve_app/engine/render.py)
 
 The pipeline call runs in a worker thread so the replica keeps answering health checks, metrics
 and new requests (which queue up for the next batch) while the GPU or CPU is busy. Only one
-pipeline call runs at a time: diffusers schedulers keep per-call state and are not thread-safe.
+denoise runs at a time: diffusers schedulers keep per-call state and are not thread-safe. Stage 2
+of a batch overlaps stage 1 of the next, so the GPU never waits for the CPU's PNG encoding; only
+the denoise stage holds the pipeline lock.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import io
 import logging
 import threading
 import time
@@ -43,10 +47,12 @@ from serve_app.core.shapes import (
     shape_policy,
     warmup_shapes,
 )
-from serve_app.engine.batch_groups import group_indices
+from serve_app.engine.batch_groups import group_indices, take_batch
 from serve_app.engine.fair_order import FairOrder, OrderKey, Share
 from serve_app.engine.model.loaded import AdapterLoadError, LoadedModel
 from serve_app.engine.model.loading import plan_runtime
+from serve_app.engine.render import Denoised as _Denoised
+from serve_app.engine.render import Finisher
 from serve_app.engine.render_health import RenderHealth
 from serve_app.engine.render_queue import ReplicaQueue
 from serve_app.engine.speed_recipes import compile_cache_dir, use_compile_cache
@@ -72,19 +78,16 @@ def torch_thread_count(configured: int | None) -> int:
     return max(1, round(assigned))
 
 
+# Calls denoised and waiting for (or in) their finish stage: one finishing while one waits keeps the
+# finisher busy; more would only hold latents in GPU memory.
+FINISH_BACKLOG = 2
+# Progress events per job: at most one per interval (plus the last step and every preview), not one
+# per step per image: a 1-step model at batch 8 otherwise floods the event loop and every stream.
+PROGRESS_INTERVAL_S = 0.25
+
 # Batches Serve may hand over while the pipeline is busy; each holds at least one request, so
 # this only needs to exceed max_ongoing_requests.
 MAX_WAITING_BATCHES = 256
-
-
-@dataclass
-class _Rendered:
-    """What one pipeline call gives back per image, and how far it got."""
-
-    images: list[tuple[bytes, bool]]  # (PNG, flagged by the safety checker)
-    render_s: float
-    steps_done: int
-    preview_s: float = 0.0  # of render_s, spent decoding live previews
 
 
 @dataclass
@@ -94,6 +97,15 @@ class _Waiting:
     result: asyncio.Future[ImageResult | BaseException]
     told_ahead: int | None = None  # the place last streamed to its caller
     order: OrderKey = (0, 0.0, 0)  # its place in the fair order (serve_app/engine/fair_order.py)
+
+
+def _gpu_peak_bytes(device: str) -> int | None:
+    """The replica's peak CUDA memory since it started (None off CUDA): what sizes max_batch_size."""
+    if device != "cuda":
+        return None
+    import torch
+
+    return int(torch.cuda.max_memory_allocated())
 
 
 def _raise_if_failed(result: ImageResult | BaseException) -> ImageResult:
@@ -148,7 +160,23 @@ class DiffusionModel:
             description="torch.compile graphs dynamo built after the replica's warm-up.",
         )
         self._graphs_at_ready: int | None = None
+        self._recompiles_at_ready: int | None = None
+        # Calls a compiled replica ran eagerly (a size outside its buckets): a hidden slowdown unless
+        # counted. Exported as ray_raydiffusion_eager_fallbacks and in /v1/models.
+        self._eager_calls = 0
+        self._eager_counter = metrics.Counter(
+            "raydiffusion_eager_fallbacks",
+            description="Pipeline calls a compiled replica ran eagerly (outside its compiled shapes).",
+        )
         self._call_lock = threading.Lock()
+        # The render's second stage (serve_app/engine/render.py): decode, safety and encode of one
+        # batch overlap the next batch's denoise. Its encoding pool shares the replica's CPUs.
+        self._finisher = Finisher(self._plan.device, encode_threads=max(2, self._torch_threads))
+        self._finishing: deque[asyncio.Task[None]] = deque()
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._denoise_stream: Any = None
+        if self._plan.device == "cuda":
+            self._denoise_stream = torch.cuda.Stream()
         # One long-lived thread for every pipeline call and model load: OpenMP keeps a thread team
         # (and the thread count) per calling thread, so a pool of threads would each build and spin
         # their own; and a load never overlaps a render (GPU memory peaks stay apart).
@@ -273,6 +301,7 @@ class DiffusionModel:
             "images_rendered": self._images_rendered,
             "rss_bytes": psutil.Process().memory_info().rss,
             "consecutive_failed_renders": self._health.consecutive_failures,
+            "gpu_peak_bytes": _gpu_peak_bytes(self._plan.device),
         }
 
     def _compile_report(self, model: LoadedModel | None) -> dict[str, Any] | None:
@@ -287,6 +316,11 @@ class DiffusionModel:
             "outside_buckets": self._settings.speed.outside_buckets,
             "graphs_compiled": counters["unique_graphs"],
             "graphs_compiled_since_ready": None if ready is None else counters["unique_graphs"] - ready,
+            "recompiles_since_ready": None
+            if self._recompiles_at_ready is None
+            else counters["recompiles"] - self._recompiles_at_ready,
+            # Calls run eagerly on purpose (outside the buckets), so no request waits for a compile.
+            "eager_fallbacks": self._eager_calls,
             "dynamo": counters,
         }
 
@@ -326,7 +360,9 @@ class DiffusionModel:
                 # UNet batch) then runs eagerly: never a compile pause inside a request.
                 torch.compiler.set_stance("eager_on_recompile")
         model.warmup_s += time.perf_counter() - started
-        self._graphs_at_ready = dynamo_counters()["unique_graphs"]
+        counters = dynamo_counters()
+        self._graphs_at_ready = counters["unique_graphs"]
+        self._recompiles_at_ready = counters["recompiles"]
 
     def _plan_calls(self, model: LoadedModel, count: int, width: int, height: int) -> list[PipelineCall]:
         policy = shape_policy(model.settings, self._plan.compile, self.batching.max_batch_pixels)
@@ -387,8 +423,12 @@ class DiffusionModel:
             await self._waiting_changed.wait()
             self._waiting_changed.clear()
             while self._waiting:
-                size = self.batching.max_batch_size
-                taken, self._waiting = self._waiting[:size], self._waiting[size:]
+                # The oldest (fair-order first) job's group filled from the whole waiting queue, then
+                # the next jobs in order: fuller pipeline calls without passing anyone's turn.
+                picked = take_batch([w.job.group_key for w in self._waiting], self.batching.max_batch_size)
+                chosen = set(picked)
+                taken = [self._waiting[i] for i in picked]
+                self._waiting = [w for i, w in enumerate(self._waiting) if i not in chosen]
                 self._fair.taken([w.order for w in taken])
                 service_metrics.queue_depth(len(self._waiting))
                 live = [w for w in taken if not w.ticket.cancelled]
@@ -400,15 +440,32 @@ class DiffusionModel:
                     continue
                 self._queue.batch_started([w.job for w in live], [w.ticket for w in live])
                 self._tell_places()
+                finishing: list[asyncio.Task[None]] = []
                 try:
-                    results = await self._render_jobs([w.job for w in live], [w.ticket for w in live])
+                    results = await self._render_jobs(
+                        [w.job for w in live], [w.ticket for w in live], finishing
+                    )
                 except Exception as error:  # never let one batch stop the loop
                     logger.exception("render loop iteration failed")
                     results = [error] * len(live)
-                self._queue.batch_finished(all(isinstance(r, ImageResult) for r in results))
-                for w, result in zip(live, results, strict=True):
-                    if not w.result.done():
-                        w.result.set_result(result)
+                # Denoised: the pipeline is free for the next batch while this one is finished. The
+                # replica's speed is the denoise stage's (the GPU's), which is what the queue waits on.
+                self._queue.batch_finished(not any(isinstance(r, BaseException) for r in results))
+                delivery = asyncio.create_task(self._deliver(live, results, finishing))
+                self._deliveries.add(delivery)  # held: the loop keeps only weak references to tasks
+                delivery.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(
+        self,
+        live: list[_Waiting],
+        results: list[ImageResult | BaseException],
+        finishing: list[asyncio.Task[None]],
+    ) -> None:
+        """Hand each caller its result once its call's finish stage (decode, safety, encode) is done."""
+        await asyncio.gather(*finishing, return_exceptions=True)
+        for w, result in zip(live, results, strict=True):
+            if not w.result.done():
+                w.result.set_result(result)
 
     def _tell_places(self) -> None:
         """Stream each waiting caller its place in this replica's queue, when it changed.
@@ -432,9 +489,18 @@ class DiffusionModel:
             )
 
     async def _render_jobs(
-        self, jobs: list[ImageSpec], tickets: list[RenderTicket]
+        self,
+        jobs: list[ImageSpec],
+        tickets: list[RenderTicket],
+        finishing: list[asyncio.Task[None]] | None = None,
     ) -> list[ImageResult | BaseException]:
-        """Render one batch group by group; a failing group fails only its own callers."""
+        """Denoise one batch group by group; a failing group fails only its own callers.
+
+        Returns once every call is denoised; each call's finish stage runs on as a task in
+        ``finishing`` and fills its entries of the returned list (awaited here when not given).
+        """
+        own_finishing = finishing is None
+        finishing = [] if finishing is None else finishing
         groups = group_indices(jobs)
         entry: dict[str, Any] = {
             "at": time.time(),
@@ -453,6 +519,9 @@ class DiffusionModel:
                 sorted({",".join(f"{n}:{w:g}" for n, w in jobs[i].loras) for i in group}) for group in groups
             ],
             "steps_done": [0 for _ in groups],
+            # Seconds per stage summed over the batch's calls: denoise (pipeline thread), then decode,
+            # safety and encode (the finish stage, overlapping the next batch's denoise).
+            "stages_s": {"denoise": 0.0, "decode": 0.0, "safety": 0.0, "encode": 0.0},
         }
         self._batch_log.append(entry)
         batch_started = time.perf_counter()
@@ -476,14 +545,33 @@ class DiffusionModel:
                 continue
             for call in calls:
                 group = [whole_group[i] for i in call.indices]
-                await self._render_call(model, jobs, tickets, group, call, results, entry, group_index)
-        # Wall time of the whole batch in the render thread: the benchmark compares it with the same
-        # batch called in-process to tell slow renders apart from serving overhead.
-        entry["render_s"] = round(time.perf_counter() - batch_started, 4)
+                finish = await self._render_call(
+                    model, jobs, tickets, group, call, results, entry, group_index
+                )
+                if finish is not None:
+                    finishing.append(finish)
+        entry["denoise_s"] = round(time.perf_counter() - batch_started, 4)
         if self._plan.compile and self._graphs_at_ready is not None:
             self._graphs_gauge.set(dynamo_counters()["unique_graphs"] - self._graphs_at_ready)
-        self._images_rendered += sum(isinstance(r, ImageResult) for r in results)
+        calls = list(finishing)
+        finishing.append(asyncio.create_task(self._batch_done(entry, batch_started, calls, results)))
+        if own_finishing:
+            await asyncio.gather(*finishing)
         return results
+
+    async def _batch_done(
+        self,
+        entry: dict[str, Any],
+        batch_started: float,
+        finishing: list[asyncio.Task[None]],
+        results: list[ImageResult | BaseException],
+    ) -> None:
+        await asyncio.gather(*finishing, return_exceptions=True)
+        # Wall time of the whole batch, denoise to encoded images: the benchmark compares it with the
+        # same batch called in-process to tell slow renders apart from serving overhead.
+        entry["render_s"] = round(time.perf_counter() - batch_started, 4)
+        entry["stages_s"] = {key: round(value, 4) for key, value in entry["stages_s"].items()}
+        self._images_rendered += sum(isinstance(r, ImageResult) for r in results)
 
     async def _render_call(
         self,
@@ -495,37 +583,97 @@ class DiffusionModel:
         results: list[ImageResult | BaseException],
         entry: dict[str, Any],
         group_index: int,
-    ) -> None:
+    ) -> asyncio.Task[None] | None:
+        """Denoise one pipeline call; return its finish stage, running on as a task (None: none)."""
         group_jobs = [jobs[i] for i in group]
         group_tickets = [tickets[i] for i in group]
         if all(ticket.cancelled for ticket in group_tickets):
-            return
+            return None
+        # Bounded overlap: latents wait on the device for at most FINISH_BACKLOG calls, so a finish
+        # stage slower than the denoise (a one-step model's PNGs) holds the pipeline back instead of
+        # piling up GPU memory.
+        while len(self._finishing) >= FINISH_BACKLOG:
+            await asyncio.wait({self._finishing[0]})
         entry["calls"][group_index].append(call.batch)
         render_started = time.perf_counter()
         try:
-            rendered = await asyncio.get_running_loop().run_in_executor(
+            denoised = await asyncio.get_running_loop().run_in_executor(
                 self._pipeline_thread, self._run_group, model, group_jobs, group_tickets, call
             )
         except Exception as error:
-            logger.exception("pipeline call failed for %d image(s)", len(group))
-            if not isinstance(error, AdapterLoadError):  # a bad LoRA is no sign of a broken replica
-                self._health.failed(error)
-            for index in group:
-                results[index] = error
-            self._count_images(group_jobs, "failed")
+            self._call_failed(error, group, group_jobs, results)
+            return None
+        entry["steps_done"][group_index] = max(entry["steps_done"][group_index], denoised.steps_done)
+        entry["stages_s"]["denoise"] += denoised.denoise_s
+        if denoised.preview_s:
+            entry["preview_s"] = round(entry.get("preview_s", 0.0) + denoised.preview_s, 4)
+        task = asyncio.create_task(
+            self._finish_call(model, jobs, tickets, group, denoised, results, entry, render_started)
+        )
+        self._finishing.append(task)
+        task.add_done_callback(self._finishing.remove)
+        return task
+
+    def _call_failed(
+        self,
+        error: Exception,
+        group: list[int],
+        group_jobs: list[ImageSpec],
+        results: list[ImageResult | BaseException],
+    ) -> None:
+        logger.exception("pipeline call failed for %d image(s)", len(group), exc_info=error)
+        if not isinstance(error, AdapterLoadError):  # a bad LoRA is no sign of a broken replica
+            self._health.failed(error)
+        for index in group:
+            results[index] = error
+        self._count_images(group_jobs, "failed")
+
+    async def _finish_call(
+        self,
+        model: LoadedModel,
+        jobs: list[ImageSpec],
+        tickets: list[RenderTicket],
+        group: list[int],
+        denoised: _Denoised,
+        results: list[ImageResult | BaseException],
+        entry: dict[str, Any],
+        render_started: float,
+    ) -> None:
+        """Stage two of a call (decode, safety, encode) in the finisher's thread, then the results."""
+        group_jobs = [jobs[i] for i in group]
+        group_tickets = [tickets[i] for i in group]
+        first = group_jobs[0]
+        tiling_above = model.settings.vae_tiling_pixels
+        tiled = bool(tiling_above) and first.width * first.height > tiling_above
+        try:
+
+            def finish() -> Any:
+                with model.in_use():  # an eviction waits for the finish stage too
+                    return self._finisher.finish(
+                        denoised,
+                        model.finish_vae(),
+                        model.safety_checker,
+                        model.feature_extractor,
+                        tiled,
+                        self._torch_threads,
+                    )
+
+            finished = await asyncio.get_running_loop().run_in_executor(self._finisher.thread, finish)
+        except Exception as error:
+            self._call_failed(error, group, group_jobs, results)
             return
         self._health.succeeded()
+        for stage, seconds in finished.stages_s.items():
+            entry["stages_s"][stage] = entry["stages_s"].get(stage, 0.0) + seconds
+        render_s = denoised.denoise_s + sum(finished.stages_s.values())
         service_metrics.batch_rendered(
-            len(group), rendered.render_s, [render_started - t.accepted_at for t in group_tickets]
+            len(group), render_s, [render_started - t.accepted_at for t in group_tickets]
         )
         # A render every caller left is interrupted between steps: not a success.
         interrupted = all(ticket.cancelled for ticket in group_tickets)
         self._count_images(group_jobs, "canceled" if interrupted else "succeeded")
-        entry["steps_done"][group_index] = max(entry["steps_done"][group_index], rendered.steps_done)
-        if rendered.preview_s:
-            entry["preview_s"] = round(entry.get("preview_s", 0.0) + rendered.preview_s, 4)
         replica = self.describe(model)
-        for index, (png, flagged) in zip(group, rendered.images, strict=True):
+        for index, (png, flagged) in zip(group, finished.images, strict=True):
             job = jobs[index]
             results[index] = ImageResult(
                 png=png,
@@ -534,7 +682,7 @@ class DiffusionModel:
                 height=job.height,
                 steps=job.steps,
                 queue_s=render_started - tickets[index].accepted_at,
-                render_s=rendered.render_s,
+                render_s=render_s,
                 batch_size=len(group),
                 nsfw_content_detected=flagged,
                 replica=replica,
@@ -550,11 +698,12 @@ class DiffusionModel:
         jobs: list[ImageSpec],
         tickets: list[RenderTicket],
         call: PipelineCall | None = None,
-    ) -> _Rendered:
-        """One blocking pipeline call for jobs that share a group key (model, LoRAs, kind, size...).
+    ) -> _Denoised:
+        """Stage one: the blocking denoise for jobs that share a group key (model, LoRAs, kind, size...).
 
         Padded up to ``call.batch`` with copies of the last job when the call runs a compiled
-        shape; the copies' images are dropped here, before anything is encoded.
+        shape; the finisher drops the copies before anything is decoded. Stops at latents where the
+        pipeline can (serve_app/engine/render.py), so the decode runs in the finish stage.
         """
         import torch
 
@@ -566,12 +715,17 @@ class DiffusionModel:
         previewer = model.previews
         if call is not None and call.padding:
             jobs = pad_jobs(jobs, call.batch)
-        generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
+        # CPU generators keep images equal across devices for a seed; the opt-in device generator
+        # saves ancestral samplers a host-to-device copy of fresh noise each step (other images).
+        noise_device = self._plan.device if model.settings.speed.device_generator else "cpu"
+        generators = [torch.Generator(noise_device).manual_seed(job.seed) for job in jobs]
         done = [0]
         previewed = [0]  # the step last previewed (second-order schedulers repeat a step)
         preview_s = [0.0]
+        reported = [0.0]  # when progress was last sent (coalesced: at most one per interval)
 
         def on_step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict:
+            # No host sync in here (no .item(), no .cpu()): the next step's kernels are already queued.
             if all(ticket.cancelled for ticket in tickets):
                 pipe._interrupt = True  # diffusers' documented way to stop between steps
             # Iterations, not steps: second-order schedulers run about two per requested step.
@@ -586,14 +740,19 @@ class DiffusionModel:
                 started = time.perf_counter()
                 previews = previewer.decode(kwargs["latents"], watching)  # type: ignore[union-attr]
                 preview_s[0] += time.perf_counter() - started
-            for index, ticket in enumerate(tickets):
-                ticket.report(
-                    ProgressEvent(
-                        state="rendering", step=done[0], total=first.steps, preview=previews.get(index)
+            now = time.perf_counter()
+            if previews or done[0] >= first.steps or now - reported[0] >= PROGRESS_INTERVAL_S:
+                reported[0] = now
+                for index, ticket in enumerate(tickets):
+                    ticket.report(
+                        ProgressEvent(
+                            state="rendering", step=done[0], total=first.steps, preview=previews.get(index)
+                        )
                     )
-                )
             return kwargs
 
+        latent = model.tasks.stops_at_latents(first.kind)
+        stream = self._denoise_stream
         with self._call_lock, model.in_use():
             started = time.perf_counter()
             try:
@@ -603,14 +762,24 @@ class DiffusionModel:
             scheduler = model.schedulers.use(first.scheduler)
             # A compiled replica runs a size outside its buckets eagerly: no new graph mid-request.
             eager = self._plan.compile and call is not None and not call.compiled
-            with torch.compiler.set_stance("force_eager") if eager else contextlib.nullcontext():
-                output = model.tasks(jobs, generators, on_step_end, scheduler)
-            render_s = time.perf_counter() - started
+            if eager:
+                self._eager_calls += 1
+                self._eager_counter.inc()
+            with (
+                torch.compiler.set_stance("force_eager") if eager else contextlib.nullcontext(),
+                torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext(),
+            ):
+                output = model.tasks(
+                    jobs, generators, on_step_end, scheduler, output_type="latent" if latent else "pil"
+                )
+                ready = None
+                if stream is not None:
+                    ready = torch.cuda.Event()
+                    ready.record(stream)
+            denoise_s = time.perf_counter() - started
+        if latent:
+            return _Denoised(real, denoise_s, done[0], preview_s[0], latents=output.images, ready=ready)
         # Pipelines with a safety checker black out flagged images and say which; others say None.
         flags = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
-        encoded = []
-        for image, flagged in zip(output.images[:real], flags[:real], strict=True):
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            encoded.append((buffer.getvalue(), bool(flagged)))
-        return _Rendered(encoded, render_s, done[0], preview_s[0])
+        images = list(output.images)
+        return _Denoised(real, denoise_s, done[0], preview_s[0], images=images, flags=list(flags))

@@ -10,6 +10,7 @@ reference to its weights (and, on CUDA, hands the freed memory back for the next
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import logging
 import threading
@@ -64,6 +65,7 @@ class LoadedModel:
         self.loaded_at = time.time()
         self.warmed: set[tuple[int, int, int]] = set()
         self.warmup_s = 0.0
+        self._fp32_vae: Any = None
         self._on_release = on_release
         self._in_use = 0
         self._idle = threading.Condition()
@@ -92,7 +94,7 @@ class LoadedModel:
         with idle:
             idle.wait_for(lambda: self._in_use == 0)
             self._released = True
-        self.pipe = self.tasks = self.schedulers = self.adapters = self.previews = None
+        self.pipe = self.tasks = self.schedulers = self.adapters = self.previews = self._fp32_vae = None
         if self._on_release is not None:
             self._on_release(self)
         gc.collect()
@@ -101,6 +103,33 @@ class LoadedModel:
 
             torch.cuda.empty_cache()
         logger.info("model %s unloaded", self.name)
+
+    @property
+    def safety_checker(self) -> Any | None:
+        """The checker the finish stage runs on the device (None: the model ships none, or it is off)."""
+        return getattr(self.pipe, "safety_checker", None)
+
+    @property
+    def feature_extractor(self) -> Any | None:
+        """Only its crop size, mean and std are used: the preprocessing runs on the device."""
+        return getattr(self.pipe, "feature_extractor", None)
+
+    def finish_vae(self) -> Any:
+        """The VAE the finish stage decodes with.
+
+        An fp16 VAE marked ``force_upcast`` (SDXL's own overflows in fp16) decodes through an fp32
+        copy kept beside it, instead of diffusers' upcasting the shared VAE in place on every call,
+        which a denoise running at the same time (img2img's VAE encode) must never see. bf16 needs
+        neither (serve_app/engine/model/loading.py drops the upcast for it).
+        """
+        import torch
+
+        vae = self.pipe.vae
+        if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+            if self._fp32_vae is None:
+                self._fp32_vae = copy.deepcopy(vae).to(torch.float32)
+            return self._fp32_vae
+        return vae
 
     def describe(self) -> dict[str, Any]:
         return {

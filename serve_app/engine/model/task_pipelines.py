@@ -26,6 +26,19 @@ from serve_app.engine.model.safety import StandaloneChecker
 
 logger = logging.getLogger("ray.serve")
 
+# Pipelines whose output_type="latent" is exactly what ``vae.decode`` takes after scaling (no packed
+# latents, no shift): the replica's finish stage decodes these (serve_app/engine/render.py).
+LATENT_PIPELINES = frozenset(
+    {
+        "StableDiffusionPipeline",
+        "StableDiffusionImg2ImgPipeline",
+        "StableDiffusionInpaintPipeline",
+        "StableDiffusionXLPipeline",
+        "StableDiffusionXLImg2ImgPipeline",
+        "StableDiffusionXLInpaintPipeline",
+    }
+)
+
 
 def _pil(png: bytes, mode: str) -> Image.Image:
     image = Image.open(io.BytesIO(png))
@@ -109,6 +122,17 @@ class TaskPipelines:
             return self._inpaint
         raise ValueError(f"unknown job kind {kind!r}")
 
+    def stops_at_latents(self, kind: str) -> bool:
+        """Whether this kind's pipeline can return latents for the finish stage to decode.
+
+        The dedicated upscaler predates ``output_type="latent"`` handling of this kind, and
+        pipelines of other families may pack their latents: those return images as before.
+        """
+        if kind == "upscale" and self._upscaler is not None:
+            return False
+        pipe = self.for_kind(kind)
+        return type(pipe).__name__ in LATENT_PIPELINES and getattr(pipe, "vae", None) is not None
+
     def describe(self) -> dict[str, Any]:
         return {
             "kinds": ["txt2img", "img2img", "inpaint", "upscale"],
@@ -123,8 +147,13 @@ class TaskPipelines:
         generators: list[Any],
         on_step_end: Callable[..., dict],
         scheduler: Any,
+        output_type: str = "pil",
     ) -> Any:
-        """One diffusers call for jobs that share a group key (kind, size, steps, strength...)."""
+        """One diffusers call for jobs that share a group key (kind, size, steps, strength...).
+
+        ``output_type="latent"`` stops before the VAE (the replica's finish stage decodes); only
+        for kinds where ``stops_at_latents`` says the pipeline can.
+        """
         first = jobs[0]
         if first.kind == "upscale" and self._upscaler is not None:
             return self._dedicated_upscale(jobs, generators, on_step_end)
@@ -137,7 +166,7 @@ class TaskPipelines:
             "num_inference_steps": first.steps,
             "guidance_scale": first.guidance_scale,
             "generator": generators,
-            "output_type": "pil",
+            "output_type": output_type,
             "callback_on_step_end": on_step_end,
         }
         kwargs = adjust_arguments(pipe, kwargs, jobs)  # per family (serve_app/engine/model/families.py)

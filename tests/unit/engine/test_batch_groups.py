@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from serve_app.core.images import ImageSpec
-from serve_app.engine.batch_groups import group_indices
+from serve_app.engine.batch_groups import group_indices, take_batch
 
 
 def job(
@@ -34,3 +34,21 @@ def test_prompt_seed_and_negative_prompt_do_not_split_groups() -> None:
 
 def test_empty_batch_has_no_groups() -> None:
     assert group_indices([]) == []
+
+
+def test_a_batch_fills_the_first_jobs_group_from_the_whole_queue() -> None:
+    # Two sizes interleaved: the first 4 arrivals would be two half-empty calls of 2.
+    keys = ["a", "b", "a", "b", "a", "b", "a"]
+    assert take_batch(keys, 4) == [0, 2, 4, 6]
+
+
+def test_room_left_goes_to_the_next_jobs_in_order() -> None:
+    keys = ["a", "b", "c", "a", "b"]
+    assert take_batch(keys, 4) == [0, 1, 2, 3]  # both a's, then b and c as they come
+    assert take_batch(keys, 8) == [0, 1, 2, 3, 4]
+
+
+def test_the_head_of_the_queue_is_always_taken() -> None:
+    assert take_batch(["x"] + ["y"] * 9, 3) == [0, 1, 2]
+    assert take_batch([], 4) == []
+    assert take_batch(["a", "a", "a"], 2) == [0, 1]
