@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     bootstrap.add_argument(
         "--ami-parameter", default=DLAMI_PARAMETER, help="public SSM parameter naming the AMI"
     )
+    bootstrap.add_argument(
+        "--refresh-ami",
+        action="store_true",
+        help="the parameter's newest AMI although cluster.yaml holds one (ray up then replaces the head)",
+    )
     bootstrap.add_argument("--image-tag", default=None, help="image tag (default: the project version)")
 
     status = commands.add_parser("status", help="show what exists and what cluster.yaml holds")
@@ -67,11 +72,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "image-uri":
-    bootstrap.add_argument(
-        "--refresh-ami",
-        action="store_true",
-        help="the parameter's newest AMI although cluster.yaml holds one (ray up then replaces the head)",
-    )
         docker = yaml.safe_load(args.cluster_yaml.read_text())["docker"]
         print(docker["worker_image"])
         return 0
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         ssh_cidr=getattr(args, "ssh_cidr", "0.0.0.0/0"),
         ami=getattr(args, "ami", None),
         ami_parameter=getattr(args, "ami_parameter", DLAMI_PARAMETER),
+        refresh_ami=getattr(args, "refresh_ami", False),
         **({"image_tag": args.image_tag} if getattr(args, "image_tag", None) else {}),
     )
     stack = AwsStack(config, args.cluster_yaml, dry_run=args.dry_run)
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bootstrap":
             stack.bootstrap()
             print("next: make image && ray up cluster.yaml && make deploy  (see README, Deploy on AWS)")
+            print("then: raydiffusion-aws status ... prints the URL to paste into Discord")
         elif args.command == "status":
             stack.status()
         else:
@@ -100,5 +102,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raydiffusion-aws: {error}", file=sys.stderr)
         return 2
     return 0
-        refresh_ami=getattr(args, "refresh_ami", False),
-            print("then: raydiffusion-aws status ... prints the URL to paste into Discord")

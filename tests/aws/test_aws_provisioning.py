@@ -329,7 +329,6 @@ def test_policies_grant_pass_role_on_the_worker_role_only_and_scope_s3_by_prefix
     assert not any(
         a.split(":")[0] in {"iam", "secretsmanager"} for s in worker["Statement"] for a in _actions(s)
     )
-    # Unconditioned on purpose: S3 answers 404 (not 403) for a missing key only to a caller whose
     # Its one EC2 action: a worker whose head is gone stops the cluster's workers, never the head.
     (ec2_statement,) = [s for s in worker["Statement"] if any(a.startswith("ec2:") for a in _actions(s))]
     assert _actions(ec2_statement) == ["ec2:TerminateInstances"]
@@ -339,6 +338,7 @@ def test_policies_grant_pass_role_on_the_worker_role_only_and_scope_s3_by_prefix
             "ec2:ResourceTag/ray-node-kind": "worker",
         }
     }
+    # Unconditioned on purpose: S3 answers 404 (not 403) for a missing key only to a caller whose
     # ListBucket applies to the request, and an s3:prefix condition never applies to a GetObject.
     for document in (worker, head):
         (listing,) = [s for s in document["Statement"] if "s3:ListBucket" in _actions(s)]

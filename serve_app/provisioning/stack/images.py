@@ -19,9 +19,9 @@ class MachineImage(Family):
         c = self.config
         if c.ami:
             ami, source = c.ami, "--ami"
-        else:
         elif current and current.startswith("ami-") and not c.refresh_ami and self._exists(current):
             ami, source = current, "cluster.yaml; --refresh-ami for the newest"
+        else:
             try:
                 ami = self.ctx.ssm.get_parameter(Name=c.ami_parameter)["Parameter"]["Value"]
             except ClientError as error:
