@@ -90,19 +90,19 @@ bench: $(TEST_STAMP) $(MODEL_DIR)/model_index.json
 bench-gpu: $(TEST_STAMP)
 	$(PY) -m bench.gpu
 
-# The GPU report (bench/gpu/report.py): one unattended measurement for a borrowed GPU machine that has
+# The GPU report (bench/gpu_report/report.py): one unattended measurement for a borrowed GPU machine that has
 # CUDA torch but no Ray, diffusers or FastAPI, and no network. gpu-wheels fetches what it lacks
 # (.gpu-wheels/, Ray stripped of its Java jars and dashboard client); gpu-wheels-check runs the report
 # with the tiny model in a fresh Python 3.12 virtualenv holding only the machine's packages, offline;
 # gpu-report runs it here (CUDA: SD 1.5 / SDXL figures; CPU: the tiny model). PRICES="NAME=$$/h ...".
 gpu-wheels: $(STAMP)
-	$(PY) -m bench.gpu.wheels
+	$(PY) -m bench.gpu_report.wheels
 
 gpu-wheels-check: gpu-wheels
-	bash bench/gpu/offline_check.sh --budget-s 400
+	bash bench/gpu_report/offline_check.sh --budget-s 400
 
 gpu-report: $(STAMP)
-	$(PY) -m bench.gpu.report $(foreach p,$(PRICES),--price $(p))
+	$(PY) -m bench.gpu_report.report $(foreach p,$(PRICES),--price $(p))
 
 # The GPU image's exact versions (constraints-gpu.txt), resolved from PyPI for the image's platform.
 lock: $(TOOLS_STAMP)

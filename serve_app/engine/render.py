@@ -35,7 +35,7 @@ from typing import Any
 logger = logging.getLogger("ray.serve")
 
 # Pillow's zlib level: 1 compresses a 512x512 render several times faster than the default 6, for
-# files about 10-20% larger (bench/gpu/report.py measures both on the machine it runs on).
+# files about 10-20% larger (bench/gpu_report/report.py measures both on the machine it runs on).
 PNG_COMPRESS_LEVEL = 1
 
 

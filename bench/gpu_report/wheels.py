@@ -1,4 +1,4 @@
-"""``python -m bench.gpu.wheels`` (``make gpu-wheels``): the wheels the GPU report needs, small enough.
+"""``python -m bench.gpu_report.wheels`` (``make gpu-wheels``): the wheels the GPU report needs, small enough.
 
 The GPU machine has Python 3.12, CUDA torch, transformers, accelerate and peft, but no Ray, diffusers,
 FastAPI or pydantic, and no network: whatever the report imports beyond its own packages travels as

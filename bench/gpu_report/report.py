@@ -1,4 +1,4 @@
-"""``python -m bench.gpu.report`` (``make gpu-report``): one prepared, unattended GPU measurement.
+"""``python -m bench.gpu_report.report`` (``make gpu-report``): one prepared, unattended GPU measurement.
 
 Made for a borrowed GPU machine with no network and minutes of time: everything it imports beyond
 the machine's own packages travels as wheels (``make gpu-wheels``), every stage runs in a process of
@@ -99,7 +99,7 @@ def run_stage(name: str, deadline_s: float, args: argparse.Namespace, state: Pat
     """
     partial = state.with_name(f"{state.stem}.{name}.json")
     partial.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "bench.gpu.report", "--stage", name, "--state", str(state)]
+    command = [sys.executable, "-m", "bench.gpu_report.report", "--stage", name, "--state", str(state)]
     command += ["--out", args.out, "--model-dir", args.model_dir]
     for flag, value in (("--loop-s", args.loop_s), ("--steps", args.steps)):
         if value is not None:
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     # Stage hand-offs live apart from the results: on the GPU machine only a few files come back.
     state = Path(tempfile.mkdtemp(prefix="gpu-report-state-")) / "state.json"
     report: dict[str, Any] = {
-        "report": "bench/gpu/report.py",
+        "report": "bench/gpu_report/report.py",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "device": device,
         "cuda": gpu,
