@@ -3,6 +3,11 @@
     python -m bot_gateway.register              # global commands (can take up to an hour to show)
     python -m bot_gateway.register --guild ID   # one server, instantly: best while testing
     python -m bot_gateway.register --config deployments/aws.yaml   # model choices from that config
+    python -m bot_gateway.register --dry-run    # print the commands it would send; needs no token
+
+A server (guild) id is a number: in Discord, User Settings -> Advanced -> Developer Mode on, then
+right-click the server's icon -> Copy Server ID. Every failure (a missing variable, a bad config,
+Discord unreachable or refusing) is one line on stderr and exit code 2, never a traceback.
 
 Reads DISCORD_APPLICATION_ID and DISCORD_BOT_TOKEN from the environment, or from the JSON secret
 named by SECRETS_MANAGER_SECRET_ID (and DISCORD_API_BASE_URL, default Discord's v10 API). The bot
@@ -26,6 +31,8 @@ from typing import Any
 
 import httpx
 import yaml
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
 
 from bot_gateway.commands import DEFAULT_SIZE_CHOICES, imagine_command, max_grid
 from bot_gateway.settings_command import settings_command
@@ -42,18 +49,42 @@ def commands_url(api_base: str, application_id: str, guild_id: str | None) -> st
     return f"{base}/guilds/{guild_id}/commands" if guild_id else f"{base}/commands"
 
 
+class RegisterError(Exception):
+    """What went wrong, in one line that says what to do."""
+
+
+def guild_id(value: str) -> str:
+    """argparse type: a Discord snowflake (digits), so a name or a URL fails before any request."""
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a server id: it is a number (Developer Mode on, then right-click the "
+            "server -> Copy Server ID)"
+        )
+    return value
+
+
 def app_settings(config: Path | None, app: str | None = None) -> AppSettings:
     """The settings the service runs with: the ``args`` of ``app`` (or the only application) in a
     Serve config file, validated as ``build_app`` validates them."""
     if config is None:
         return AppSettings()
-    document = yaml.safe_load(config.read_text()) or {}
+    try:
+        document = yaml.safe_load(config.read_text()) or {}
+    except OSError as error:
+        raise RegisterError(f"cannot read {config}: {error.strerror or error}") from error
+    except yaml.YAMLError as error:
+        raise RegisterError(f"{config} is not valid YAML: {str(error).splitlines()[0]}") from error
     applications = document.get("applications") or []
     chosen = [a for a in applications if app is None or a.get("name") == app]
     if len(chosen) != 1:
         names = ", ".join(str(a.get("name")) for a in applications) or "none"
-        raise SystemExit(f"{config}: pick one application with --app (applications: {names})")
-    return AppSettings.model_validate(chosen[0].get("args") or {})
+        raise RegisterError(f"{config}: pick one application with --app (applications: {names})")
+    try:
+        return AppSettings.model_validate(chosen[0].get("args") or {})
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "args"
+        raise RegisterError(f"{config}: args.{where}: {first['msg']}") from error
 
 
 def command_definitions(
@@ -78,20 +109,50 @@ def register(
     catalogue: ModelCatalogue | None = None,
     max_count: int = 4,
 ) -> list[dict]:
-    response = httpx.put(
-        commands_url(api_base, application_id, guild_id),
-        json=command_definitions(catalogue or AppSettings().catalogue, sizes, max_steps, max_count),
-        headers={"Authorization": f"Bot {bot_token}", "User-Agent": USER_AGENT},
-        timeout=30,
-    )
+    url = commands_url(api_base, application_id, guild_id)
+    try:
+        response = httpx.put(
+            url,
+            json=command_definitions(catalogue or AppSettings().catalogue, sizes, max_steps, max_count),
+            headers={"Authorization": f"Bot {bot_token}", "User-Agent": USER_AGENT},
+            timeout=30,
+        )
+    except httpx.HTTPError as error:
+        raise RegisterError(f"cannot reach Discord at {api_base} ({type(error).__name__})") from error
+    if response.status_code in (401, 403):
+        raise RegisterError(
+            f"Discord refused the bot token ({response.status_code}): check DISCORD_BOT_TOKEN "
+            "(Developer Portal -> Bot -> Reset Token) and that the bot was invited to that server"
+        )
     if response.status_code >= 300:
-        raise SystemExit(f"Discord refused the commands ({response.status_code}): {response.text}")
+        raise RegisterError(f"Discord refused the commands ({response.status_code}): {response.text[:300]}")
     return response.json()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Register raydiffusion's slash commands.")
-    parser.add_argument("--guild", help="register in this guild only (instant) instead of globally")
+    try:
+        return _main(argv)
+    except RegisterError as error:
+        print(f"bot_gateway.register: {error}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot_gateway.register",
+        description="Register raydiffusion's slash commands (/imagine, /settings) with Discord.",
+    )
+    parser.add_argument(
+        "--guild",
+        type=guild_id,
+        help="register in this server only (instant) instead of globally; its numeric id "
+        "(Developer Mode, then right-click the server -> Copy Server ID)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the commands it would send (JSON) and the URL, send nothing; needs no token",
+    )
     parser.add_argument(
         "--sizes",
         default=",".join(DEFAULT_SIZE_CHOICES),
@@ -107,10 +168,23 @@ def main(argv: list[str] | None = None) -> int:
     catalogue = settings.catalogue
     if len(catalogue.entries) > 25 or len(catalogue.loras) > 25:
         print("more than 25 models or LoRAs: those options autocomplete instead of listing choices")
+    sizes = tuple(size.strip() for size in args.sizes.split(",") if size.strip())
+    if args.dry_run:
+        application = os.environ.get("DISCORD_APPLICATION_ID") or "APPLICATION_ID"
+        url = commands_url(os.environ.get("DISCORD_API_BASE_URL", DEFAULT_API), application, args.guild)
+        print(f"PUT {url}")
+        print(json.dumps(command_definitions(catalogue, sizes, args.max_steps, max_grid(settings)), indent=2))
+        return 0
     values = {name: os.environ.get(name) for name in ("DISCORD_APPLICATION_ID", "DISCORD_BOT_TOKEN")}
     secret_id = os.environ.get("SECRETS_MANAGER_SECRET_ID")
     if secret_id and not all(values.values()):
-        secret = read_secret(secret_id)
+        try:
+            secret = read_secret(secret_id)
+        except (BotoCoreError, ClientError) as error:
+            raise RegisterError(
+                f"cannot read the secret {secret_id} ({type(error).__name__}: {error}); "
+                "set DISCORD_APPLICATION_ID and DISCORD_BOT_TOKEN instead, or fix AWS access"
+            ) from error
         values = {name: value or secret.get(name) for name, value in values.items()}
     missing = [name for name, value in values.items() if not value]
     if missing:
@@ -123,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         str(values["DISCORD_BOT_TOKEN"]),
         args.guild,
         os.environ.get("DISCORD_API_BASE_URL", DEFAULT_API),
-        tuple(size.strip() for size in args.sizes.split(",") if size.strip()),
+        sizes,
         args.max_steps,
         catalogue,
         max_grid(settings),

@@ -158,6 +158,7 @@ def test_bootstrap_twice_gives_the_same_resources_and_never_prints_secrets(
     # Through the command line, as a user runs it.
     argv = ["bootstrap", "--region", REGION, "--bucket", config.bucket, "--allow-cidr", "203.0.113.0/24"]
     argv += ["--ami-parameter", AMI_PARAMETER, "--cluster-yaml", str(cluster)]
+    argv += ["--ssh-cidr", "0.0.0.0/0"]  # required now; the config the snapshot compares with
     assert cli_main(argv) == 0
     first_output = capsys.readouterr().out
     first = _snapshot(config)

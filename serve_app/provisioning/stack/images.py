@@ -6,6 +6,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from serve_app.provisioning.ami_check import UnusableImage, check_ami
 from serve_app.provisioning.stack.base import Family, ProvisioningError
 
 
@@ -33,6 +34,12 @@ class MachineImage(Family):
         if not images:
             raise ProvisioningError(f"AMI {ami} does not exist in {c.region}")
         self.ctx.say("ami", f"{ami} {images[0].get('Name', '')!r} (from {source})")
+        try:
+            note = check_ami(images[0])  # Linux on x86_64 with an EBS root (ami_check.py)
+        except UnusableImage as error:
+            raise ProvisioningError(str(error)) from error
+        if note:
+            self.ctx.say("note", note)
         return ami
 
     def _images(self, ami: str) -> list[dict[str, Any]]:
