@@ -103,7 +103,9 @@ class AppSettings(BaseSettings):
     # Schedulers train on 1000 timesteps; past ~500 some (DDIM with an offset) index out of range.
     max_steps: int = Field(default=100, ge=1, le=500)
     default_guidance_scale: float = Field(default=7.5, ge=0.0, le=50.0)
-    default_scheduler: str = "ddim"
+    # DPM++ 2M: good images in 20-30 steps and no host sync per step (diffusers 0.42's DDIM syncs each
+    # step; ancestral samplers draw CPU noise each step): the GPU's queue never drains mid-render.
+    default_scheduler: str = "dpmpp_2m"
     max_images: int = Field(default=4, ge=1, le=64, description="Upper bound of `n`.")
     max_prompt_chars: int = Field(default=2000, ge=1, le=100_000)
 

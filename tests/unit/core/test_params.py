@@ -15,7 +15,7 @@ SETTINGS = AppSettings(default_size="64x64", default_steps=10, max_steps=40, max
 def test_build_jobs_applies_defaults_and_consecutive_seeds() -> None:
     jobs = build_image_specs(ImageGenerationRequest(prompt="a cat", seed=10), 3, SETTINGS)
     assert [j.seed for j in jobs] == [10, 11, 12]
-    assert {(j.width, j.height, j.steps, j.scheduler) for j in jobs} == {(64, 64, 10, "ddim")}
+    assert {(j.width, j.height, j.steps, j.scheduler) for j in jobs} == {(64, 64, 10, "dpmpp_2m")}
 
 
 def test_build_jobs_seed_wraps_and_random_seed_when_missing() -> None:
