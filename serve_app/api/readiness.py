@@ -78,16 +78,23 @@ def readiness_answer(
 
 
 class Readiness:
-    """The model deployment's readiness, read from Serve's controller and kept for ``CACHE_S``."""
+    """The model deployment's readiness, read from Serve's controller and kept for ``CACHE_S``.
+
+    The answer is the default model's deployment; with models on other GPU classes (one model
+    deployment per class), each of those is reported under ``deployments`` too, so a person sees
+    which class is scaled to zero.
+    """
 
     def __init__(
         self,
         app_name: str,
         deployment_name: str,
         status: Callable[[], Any] = serve.status,
+        others: list[str] | None = None,
     ) -> None:
         self._app = app_name
         self._deployment = deployment_name
+        self._others = list(others or [])
         self._status = status
         self._cached: tuple[float, tuple[int, dict]] | None = None
 
@@ -106,10 +113,19 @@ class Readiness:
             }
         else:
             application = status.applications.get(self._app)
-            deployment = application.deployments.get(self._deployment) if application else None
-            answer = readiness_answer(
-                deployment.replica_states if deployment else None,
-                str(getattr(deployment.status, "value", deployment.status)) if deployment else None,
-            )
+
+            def of(name: str) -> tuple[int, dict]:
+                deployment = application.deployments.get(name) if application else None
+                return readiness_answer(
+                    deployment.replica_states if deployment else None,
+                    str(getattr(deployment.status, "value", deployment.status)) if deployment else None,
+                )
+
+            answer = of(self._deployment)
+            if self._others:
+                answer = answer[0], {
+                    **answer[1],
+                    "deployments": {name: of(name)[1] for name in [self._deployment, *self._others]},
+                }
         self._cached = (now, answer)
         return answer

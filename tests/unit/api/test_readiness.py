@@ -43,3 +43,21 @@ def test_readiness_reads_its_own_deployment_and_survives_a_silent_controller() -
 
     code, body = asyncio.run(Readiness("app", "DiffusionModel", broken).answer())
     assert code == 503 and "ConnectionError" in body["detail"]
+
+
+def test_other_gpu_classes_are_reported_beside_the_default_models_deployment() -> None:
+    def status() -> SimpleNamespace:
+        return SimpleNamespace(
+            applications={
+                "app": SimpleNamespace(
+                    deployments={
+                        "DiffusionModel": SimpleNamespace(replica_states={"RUNNING": 1}, status="HEALTHY"),
+                        "DiffusionModel-l40s": SimpleNamespace(replica_states={}, status="HEALTHY"),
+                    }
+                )
+            }
+        )
+
+    readiness = Readiness("app", "DiffusionModel", status, others=["DiffusionModel-l40s"])
+    code, body = asyncio.run(readiness.answer())
+    assert code == 200 and body["deployments"]["DiffusionModel-l40s"]["status"] == "scaled_to_zero"
