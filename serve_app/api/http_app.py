@@ -93,7 +93,7 @@ def create_http_app(
 ) -> FastAPI:
     store = create_store(settings)
     jobs = JobStore(store)
-    readiness = Readiness(*client.deployment, others=client.other_deployments)
+    readiness = Readiness(*client.deployment)
     # Every image goes through the caller's limits, name and usage (serve_app/api/callers.py).
     callers = Callers(UsageBook(store), settings.retry_after_s)
     client = cast(ModelClient, MeteredClient(client, callers))

@@ -81,8 +81,8 @@ class Readiness:
     """The model deployment's readiness, read from Serve's controller and kept for ``CACHE_S``.
 
     The answer is the default model's deployment; with models on other GPU classes (one model
-    deployment per class), each of those is reported under ``deployments`` too, so a person sees
-    which class is scaled to zero.
+    deployment per class, named ``<deployment>-<class>`` by ``serve_app/app.py``), each of those is
+    reported under ``deployments`` too, so a person sees which class is scaled to zero.
     """
 
     def __init__(
@@ -90,11 +90,9 @@ class Readiness:
         app_name: str,
         deployment_name: str,
         status: Callable[[], Any] = serve.status,
-        others: list[str] | None = None,
     ) -> None:
         self._app = app_name
         self._deployment = deployment_name
-        self._others = list(others or [])
         self._status = status
         self._cached: tuple[float, tuple[int, dict]] | None = None
 
@@ -122,10 +120,14 @@ class Readiness:
                 )
 
             answer = of(self._deployment)
-            if self._others:
+            others = sorted(
+                name for name in (application.deployments if application else {})
+                if name.startswith(f"{self._deployment}-")
+            )
+            if others:
                 answer = answer[0], {
                     **answer[1],
-                    "deployments": {name: of(name)[1] for name in [self._deployment, *self._others]},
+                    "deployments": {name: of(name)[1] for name in [self._deployment, *others]},
                 }
         self._cached = (now, answer)
         return answer

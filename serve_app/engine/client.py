@@ -65,12 +65,6 @@ class ModelClient:
         """(application, deployment) of the model: what readiness asks Serve's controller about."""
         return self._handle.app_name, self._handle.deployment_name
 
-    @property
-    def other_deployments(self) -> list[str]:
-        """The other GPU classes' model deployments (by_model), each once, in a stable order."""
-        names = {handle.deployment_name for handle in self._by_model.values()}
-        return sorted(names - {self._handle.deployment_name})
-
     async def generate(self, jobs: list[ImageSpec]) -> list[ImageResult]:
         """All images or an error: on any failure the other jobs of the request are cancelled.
 

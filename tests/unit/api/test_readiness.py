@@ -58,6 +58,6 @@ def test_other_gpu_classes_are_reported_beside_the_default_models_deployment() -
             }
         )
 
-    readiness = Readiness("app", "DiffusionModel", status, others=["DiffusionModel-l40s"])
+    readiness = Readiness("app", "DiffusionModel", status)
     code, body = asyncio.run(readiness.answer())
     assert code == 200 and body["deployments"]["DiffusionModel-l40s"]["status"] == "scaled_to_zero"
