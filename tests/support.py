@@ -11,10 +11,28 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
+from serve_app.core.images import ImageResult
+
 T = TypeVar("T")
 
 # The repository's root: tests live one or two folders below it (unit/, serve/, aws/, browser/).
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def image_result(seed: int, flagged: bool = False, replica: dict | None = None) -> ImageResult:
+    """A rendered image as the model deployment returns it, for logic that only reads its fields."""
+    return ImageResult(
+        png=b"png-%d" % seed,
+        seed=seed,
+        width=64,
+        height=64,
+        steps=4,
+        queue_s=0.0,
+        render_s=0.1,
+        batch_size=1,
+        nsfw_content_detected=flagged,
+        replica=replica,
+    )
 
 
 def decode_png(data: bytes) -> np.ndarray:

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
+from support import image_result as result
+
 from serve_app.api.openai.models import models_listing
 from serve_app.config.settings import AppSettings
-from serve_app.core.images import ImageResult
 from serve_app.engine.client import ReplicaReports
-
-
-def result(seed: int, flagged: bool = False, replica: dict | None = None) -> ImageResult:
-    return ImageResult(
-        png=b"png-%d" % seed,
-        seed=seed,
-        width=64,
-        height=64,
-        steps=4,
-        queue_s=0.0,
-        render_s=0.1,
-        batch_size=1,
-        nsfw_content_detected=flagged,
-        replica=replica,
-    )
 
 
 def test_models_listing_reports_the_last_replica_seen_with_its_age() -> None:

@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from support import image_result as result
 
 from serve_app.api.errors import status_code_of
 from serve_app.api.openai.protocol import image_entries
 from serve_app.core.errors import ContentPolicyError
 from serve_app.core.images import ImageResult
-
-
-def result(seed: int, flagged: bool = False, replica: dict | None = None) -> ImageResult:
-    return ImageResult(
-        png=b"png-%d" % seed,
-        seed=seed,
-        width=64,
-        height=64,
-        steps=4,
-        queue_s=0.0,
-        render_s=0.1,
-        batch_size=1,
-        nsfw_content_detected=flagged,
-        replica=replica,
-    )
 
 
 def b64(index: int, r: ImageResult) -> dict[str, str]:
