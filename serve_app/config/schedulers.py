@@ -39,7 +39,6 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
     # Rectified flow (FLUX.1, FLUX.2, SD 3.5): Euler on the flow's ODE, with the checkpoint's own
     # shift and dynamic (resolution-dependent) shifting taken from its scheduler config.
     "flow_euler": SchedulerSpec("FlowMatchEulerDiscreteScheduler"),
-    "flow_euler_karras": SchedulerSpec("FlowMatchEulerDiscreteScheduler", {"use_karras_sigmas": True}),
     # The checkpoint's own scheduler, untouched (the generic family: a pipeline whose scheduler
     # kind is known only once it loads).
     "default": SchedulerSpec(""),

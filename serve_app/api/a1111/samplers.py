@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from serve_app.config.families import FAMILIES
 from serve_app.core.errors import InvalidRequestError
 
 AUTOMATIC = "Automatic"
@@ -134,6 +135,37 @@ def resolve_sampler(
             param="scheduler",
         )
     return ResolvedSampler(sampler.name, schedule.label, sampler.schedules[schedule.label])
+
+
+# What A1111-style names mean on a flow-matching model (Forge and ComfyUI call FLUX's sampler
+# "Euler"): the same sampler and schedule type onto the flow schedulers.
+FLOW_SAMPLERS: dict[tuple[str, str], str] = {
+    ("Euler", AUTOMATIC): "flow_euler",
+    ("Euler", "Uniform"): "flow_euler",
+}
+
+
+def for_family(
+    resolved: ResolvedSampler, family: str, model: str, field: str = "sampler_name"
+) -> ResolvedSampler:
+    """The resolved sampler as model ``model`` of ``family`` runs it, or a 400 naming ``field`` that
+    lists the samplers this model has (an SD sampler means nothing to a rectified-flow model)."""
+    spec = FAMILIES[family]
+    if resolved.scheduler in spec.schedulers:
+        return resolved
+    if spec.schedulers == ("default",):  # a generic pipeline keeps its own scheduler
+        return ResolvedSampler(resolved.sampler, resolved.schedule, "default")
+    flow = FLOW_SAMPLERS.get((resolved.sampler, resolved.schedule))
+    if flow is not None and flow in spec.schedulers:
+        return ResolvedSampler(resolved.sampler, resolved.schedule, flow)
+    offered = sorted(
+        {f"{name} ({schedule})" for (name, schedule), key in FLOW_SAMPLERS.items() if key in spec.schedulers}
+    )
+    raise InvalidRequestError(
+        f"Model {model!r} ({spec.name}) cannot run sampler {resolved.sampler!r} with schedule type "
+        f"{resolved.schedule!r}; it has: {', '.join(offered) or 'its own scheduler only'}.",
+        param=field,
+    )
 
 
 def sampler_items() -> list[dict[str, Any]]:

@@ -51,6 +51,11 @@ def adjust_arguments(pipe: Any, kwargs: dict[str, Any], jobs: list[ImageSpec]) -
             adjusted.pop(optional)
     if accepts(pipe, "true_cfg_scale"):
         adjusted["true_cfg_scale"] = jobs[0].true_cfg_scale
+    # SD 3.5's and FLUX's img2img pipelines size their output from width/height (default: the
+    # model's 1024 or its sample size), not from the image as SD's do: pass the job's.
+    for side in ("width", "height"):
+        if side not in adjusted and accepts(pipe, side):
+            adjusted[side] = getattr(jobs[0], side)
     return adjusted
 
 

@@ -40,7 +40,6 @@ def test_flow_schedulers_build_from_a_flux_config_and_keep_its_shifting() -> Non
         scheduler = build_scheduler(name, base)
         assert type(scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
         assert scheduler.config.use_dynamic_shifting is True
-    assert build_scheduler("flow_euler_karras", base).config.use_karras_sigmas is True
 
 
 def test_device_follows_what_torch_sees() -> None:
