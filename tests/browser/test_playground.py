@@ -237,9 +237,13 @@ def test_page_asks_for_an_api_key_and_works_once_it_is_given(browser: Browser, b
         expect(page.locator("#model-info")).to_contain_text("Model tiny-sd")
         assert page.evaluate("localStorage.getItem('raydiffusion.apiKey')") == API_KEY
 
+        # The tiny model has no safety checker: never claimed, whatever the setting says.
+        expect(page.locator("#model-info")).not_to_contain_text("safety checker on")
         generate_from_form(page, "a key was given")
         wait_for_image(page, 64, 64)  # the server's default size
         expect(page.locator("#generate-error")).to_be_empty()
+        # Once a replica has rendered, the header says what it runs.
+        expect(page.locator("#model-info")).to_contain_text("no safety checker")
         no_script_errors(page)
     finally:
         page.context.close()
@@ -299,7 +303,9 @@ def save_screenshots(page: Page) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size(DESKTOP)
     page.screenshot(path=SCREENSHOTS / "playground-desktop.png", full_page=True)
+    assert placeholders_that_overflow(page) == []
     page.set_viewport_size(PHONE)
+    assert placeholders_that_overflow(page) == []
     # Usable at phone width: nothing wider than the screen, so no sideways scrolling.
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     expect(page.get_by_role("button", name="Generate")).to_be_in_viewport()
@@ -310,17 +316,39 @@ def save_screenshots(page: Page) -> None:
             shutil.copyfile(SCREENSHOTS / name, REPO / "docs" / name)
 
 
+def placeholders_that_overflow(page: Page) -> list[dict]:
+    """Every visible placeholder (and a select's shown option) wider than the room its field has."""
+    return page.evaluate(
+        """() => {
+          const context = document.createElement('canvas').getContext('2d');
+          const fields = [...document.querySelectorAll('input[placeholder], select')]
+            .filter((field) => field.offsetParent !== null);
+          return fields.map((field) => {
+            const style = getComputedStyle(field);
+            context.font = style.font;
+            const text = field.tagName === 'SELECT'
+              ? field.options[field.selectedIndex].textContent : field.placeholder;
+            // A number field's spinner and a select's arrow take about 20 px of the box.
+            const chrome = field.type === 'number' || field.tagName === 'SELECT' ? 20 : 0;
+            const room = field.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight)
+              - chrome;
+            return {id: field.id, text, width: Math.ceil(context.measureText(text).width), room};
+          }).filter((field) => field.width > field.room);
+        }"""
+    )
+
+
 def test_the_chosen_model_and_lora_draw_the_image_and_the_gallery_names_them(page: Page, base: str) -> None:
     model = page.get_by_label("Model", exact=True)
     expect(model).to_have_value("tiny-sd")  # the catalogue's default
     expect(page.locator("#model-hint")).to_have_text("SD 1.5")
-    expect(page.locator("#steps")).to_have_attribute("placeholder", "4 (model default)")
+    expect(page.locator("#steps")).to_have_attribute("placeholder", "4 (default)")
     page.locator("#guidance_scale").fill("4")  # typed by the user: a switch keeps it
     model.select_option("tiny-sd-b")
     expect(page.locator("#model-hint")).to_have_text("SD 1.5 · other weights")
     expect(page.locator("#model-info")).to_contain_text("Model tiny-sd-b")
-    expect(page.locator("#size")).to_have_attribute("placeholder", "72x64 (model default)")
-    expect(page.locator("#steps")).to_have_attribute("placeholder", "6 (model default)")
+    expect(page.locator("#size")).to_have_attribute("placeholder", "72x64 (default)")
+    expect(page.locator("#steps")).to_have_attribute("placeholder", "6 (default)")
     expect(page.locator("#guidance_scale")).to_have_value("4")
 
     # tiny-ink is listed under tiny-sd but usable with every SD 1.5 model: offered here too, at
@@ -422,8 +450,13 @@ def test_the_servers_model_and_lora_errors_are_shown_at_their_inputs(page: Page)
 
 
 def test_a_rendering_job_shows_its_live_preview_then_the_image(page: Page) -> None:
+    """Two images: a preview each, and progress that reads per image and says its sum is a total."""
     page.get_by_label("Random seed").uncheck()
-    generate_from_form(page, "a preview", size="64x64", steps="80", seed="99")
+    generate_from_form(page, "a preview", size="64x64", steps="40", seed="99", n="2")
+    page.wait_for_function(
+        """() => /^Rendering 2 images: step \\d+ of 80 in all \\(image 1: \\d+ of 40, image 2: \\d+ of 40\\)$/
+                   .test(document.getElementById('job-status').textContent)"""
+    )
     # The prediction's preview (a JPEG data URL of preview_size) where the image will appear.
     page.wait_for_function(
         """() => [...document.querySelectorAll('#results li.preview img')].some(
@@ -435,7 +468,8 @@ def test_a_rendering_job_shows_its_live_preview_then_the_image(page: Page) -> No
     )
     wait_for_image(page, 64, 64)
     expect(page.locator("#job-status")).to_contain_text("Done")
-    expect(page.locator("#results li.preview")).to_have_count(0)  # the image replaced it
+    expect(page.locator("#results li.preview")).to_have_count(0)  # the images replaced them
+    expect(page.locator("#results .card img")).to_have_count(2)
     no_script_errors(page)
 
 
@@ -574,6 +608,15 @@ def test_a_503_is_shown_at_the_button_with_its_retry_after(
     serve.run(compose(settings, {"autoscaling_config": cold}), name="down", route_prefix="/down")
     page = open_page(browser, base, key=None, path="/down/")  # relative URLs: /down/v1/...
     try:
+        # Liveness says the ingress answers; readiness says no model replica can take work yet.
+        with httpx.Client(base_url=base, timeout=30) as http:
+            assert http.get("/down/healthz").status_code == 200
+            cold = http.get("/down/readyz")
+            assert cold.status_code == 503 and cold.json()["status"] == "scaled_to_zero", cold.text
+            assert "cold start" in cold.json()["detail"]
+            # The model with a replica that rendered this module's images is ready.
+            warm = http.get("/readyz")
+            assert warm.status_code == 200 and warm.json()["model_replicas"]["running"] >= 1, warm.text
         expect(page.locator("#model-info")).to_contain_text("Model")
         expect(page.locator("#gallery-status")).to_contain_text("Image storage is unavailable")
         generate_from_form(page, "while storage is down")
@@ -671,6 +714,13 @@ def test_upscale_and_vary_a_result_from_its_buttons_and_from_the_gallery(page: P
     wait_for_image(page, 128, 128)
     varied = finished(base, prediction["id"])
     assert varied["status"] == "succeeded" and varied["output"][0] not in (first_url, upscaled_url)
+    # Upscale and Vary added their images above the earlier ones: all three are still shown.
+    shown = page.locator("#results .card img")
+    expect(shown).to_have_count(3)
+    assert shown.evaluate_all("images => images.map((image) => image.getAttribute('src'))")[1:] == [
+        upscaled_url,
+        first_url,
+    ]
 
     # The same from the gallery dialog: Vary on the first (64x64) image.
     page.get_by_role("button", name="Parameters of “to be upscaled”, seed 4321").last.click()
@@ -682,6 +732,7 @@ def test_upscale_and_vary_a_result_from_its_buttons_and_from_the_gallery(page: P
     expect(dialog).to_be_hidden()
     expect(card).to_contain_text(f"seed {prediction['seeds'][0]}", timeout=TIMEOUT_MS)
     wait_for_image(page, 64, 64)
+    expect(shown).to_have_count(4)
     no_script_errors(page)
 
 
@@ -705,6 +756,8 @@ def test_bad_picture_inputs_are_shown_next_to_their_fields(page: Page, tmp_path:
     page.get_by_label("Strength").fill("1.5")
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#strength-error")).to_contain_text("greater than 0 and at most 1")
+    # The hint under the field says the bounds the API enforces.
+    expect(page.locator("#strength-hint")).to_contain_text("Greater than 0 and at most 1")
     expect(page.locator("#image")).not_to_have_attribute("aria-invalid", "true")
 
     page.get_by_label("Strength").fill("")

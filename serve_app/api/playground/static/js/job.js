@@ -3,7 +3,7 @@ import { $ } from "./dom.js";
 import { API, NetworkError, api } from "./api.js";
 import { pictureDefaults, loadModels, readLoras } from "./models.js";
 import { showError, clearAllErrors, reportError, readInput } from "./form.js";
-import { showImages } from "./results.js";
+import { showImages, showJobCards } from "./results.js";
 import { showPreviews } from "./previews.js";
 import { refreshGallery } from "./gallery.js";
 
@@ -32,12 +32,15 @@ export async function generate(event) {
   }
 }
 
-export async function submit(input) {
+// Generate starts over; Vary and Upscale (keepResults) add their images above the earlier ones, so
+// a variation can be compared with the picture it came from.
+export async function submit(input, { keepResults = false } = {}) {
   const prediction = await api(API.predictions, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ input }),
   });
+  if (!keepResults) $("results").replaceChildren();
   startWatching({ id: prediction.id, input: prediction.input || input });
   render(prediction);
 }
@@ -73,7 +76,7 @@ export async function startFromPicture(action, url, params, errorLine) {
     return false;
   }
   try {
-    await submit(await pictureInput(action, url, params));
+    await submit(await pictureInput(action, url, params), { keepResults: true });
     return true;
   } catch (error) {
     errorLine.textContent = `${action === "upscale" ? "Upscale" : "Vary"} failed: ${actionMessage(error)}`;
@@ -96,7 +99,6 @@ export function startWatching(job) {
   $("generate").disabled = true;
   $("cancel").hidden = false;
   $("job").hidden = false;
-  $("results").replaceChildren();
   poll(job, 0);
 }
 
@@ -127,7 +129,10 @@ export async function poll(job, failures) {
   render(prediction);
   if (["succeeded", "failed", "canceled"].includes(prediction.status)) {
     finishJob();
-    if (prediction.status === "succeeded") refreshGallery();
+    if (prediction.status === "succeeded") {
+      refreshGallery();
+      loadModels(); // the header now reports the replica that rendered it (its safety checker)
+    }
     return;
   }
   setTimeout(() => poll(job, 0), POLL_MS);
@@ -151,7 +156,7 @@ export function render(prediction) {
     bar.removeAttribute("value");
   } else if (prediction.status === "processing") {
     if (progress.step > 0) {
-      status.textContent = `Rendering: step ${progress.step} of ${progress.total}`;
+      status.textContent = progressText(progress);
       bar.max = progress.total;
       bar.value = progress.step;
     } else {
@@ -169,13 +174,22 @@ export function render(prediction) {
     bar.value = progress.total || 1;
     showImages(prediction);
   } else if (prediction.status === "failed") {
-    $("results").replaceChildren(); // previews of a render that will never finish
+    showJobCards(prediction.id, []); // previews of a render that will never finish
     status.textContent = "Failed.";
     showError("generate", `The job failed: ${prediction.error || "no reason given"}`);
   } else if (prediction.status === "canceled") {
-    $("results").replaceChildren();
+    showJobCards(prediction.id, []);
     status.textContent = "Canceled.";
   }
+}
+
+// One image: its steps. Several: the steps of all of them, said to be a total, and each image's own
+// (progress.images), so "9 of 12" never reads as one image's progress.
+export function progressText(progress) {
+  const images = progress.images || [];
+  if (images.length <= 1) return `Rendering: step ${progress.step} of ${progress.total}`;
+  const each = images.map((image, index) => `image ${index + 1}: ${image.step} of ${image.total}`);
+  return `Rendering ${images.length} images: step ${progress.step} of ${progress.total} in all (${each.join(", ")})`;
 }
 
 export function queueText(info) {

@@ -70,7 +70,9 @@ export function applyModel() {
   const family = FAMILY_NAMES[model.family] || model.family || "";
   $("model-hint").textContent = [family, model.description].filter(Boolean).join(" · ");
   const defaults = model.defaults || {};
-  const placeholder = (value) => (value === undefined || value === null ? "model default" : `${value} (model default)`);
+  // Short enough to fit its field at phone width (the browser test measures them); the hint under
+  // Model says they are that model's.
+  const placeholder = (value) => (value === undefined || value === null ? "default" : `${value} (default)`);
   $("size").placeholder = placeholder(defaults.size);
   $("steps").placeholder = placeholder(defaults.steps);
   $("guidance_scale").placeholder = placeholder(defaults.guidance_scale);
@@ -169,9 +171,16 @@ export function showModel(model) {
   }
   pictureDefaults = model.image_inputs || null;
   if (pictureDefaults) {
-    $("strength").placeholder = `server default (${pictureDefaults.default_strength})`;
+    $("strength").placeholder = `${pictureDefaults.default_strength} (default)`;
   }
-  const parts = [`Model ${model.id}`, `safety checker ${model.safety_checker ? "on" : "off"}`];
+  // What runs, as /v1/models reports it: a replica's own word (null until one has rendered), so a
+  // model without a checker is never shown as checked because the setting is on.
+  const safety = model.safety_checker === true
+    ? "safety checker on"
+    : model.safety_checker === false
+      ? "no safety checker"
+      : "safety checker not known until a first image";
+  const parts = [`Model ${model.id}`, safety];
   const replica = model.replica;
   if (replica) {
     parts.push(

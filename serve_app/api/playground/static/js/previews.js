@@ -1,5 +1,5 @@
 // Live previews while a job renders, where its images will appear.
-import { $ } from "./dom.js";
+import { showJobCards } from "./results.js";
 
 // Live previews (when the server's model makes them): a small JPEG of each image's latest step, as a
 // data URL, shown where the image will appear; the finished images replace them.
@@ -18,5 +18,5 @@ export function showPreviews(prediction) {
     }
     return item;
   });
-  $("results").replaceChildren(...cards);
+  showJobCards(prediction.id, cards);
 }

@@ -4,6 +4,17 @@ import { modelText } from "./models.js";
 import { FIELDS } from "./form.js";
 import { startFromPicture } from "./job.js";
 
+// A job's cards (its previews, then its images) replace that job's earlier cards only, at the top:
+// the cards of jobs before it stay below.
+export function showJobCards(jobId, cards) {
+  const list = $("results");
+  for (const card of [...list.children]) {
+    if (card.dataset.job === jobId) card.remove();
+  }
+  for (const card of cards) card.dataset.job = jobId;
+  list.prepend(...cards);
+}
+
 export function showImages(prediction) {
   const input = prediction.input || {};
   const flags = prediction.nsfw_content_detected || [];
@@ -13,7 +24,7 @@ export function showImages(prediction) {
     // The view's model: the catalogue's default when the input named none.
     return imageCard(urls.shift(), { ...input, model: input.model || prediction.model, seed });
   });
-  $("results").replaceChildren(...cards);
+  showJobCards(prediction.id, cards);
 }
 
 export function flaggedCard(seed) {
