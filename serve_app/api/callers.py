@@ -148,8 +148,10 @@ class MeteredClient:
         except OverloadedError:
             self._callers.quotas.refund(admission)  # nothing was queued: it costs the caller nothing
             raise
-        finally:
+        except BaseException:
             self._callers.quotas.release(admission)
+            raise
+        self._callers.quotas.release(admission)
         self._callers.usage.record(stamped, results, "sync")
         return results
 
@@ -167,13 +169,16 @@ class MeteredClient:
         # by one, so a request crossing a limit midway is refused and its siblings are stopped.
         admission = await self._callers.admit(caller, 1)
         (stamped,) = caller.stamp([job])
+        given_back = False
         try:
             async for event in self._client.generate_stream(stamped):
                 if isinstance(event, ImageResult):
                     self._callers.usage.record([stamped], [event], "sync")
                 yield event
         except OverloadedError:
-            self._callers.quotas.refund(admission)
+            self._callers.quotas.refund(admission)  # refund includes the concurrency
+            given_back = True
             raise
         finally:
-            self._callers.quotas.release(admission)
+            if not given_back:
+                self._callers.quotas.release(admission)
