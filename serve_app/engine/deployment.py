@@ -738,7 +738,10 @@ class DiffusionModel:
             if due and watching:
                 previewed[0] = done[0]
                 started = time.perf_counter()
-                previews = previewer.decode(kwargs["latents"], watching)  # type: ignore[union-attr]
+                # The size lets packed (FLUX) latents be unpacked (serve_app/engine/previews.py).
+                previews = previewer.decode(  # type: ignore[union-attr]
+                    kwargs["latents"], watching, first.width, first.height
+                )
                 preview_s[0] += time.perf_counter() - started
             now = time.perf_counter()
             if previews or done[0] >= first.steps or now - reported[0] >= PROGRESS_INTERVAL_S:
