@@ -9,7 +9,9 @@ could not arrive within the interaction token's 15 minutes.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections import Counter
 from typing import Any
 
@@ -17,23 +19,47 @@ from serve_app.config.settings import AppSettings
 from serve_app.core.errors import RateLimitedError
 from serve_app.core.images import ImageSpec
 from serve_app.core.load import LoadTracker, work_units
-from serve_app.core.quotas import Admission, QuotaBook
+from serve_app.core.quotas import Admission, QuotaBook, utc_day
+from serve_app.jobs.usage import UsageBook
 
 
 class DiscordQuotas:
     """Per-user and per-guild limits, checked together: a request takes from both or from neither.
 
     Counted in this ingress replica's memory, like the concurrency above: the answer to Discord
-    must come within 3 s, so no store is read on the way (API keys' daily budgets are also seeded
-    from the usage records; Discord's restart from zero with the replica).
+    must come within 3 s, so no store is read on the way. A user's daily count is refreshed from
+    the usage records (``serve_app/jobs/usage.py``) in the background instead, when first seen each
+    day and every minute after, so it survives restarts and sees other replicas' finished images
+    (a guild's daily count is this replica's: usage is recorded per user).
     """
 
-    def __init__(self, settings: AppSettings) -> None:
+    def __init__(self, settings: AppSettings, usage: UsageBook | None = None) -> None:
         self._settings = settings
         self._book = QuotaBook(concurrency_retry_after_s=settings.retry_after_s)
+        self._usage = usage
+        self._seeding: set[asyncio.Task[None]] = set()
+
+    def _seed_daily(self, user_id: str) -> None:
+        caller = discord_caller(user_id)
+        if self._usage is None or self._settings.discord_user_limits.daily_images is None:
+            return
+        if not self._book.needs_daily_seed(caller) or any(t.get_name() == caller for t in self._seeding):
+            return
+        task = asyncio.get_running_loop().create_task(self._read_daily(caller), name=caller)
+        self._seeding.add(task)  # held: the loop keeps only weak references to tasks
+        task.add_done_callback(self._seeding.discard)
+
+    async def _read_daily(self, caller: str) -> None:
+        assert self._usage is not None
+        try:
+            stored = await self._usage.images_on(caller, utc_day(time.time()))
+        except Exception:  # the store is down: this replica's count stands
+            return
+        self._book.seed_daily(caller, stored)
 
     def admit(self, user_id: str, guild_id: str | None, images: int) -> Admission:
         """Take ``images`` from the user's and the guild's limits, or raise ``RateLimitedError``."""
+        self._seed_daily(user_id)
         limits = [(discord_caller(user_id), self._settings.discord_user_limits)]
         if guild_id is not None:
             limits.append((f"discord-guild-{guild_id}", self._settings.discord_guild_limits))

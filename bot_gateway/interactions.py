@@ -85,6 +85,7 @@ from serve_app.core.model_choice import resolve_model
 from serve_app.core.params import GenerationParams
 from serve_app.jobs.records import JobRecord, new_record
 from serve_app.jobs.runner import JobRunner
+from serve_app.jobs.usage import UsageBook
 from serve_app.ops import metrics as service_metrics
 
 logger = logging.getLogger("ray.serve")
@@ -119,7 +120,8 @@ class InteractionHandler:
         self._runner = runner
         self._credentials = credentials
         self._limits = JobsPerUser(settings.discord_max_jobs_per_user)
-        self._quotas = DiscordQuotas(settings)  # per-user and per-guild limits (issue 26)
+        # Per-user and per-guild limits; users' daily counts refreshed from the usage records.
+        self._quotas = DiscordQuotas(settings, UsageBook(runner.jobs.images))
         self._user_settings = UserSettingsStore(runner.jobs.images)
         # Edits and deletions that follow an answer without a job (U1-U4, Delete): held so the
         # event loop does not drop them half-way.

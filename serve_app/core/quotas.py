@@ -77,12 +77,17 @@ class QuotaBook:
     def seed_daily(self, caller: str, stored_images: int, now: float | None = None) -> None:
         """Fold in the images the store says ``caller`` used today (on every replica, finished ones).
 
-        The larger of the two counts wins: this replica's count holds what it accepted that is not
-        finished yet, the store's what the other replicas (and earlier processes) finished.
+        The first read of the day adds to what this replica accepted before it landed (a read that
+        does not hold up the request, Discord's); later reads keep the larger of the two counts:
+        this replica's holds what it accepted that is not finished yet, the store's what the other
+        replicas (and earlier processes) finished.
         """
         now = time.time() if now is None else now
         state = self._state(caller, now)
-        state.day_used = max(state.day_used, stored_images)
+        if state.day_seeded_at is None:
+            state.day_used += stored_images
+        else:
+            state.day_used = max(state.day_used, stored_images)
         state.day_seeded_at = now
 
     def admit(

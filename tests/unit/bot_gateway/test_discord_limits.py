@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
 from bot_gateway.admission import DiscordQuotas
 from serve_app.config.settings import AppSettings
 from serve_app.core.errors import RateLimitedError
+from serve_app.core.images import ImageResult, ImageSpec
+from serve_app.jobs.usage import UsageBook
+from serve_app.storage.local import LocalImageStore
 
 
 def quotas(**settings: object) -> DiscordQuotas:
@@ -45,3 +51,22 @@ def test_jobs_are_stamped_with_the_user_and_the_configured_share() -> None:
     quotas(discord_weight=2.0, discord_priority=5).stamp(jobs, "111")
     shares = {(job["caller"], job["caller_weight"], job["caller_priority"]) for job in jobs}
     assert shares == {("discord-111", 2.0, 5)}
+
+
+def test_a_users_daily_count_is_read_back_from_the_usage_records(tmp_path: Path) -> None:
+    """Images the user rendered before a restart (or on another replica) count against the budget."""
+    store = LocalImageStore(str(tmp_path))
+    usage = UsageBook(store)
+    image = ImageResult(b"png", 1, 64, 64, 2, 0.0, 1.0, 1)
+
+    async def scenario() -> None:
+        job = ImageSpec("p", 64, 64, 2, 7.5, "ddim", 1, caller="discord-111")
+        usage.record([job] * 3, [image] * 3, "job")
+        await usage.flush()
+        limits = DiscordQuotas(AppSettings(discord_user_limits={"daily_images": 4}), usage)
+        limits.admit("111", None, 1)  # starts reading the records in the background
+        await asyncio.gather(*limits._seeding)
+        with pytest.raises(RateLimitedError, match="per UTC day"):
+            limits.admit("111", None, 1)
+
+    asyncio.run(scenario())
