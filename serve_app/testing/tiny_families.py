@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from serve_app.testing.tiny_tokenizers import TINY_MODEL_SEED
+from serve_app.testing.tiny_tokenizers import TINY_MODEL_SEED, bytes_to_unicode
 from serve_app.testing.tiny_tokenizers import byte_level_vocab as _byte_level_vocab
 
 
@@ -201,6 +201,92 @@ def build_tiny_sd3(seed: int = TINY_MODEL_SEED) -> Any:
     )
 
 
+# Qwen's chat format, as FLUX.2-klein's pipeline applies it to every prompt.
+QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_qwen_tokenizer() -> Any:
+    """A Qwen2 byte-level BPE tokenizer without merges (single bytes), with Qwen's specials."""
+    from transformers import Qwen2TokenizerFast
+
+    vocab = {char: index for index, char in enumerate(bytes_to_unicode().values())}
+    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        vocab[special] = len(vocab)
+    tokenizer = Qwen2TokenizerFast(
+        vocab=vocab,
+        merges=[],
+        unk_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        model_max_length=512,
+    )
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_flux2_klein(seed: int = TINY_MODEL_SEED) -> Any:
+    """FLUX.2-klein's shape: Flux2Transformer2DModel (no guidance embedding: step-distilled), a
+    Qwen3 text encoder read at layers 9, 18 and 27 (so 28 tiny layers), AutoencoderKLFlux2."""
+    import torch
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Transformer2DModel,
+    )
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = tiny_qwen_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=28,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=8,
+            max_position_embeddings=1024,
+            tie_word_embeddings=True,
+        )
+    )
+    torch.manual_seed(seed)
+    transformer = Flux2Transformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=48,  # three stacked hidden states of 16
+        timestep_guidance_channels=32,
+        axes_dims_rope=(4, 4, 4, 4),
+        guidance_embeds=False,
+    )
+    torch.manual_seed(seed)
+    vae = AutoencoderKLFlux2(
+        block_out_channels=(16, 16, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=32,
+    )
+    return Flux2KleinPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(
+            shift=3.0, use_dynamic_shifting=True, base_image_seq_len=16, max_image_seq_len=256
+        ),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+        is_distilled=True,
+    )
+
+
 def build_tiny_flux_schnell(seed: int = TINY_MODEL_SEED) -> Any:
     return build_tiny_flux(seed, guidance_embeds=False)
 
@@ -209,6 +295,7 @@ FAMILY_BUILDERS = {
     "flux": build_tiny_flux,
     "flux-schnell": build_tiny_flux_schnell,
     "sd3": build_tiny_sd3,
+    "flux2-klein": build_tiny_flux2_klein,
 }
 
 LORA_FILE = "pytorch_lora_weights.safetensors"

@@ -25,7 +25,7 @@ from serve_app.testing.tiny_model import save_tiny_model
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("families")
-    for kind in ("flux", "flux-lora", "sd3", "preview-vae"):
+    for kind in ("flux", "flux-lora", "sd3", "flux2-klein", "preview-vae"):
         save_tiny_model(root / kind, kind)
     save_tiny_safety_checker(root / "strict-checker", flag_everything=True)
     return root
@@ -43,6 +43,7 @@ def _settings(folder: Path, **extra: object) -> AppSettings:
                 "loras": [{"name": "ink", "source": str(folder / "flux-lora")}],
             },
             {"name": "sd35", "model": str(folder / "sd3"), "family": "sd3", "default_size": "64x64"},
+            {"name": "klein", "model": str(folder / "flux2-klein"), "family": "flux2-klein"},
         ],
         default_size="64x64",
         **extra,
@@ -101,3 +102,13 @@ def test_sd35_img2img_and_the_standalone_checker_flags_what_it_checks(folder: Pa
     image = _render(model, _job("sd35", kind="img2img", strength=0.5, steps=4, init_image=start.getvalue()))
     assert image.images[0].size == (64, 64)
     assert model.describe()["previews"] is None  # no decoder configured for it
+
+
+def test_flux2_klein_renders_without_a_negative_prompt_argument(folder: Path) -> None:
+    """Flux2KleinPipeline has no negative_prompt parameter: the call leaves it out (a TypeError
+    otherwise); a preview decoder is never attached to it."""
+    settings = _settings(folder, speed={"preview_vae": str(folder / "preview-vae")})
+    model = LoadedModel("klein", settings.for_model("klein"), 1)
+    assert type(model.pipe).__name__ == "Flux2KleinPipeline" and model.previews is None
+    output = _render(model, _job("klein", guidance_scale=1.0))
+    assert output.images[0].size == (64, 64)
