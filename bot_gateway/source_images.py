@@ -169,4 +169,7 @@ async def start_image_specs(
         scale = (default_width * default_height / (image.width * image.height)) ** 0.5
         width, height = parse_size(output_size(image, None, settings, scale))
         jobs = [replace(job, width=width, height=height) for job in jobs]
-    return await asyncio.to_thread(image_specs, jobs, start.kind, image, start.strength)
+    # A model whose family cannot start from a picture (FLUX.2-klein) is refused, ephemerally.
+    return await asyncio.to_thread(
+        image_specs, jobs, start.kind, image, start.strength, catalogue=settings.catalogue
+    )
