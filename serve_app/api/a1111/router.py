@@ -32,7 +32,13 @@ from serve_app.api.a1111.protocol import (
     ProgressResponse,
     Txt2ImgRequest,
 )
-from serve_app.api.a1111.samplers import ResolvedSampler, resolve_sampler, sampler_items, scheduler_items
+from serve_app.api.a1111.samplers import (
+    ResolvedSampler,
+    for_family,
+    resolve_sampler,
+    sampler_items,
+    scheduler_items,
+)
 from serve_app.api.a1111.tasks import A1111Tasks
 from serve_app.config.settings import AppSettings
 from serve_app.core.content_policy import raise_if_all_flagged
@@ -94,6 +100,8 @@ def _text_jobs(
         )
     width, height = _side(body.width, "width", settings), _side(body.height, "height", settings)
     prompt, loras = _prompt_loras(body.prompt or "", model, body, settings)
+    # Per family: "Euler" on FLUX is the flow-matching Euler; an SD-only sampler is a 400.
+    sampler = for_family(sampler, settings.catalogue.entry(model).family, model)
     params = GenerationParams(
         # build_image_specs wants a prompt to check; A1111 allows an empty one, restored below.
         prompt=prompt if prompt.strip() else "-",
@@ -338,6 +346,7 @@ def create_a1111_router(
             settings.upscale_strength,
             None,
             crop,
+            catalogue=settings.catalogue,
         )
         jobs = [replace(job, prompt="") for job in jobs]
         task = tasks.start(None, "extras", jobs, 1)
