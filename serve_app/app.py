@@ -68,8 +68,17 @@ def compose(
     batching = settings.batching.model_dump()
     settings = settings.model_copy(update={"batching": BatchingSettings()})
     model = DiffusionModel.options(**{"user_config": batching, **(model_options or {})}).bind(settings)
+    # One deployment per GPU class the catalogue names beyond the default model's: its own
+    # replicas, node type (ray_actor_options in the config's `deployments:` under
+    # DiffusionModel-<class>) and autoscaling, so a FLUX class scales to zero apart from SD 1.5's.
+    class_models = {
+        gpu_class: DiffusionModel.options(
+            **{"user_config": batching, **(model_options or {}), "name": f"DiffusionModel-{gpu_class}"}
+        ).bind(settings, gpu_class)
+        for gpu_class in settings.catalogue.gpu_classes[1:]
+    }
     ingress = ingress_deployment(settings)
     if ingress_options:
         ingress = ingress.options(**ingress_options)
     # Discord is one more client of the job runner: the API never imports it, it is plugged in here.
-    return ingress.bind(model, settings, [DiscordSurface()])
+    return ingress.bind(model, settings, [DiscordSurface()], class_models)

@@ -31,7 +31,11 @@ from serve_app.ops.replica_watch import ReplicaWatch
 @serve.ingress()
 class Ingress:
     def __init__(
-        self, model: DeploymentHandle, settings: AppSettings, surfaces: Sequence[ClientSurface] = ()
+        self,
+        model: DeploymentHandle,
+        settings: AppSettings,
+        surfaces: Sequence[ClientSurface] = (),
+        class_models: dict[str, DeploymentHandle] | None = None,
     ) -> None:
         self._settings = settings
         self._surfaces = tuple(surfaces)
@@ -40,6 +44,12 @@ class Ingress:
             settings.request_timeout_s,
             settings.retry_after_s,
             on_replica_lost=failure_alerts(settings).replica_lost,
+            # GPU classes other than the default model's: each its own deployment.
+            by_model={
+                name: handle
+                for gpu_class, handle in (class_models or {}).items()
+                for name in settings.catalogue.models_of_class(gpu_class)
+            },
         )
         # Replicas replaced between requests (failed health checks, crashes) are seen only in
         # Serve's controller: watched from here while alerts are configured.

@@ -137,6 +137,26 @@ class ModelEntry(BaseModel):
     def supported_tasks(self) -> tuple[Task, ...]:
         return tuple(self.tasks) if self.tasks is not None else self.spec.tasks
 
+    def capabilities(self, standalone_safety_checker: bool) -> dict[str, object]:
+        """What this model can be asked for, as /v1/models (and every interface built on it) shows it."""
+        family = self.spec
+        return {
+            "family_name": family.name,
+            "tasks": list(self.supported_tasks),
+            "schedulers": list(family.schedulers),
+            # "cfg": a negative prompt as usual; "true_cfg": only with true_cfg_scale > 1; "none".
+            "negative_prompt": family.negative_prompt,
+            "true_cfg_scale": family.negative_prompt == "true_cfg",
+            # "cfg": classifier-free guidance; "distilled": an input of the model; "ignored".
+            "guidance": family.guidance,
+            "previews": family.preview != "none",
+            "gpu_class": self.gpu_class,
+            "offload": self.offload,
+            "quantization": self.quantization.backend if self.quantization else None,
+            # Families that ship no checker are checked by the standalone one when configured.
+            "standalone_safety_checker": standalone_safety_checker,
+        }
+
 
 # (name, weight) pairs, sorted by name, zero weights dropped: the canonical form jobs carry, so
 # equal LoRA sets batch together whatever order a caller listed them in.

@@ -50,8 +50,12 @@ class ModelClient:
         timeout_s: float,
         retry_after_s: int,
         on_replica_lost: Callable[[str], None] | None = None,
+        by_model: dict[str, DeploymentHandle] | None = None,
     ) -> None:
         self._handle = handle
+        # Models served by another GPU class's deployment (serve_app/app.py), by name; the rest
+        # go to ``handle``.
+        self._by_model = dict(by_model or {})
         self._timeout_s = timeout_s
         self._retry_after_s = retry_after_s
         # Told when a model replica died under a request (crash, OOM kill, spot reclaim): Serve
@@ -139,7 +143,7 @@ class ModelClient:
         """Ray Serve multiplexing: the router prefers a replica that already holds the job's model."""
         if not job.model:
             return self._handle
-        return self._handle.options(multiplexed_model_id=job.model)
+        return self._by_model.get(job.model, self._handle).options(multiplexed_model_id=job.model)
 
     def _replica_lost(self, error: BaseException) -> None:
         if self._on_replica_lost is not None:

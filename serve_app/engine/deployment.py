@@ -138,14 +138,19 @@ def _raise_if_failed(result: ImageResult | BaseException) -> ImageResult:
 class DiffusionModel:
     # Async: the default model loads in the pipeline thread through Serve's multiplexing (so Serve
     # knows this replica holds it) while the replica's event loop stays free.
-    async def __init__(self, settings: AppSettings) -> None:  # type: ignore[misc]
+    async def __init__(  # type: ignore[misc]
+        self, settings: AppSettings, gpu_class: str | None = None
+    ) -> None:
         import torch
 
         self._torch_threads = torch_thread_count(settings.torch_threads)
         torch.set_num_threads(self._torch_threads)
         self._settings = settings
         self._catalogue = settings.catalogue
-        self._default_model = self._catalogue.default.name
+        # One deployment per GPU class (serve_app/app.py): a replica serves its class's models and
+        # starts with the first of them (the catalogue's default in the default class).
+        self._gpu_class = gpu_class or self._catalogue.default.gpu_class
+        self._default_model = self._catalogue.class_default(self._gpu_class)
         # Device, dtype and compile are the same for every model of the replica.
         self._plan = plan_runtime(settings.for_model(self._default_model))
         # Shapes are compiled at warm-up (reconfigure, once the pixel budget from user_config is
@@ -214,7 +219,8 @@ class DiffusionModel:
         )
 
     async def _load_model(self, name: str) -> LoadedModel:
-        if name not in self._catalogue.entries:
+        entry = self._catalogue.entries.get(name)
+        if entry is None or entry.gpu_class != self._gpu_class:
             raise ValueError(f"model {name!r} is not in the catalogue: {', '.join(self._catalogue.names)}")
         started = time.time()
         model = await asyncio.get_running_loop().run_in_executor(

@@ -433,8 +433,8 @@ def test_registration_reads_the_catalogue_from_the_config_file() -> None:
     catalogue = app_settings(REPO / "deployments" / "local.yaml").catalogue
     imagine_definition, settings_definition = command_definitions(catalogue, ("64x64",), 50)
     options = {option["name"]: option for option in imagine_definition["options"]}
-    assert [c["value"] for c in options["model"]["choices"]] == ["tiny-sd", "tiny-sd-b"]
-    assert [c["value"] for c in options["lora"]["choices"]] == ["tiny-ink"]
+    assert [c["value"] for c in options["model"]["choices"]] == ["tiny-sd", "tiny-sd-b", "tiny-flux"]
+    assert [c["value"] for c in options["lora"]["choices"]] == ["tiny-ink", "tiny-flux-ink"]
     assert options["lora_weight"]["max_value"] == catalogue.max_lora_weight
     assert settings_definition["name"] == "settings"
     assert {o["name"] for o in settings_definition["options"]} == {

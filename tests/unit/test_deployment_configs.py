@@ -11,6 +11,7 @@ from ray.serve.schema import ServeDeploySchema
 from support import ROOT
 
 from serve_app.app import build_app
+from serve_app.config.settings import AppSettings
 
 DEPLOYMENTS = sorted((ROOT / "deployments").glob("*.yaml"))
 
@@ -22,9 +23,11 @@ def test_config_file_passes_serve_schema_and_builds(
     # aws.yaml's S3 store takes its bucket from the environment cluster.yaml gives the containers.
     monkeypatch.setenv("RAYDIFFUSION_S3_BUCKET", "bucket-from-cluster-yaml")
     config = ServeDeploySchema.model_validate(yaml.safe_load(config_path.read_text()))
-    deployment_names = {"DiffusionModel", "Ingress"}
     for app in config.applications:
         assert app.import_path == "serve_app.app:build_app"
+        # One model deployment per GPU class of the catalogue (serve_app/app.py), and the ingress.
+        classes = AppSettings.model_validate(dict(app.args)).catalogue.gpu_classes[1:]
+        deployment_names = {"DiffusionModel", "Ingress", *(f"DiffusionModel-{c}" for c in classes)}
         assert {d.name for d in app.deployments} <= deployment_names
         # Building validates every arg; no replica (and no model load) starts here.
         assert build_app(dict(app.args)) is not None
