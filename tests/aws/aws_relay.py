@@ -282,6 +282,23 @@ class AwsRelay:
         return [(f"ec2:{action}", "*", {})]
 
 
+def linux_amis(ec2: Any) -> list[str]:
+    """moto's Linux x86_64 EBS-backed images: what the cluster can boot (the catalogue's first
+    images include Windows ones, and images moto creates from an instance have no EBS root)."""
+    images = ec2.describe_images(
+        Owners=["amazon"],
+        Filters=[
+            {"Name": "architecture", "Values": ["x86_64"]},
+            {"Name": "root-device-type", "Values": ["ebs"]},
+        ],
+    )["Images"]
+    return [
+        i["ImageId"]
+        for i in images
+        if "windows" not in (i.get("PlatformDetails") or i.get("Platform") or "Linux/UNIX").lower()
+    ]
+
+
 def _s3_path(path: str) -> tuple[str, str, dict[str, list[str]]]:
     parts = urllib.parse.urlsplit(path)
     bucket, _, key = parts.path.lstrip("/").partition("/")

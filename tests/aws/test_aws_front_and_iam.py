@@ -21,7 +21,7 @@ from typing import Any
 import boto3
 import pytest
 import yaml
-from aws_relay import AwsRelay
+from aws_relay import AwsRelay, linux_amis
 from botocore.exceptions import ClientError
 from conftest import free_port
 from moto.server import ThreadedMotoServer
@@ -83,12 +83,7 @@ def _forget_endpoints() -> None:
 def stack(relay: AwsRelay, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One bootstrapped stack (as an admin would run it), with the roles' documents mapped to keys."""
     ec2 = boto3.client("ec2", region_name=REGION)
-    base = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    instance = ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
-    ami = ec2.create_image(InstanceId=instance, Name="Deep Learning Base OSS Nvidia Driver GPU AMI")[
-        "ImageId"
-    ]
-    ec2.terminate_instances(InstanceIds=[instance])
+    ami = linux_amis(ec2)[0]  # Linux, x86_64, an EBS root: what bootstrap accepts
     boto3.client("ssm", region_name=REGION).put_parameter(Name=AMI_PARAMETER, Value=ami, Type="String")
     cluster = tmp_path_factory.mktemp("front") / "cluster.yaml"
     shutil.copy(ROOT / "cluster.yaml", cluster)
@@ -425,9 +420,7 @@ def test_bootstrap_keeps_the_ami_cluster_yaml_holds_unless_asked_to_refresh(stac
     config, cluster = stack["config"], stack["cluster"]
     ec2 = boto3.client("ec2", region_name=REGION)
     chosen = yaml.safe_load(cluster.read_text())["available_node_types"]["head"]["node_config"]["ImageId"]
-    instance = ec2.run_instances(ImageId=chosen, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
-    newer = ec2.create_image(InstanceId=instance, Name="Deep Learning Base AMI, next release")["ImageId"]
-    ec2.terminate_instances(InstanceIds=[instance])
+    newer = next(ami for ami in linux_amis(ec2) if ami != chosen)  # "the parameter's next release"
     boto3.client("ssm", region_name=REGION).put_parameter(
         Name=AMI_PARAMETER, Value=newer, Type="String", Overwrite=True
     )

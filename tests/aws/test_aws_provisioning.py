@@ -21,6 +21,7 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
+from aws_relay import linux_amis
 from conftest import free_port
 from moto.server import ThreadedMotoServer
 from support import ROOT
@@ -70,12 +71,7 @@ def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def dlami(aws: str) -> str:
     """An AMI in emulated EC2, published under an SSM parameter as AWS publishes the DLAMI."""
     ec2 = boto3.client("ec2", region_name=REGION)
-    reservation = ec2.run_instances(ImageId=_any_ami(ec2), MinCount=1, MaxCount=1)
-    instance_id = reservation["Instances"][0]["InstanceId"]
-    ami = ec2.create_image(InstanceId=instance_id, Name="Deep Learning Base OSS Nvidia Driver GPU AMI")[
-        "ImageId"
-    ]
-    ec2.terminate_instances(InstanceIds=[instance_id])
+    ami = _any_ami(ec2)  # moto's images made from an instance have no EBS root: bootstrap refuses them
     boto3.client("ssm", region_name=REGION).put_parameter(
         Name=AMI_PARAMETER, Value=ami, Type="String", Overwrite=True
     )
@@ -83,7 +79,8 @@ def dlami(aws: str) -> str:
 
 
 def _any_ami(ec2: object) -> str:
-    return ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]  # type: ignore[attr-defined]
+    """A Linux x86_64 EBS-backed image of moto's catalogue: what the cluster can boot."""
+    return linux_amis(ec2)[0]
 
 
 def _cluster_copy(tmp_path: Path) -> Path:
