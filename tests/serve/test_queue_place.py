@@ -90,9 +90,12 @@ class Blocker:
         from ray import serve
 
         handle = serve.get_deployment_handle("DiffusionModel", app_name="queue")
+        # Each blocker is a caller of its own: the replica shares its queue fairly across callers
+        # (serve_app/engine/fair_order.py), so two blockers from one caller would let a newcomer
+        # in between them; from two callers, each has its turn before the newcomer's.
         job = ImageSpec(
             prompt=prompt, width=64, height=64, steps=BLOCKER_STEPS, guidance_scale=7.5,
-            scheduler="ddim", seed=1,
+            scheduler="ddim", seed=1, caller=f"blocker-{prompt}",
         )
         self._stream: Any = handle.options(stream=True).generate_stream.remote(job)
         self.events: list[ProgressEvent] = []
