@@ -49,18 +49,21 @@ class LoadedModel:
         self.settings = settings
         self.plan: RuntimePlan = plan_runtime(settings)
         self.pipe: Any = load_pipeline(settings, self.plan)
-        self.recipes = apply_recipes(self.pipe, self.plan, settings.speed, bucket_count)
-        self.previews = PreviewDecoder.for_model(settings, self.pipe, self.plan.device, self.plan.dtype)
-        self.schedulers = SchedulerCache(self.pipe)
-        # img2img, inpainting and upscale run on pipelines sharing these weights (from_pipe).
-        self.tasks = TaskPipelines.load(self.pipe, settings, self.plan)
         catalogue = settings.catalogue
         self.adapters = LoraAdapters(
             self.pipe,
             {lora: catalogue.loras[lora].spec for lora in catalogue.loras_for(name)},
             settings.model_cache_dir,
             settings.s3_endpoint_url,
+            hotswap_rank=settings.speed.lora_hotswap_rank if self.plan.compile else 0,
         )
+        # The hot-swap slot must exist before compile traces the UNet (diffusers' hot-swap order).
+        self.adapters.prepare_hotswap()
+        self.recipes = apply_recipes(self.pipe, self.plan, settings.speed, bucket_count)
+        self.previews = PreviewDecoder.for_model(settings, self.pipe, self.plan.device, self.plan.dtype)
+        self.schedulers = SchedulerCache(self.pipe)
+        # img2img, inpainting and upscale run on pipelines sharing these weights (from_pipe).
+        self.tasks = TaskPipelines.load(self.pipe, settings, self.plan)
         self.load_s = time.perf_counter() - started
         self.loaded_at = time.time()
         self.warmed: set[tuple[int, int, int]] = set()
@@ -140,6 +143,7 @@ class LoadedModel:
             "recipes": self.recipes,
             "previews": self.previews.describe() if self.previews else None,
             "loras_loaded": list(self.adapters.loaded) if self.adapters else [],
+            "lora_hotswap_rank": self.adapters.hotswap_rank if self.adapters else 0,
             "safety_checker": getattr(self.pipe, "safety_checker", None) is not None,
             **(self.tasks.describe() if self.tasks else {}),
         }
