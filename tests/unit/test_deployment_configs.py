@@ -36,3 +36,20 @@ def test_config_file_passes_serve_schema_and_builds(
 def test_builder_rejects_bad_args_before_anything_starts() -> None:
     with pytest.raises(ValueError, match="max_steps"):
         build_app({"max_steps": 0})
+
+
+def test_each_gpu_class_is_its_own_model_deployment_and_the_ingress_gets_its_handle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aws.yaml's l40s class (FLUX.1, SD 3.5) becomes DiffusionModel-l40s beside DiffusionModel, as
+    Serve builds the application (no Ray started); the ingress receives that class's handle."""
+    from ray.serve._private.build_app import build_app as serve_build
+
+    monkeypatch.setenv("RAYDIFFUSION_S3_BUCKET", "bucket-from-cluster-yaml")
+    (app,) = yaml.safe_load((ROOT / "deployments" / "aws.yaml").read_text())["applications"]
+    built = serve_build(build_app(dict(app["args"])), name="aws")
+    deployments = {d.name: d for d in built.deployments}
+    assert set(deployments) == {"DiffusionModel", "DiffusionModel-l40s", "Ingress"}
+    assert deployments["DiffusionModel-l40s"].init_args[1] == "l40s"
+    class_handles = deployments["Ingress"].init_args[3]
+    assert set(class_handles) == {"l40s"} and type(class_handles["l40s"]).__name__ == "DeploymentHandle"
