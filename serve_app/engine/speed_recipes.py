@@ -150,12 +150,16 @@ def apply_recipes(pipe: Any, plan: Any, speed: SpeedSettings, shapes: int) -> di
     if plan.compile:
         allow_recompiles(shapes)
         kwargs = compile_kwargs(speed)
-        if name == "transformer" and hasattr(denoiser, "compile_repeated_blocks"):
+        # A UNet compiles regionally when asked (speed.compile_scope): its repeated transformer
+        # blocks only, a fraction of the warm-up for most of the speed.
+        regional = name == "transformer" or (name == "unet" and speed.compile_scope == "regional")
+        repeats = getattr(denoiser, "_repeated_blocks", None) and hasattr(denoiser, "compile_repeated_blocks")
+        if regional and repeats:
             # Regional compilation: one graph per repeated transformer block class, reused by
             # every block (FLUX.1 has 57): a fraction of the full graph's compile time, about
             # the same speed (diffusers' guide).
             denoiser.compile_repeated_blocks(**kwargs)
-            applied["compiled"].append("transformer (repeated blocks)")
+            applied["compiled"].append(f"{name} (repeated blocks)")
         elif name is not None:
             setattr(pipe, name, torch.compile(denoiser, **kwargs))
             applied["compiled"].append(name)

@@ -158,6 +158,19 @@ def test_recipes_change_the_modules_not_the_images() -> None:
     assert np.abs(after[0] - after[1]).max() > 20
 
 
+def test_regional_compile_compiles_the_unets_repeated_blocks_only() -> None:
+    pipe = build_tiny_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    plan = RuntimePlan("cpu", "float32", "sdpa", True)
+    speed = SpeedSettings(compile_scope="regional", compile_backend="eager")
+    applied = apply_recipes(pipe, plan, speed, shapes=1)
+    assert applied["compiled"] == ["unet (repeated blocks)"]
+    # The UNet itself stays the model (LoRAs and hot-swap see it); its transformer blocks are compiled.
+    assert type(pipe.unet).__name__ == "UNet2DConditionModel"
+    blocks = [m for m in pipe.unet.modules() if type(m).__name__ == "BasicTransformerBlock"]
+    assert blocks and all(getattr(m, "_compiled_call_impl", None) is not None for m in blocks)
+
+
 def test_plain_plan_leaves_the_pipeline_alone() -> None:
     pipe = build_tiny_pipeline()
     applied = apply_recipes(pipe, RuntimePlan("cpu", "float32", "sdpa", False), SpeedSettings(), shapes=0)
