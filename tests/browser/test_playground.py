@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 from ray import serve
@@ -294,26 +295,71 @@ def test_generate_shows_queue_then_progress_then_the_image_of_the_requested_size
     with httpx.Client(base_url=base, headers=AUTH, timeout=30) as http:
         finished = http.get(f"/v1/predictions/{blocker}").json()
     assert finished["status"] == "succeeded" and finished["queue"] is None
-    save_screenshots(page)
+    save_screenshots(page, "module")
     no_script_errors(page)
 
 
-def save_screenshots(page: Page) -> None:
-    """Desktop and phone width, as test artifacts; copied into docs/ only when asked to."""
+def save_screenshots(page: Page, prefix: str, docs: bool = False) -> None:
+    """Desktop and phone width, as test artifacts; into docs/ only for ``docs`` and when asked to.
+
+    Every field's placeholder must fit it and nothing may be wider than a phone's screen.
+    """
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size(DESKTOP)
-    page.screenshot(path=SCREENSHOTS / "playground-desktop.png", full_page=True)
+    page.screenshot(path=SCREENSHOTS / f"{prefix}-desktop.png", full_page=True)
     assert placeholders_that_overflow(page) == []
     page.set_viewport_size(PHONE)
     assert placeholders_that_overflow(page) == []
     # Usable at phone width: nothing wider than the screen, so no sideways scrolling.
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     expect(page.get_by_role("button", name="Generate")).to_be_in_viewport()
-    page.screenshot(path=SCREENSHOTS / "playground-phone.png")
-    if os.environ.get("RAYDIFFUSION_UPDATE_DOCS_SCREENSHOTS"):
+    page.screenshot(path=SCREENSHOTS / f"{prefix}-phone.png")
+    if docs and os.environ.get("RAYDIFFUSION_UPDATE_DOCS_SCREENSHOTS"):
         (REPO / "docs").mkdir(exist_ok=True)
-        for name in ("playground-desktop.png", "playground-phone.png"):
-            shutil.copyfile(SCREENSHOTS / name, REPO / "docs" / name)
+        for width in ("desktop", "phone"):
+            shutil.copyfile(SCREENSHOTS / f"{prefix}-{width}.png", REPO / "docs" / f"playground-{width}.png")
+
+
+# What `make run` builds into .cache (the Makefile's tiny-model targets): (kind, seed) per folder.
+MAKE_RUN_MODELS = {
+    ".cache/tiny-sd": ("text2img", 0),
+    ".cache/tiny-sd-b": ("text2img", 7),
+    ".cache/tiny-lora": ("lora", 1),
+    ".cache/tiny-flux": ("flux", 0),
+    ".cache/tiny-flux-lora": ("flux-lora", 1),
+}
+
+
+def test_docs_screenshots_show_what_make_run_serves(
+    browser: Browser, base: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """README's screenshots: deployments/local.yaml's own app (its catalogue, limits and batching),
+    its `.cache` models built here as `make run` builds them, one render of the default model with
+    its LoRA. Written into docs/ with RAYDIFFUSION_UPDATE_DOCS_SCREENSHOTS=1."""
+    (app,) = yaml.safe_load((REPO / "deployments" / "local.yaml").read_text())["applications"]
+    built = tmp_path_factory.mktemp("make-run-models")
+    text = json.dumps(app["args"])
+    for folder, (kind, seed) in MAKE_RUN_MODELS.items():
+        if f'"{folder}"' in text:
+            target = save_tiny_model(built / Path(folder).name, kind, seed)
+            text = text.replace(f'"{folder}"', json.dumps(str(target)))
+    args = {**json.loads(text), "data_dir": str(tmp_path_factory.mktemp("make-run-data"))}
+    serve.run(build_app(args), name="make-run", route_prefix="/make-run")
+    page = open_page(browser, base, key=None, path="/make-run/")
+    try:
+        expect(page.locator("#model-info")).to_contain_text("Model tiny-sd")
+        page.get_by_label("tiny-ink", exact=True).check()
+        page.locator("#n").fill("2")
+        generate_from_form(page, "a lighthouse at dusk")
+        expect(page.locator("#results .card img")).to_have_count(2, timeout=TIMEOUT_MS)
+        wait_for_image(page, 64, 64)  # local.yaml's default size
+        expect(page.locator("#job-status")).to_contain_text("Done")
+        expect(page.locator("#model-info")).to_contain_text("no safety checker")
+        save_screenshots(page, "make-run", docs=True)
+        no_script_errors(page)
+    finally:
+        page.context.close()
+        serve.delete("make-run")
 
 
 def placeholders_that_overflow(page: Page) -> list[dict]:
