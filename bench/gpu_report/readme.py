@@ -43,9 +43,10 @@ def _stage_error(stage: dict[str, Any]) -> str | None:
 def section(path: Path, report: dict[str, Any]) -> str:
     stages = report["stages"]
     lines = [
-        f"Measured by `make gpu-report` on **{report['device']}** on {report['date'][:10]}: SD 1.5 architecture "
+        f"Measured by `make gpu-report` on **{report['device']}** on {report['date'][:10]}: "
+        "SD 1.5 architecture "
         "with random weights (the cost of trained ones), 512x512, DPM++ 2M, fp16. "
-        f"Full figures: `{path.relative_to(ROOT)}`.",
+        f"Full figures: `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}`.",
         "",
     ]
     raw = stages.get("raw", {})
@@ -62,14 +63,16 @@ def section(path: Path, report: dict[str, Any]) -> str:
             split = row["split_s"]
             lines.append(
                 f"| {row['batch']} | {row['images_per_s']} | {split['text_encoder']} | {split['denoise']} | "
-                f"{split['vae_decode']} | {split['safety']} | {split['encode']} | {_gib(row['peak_gpu_bytes'])} |"
+                f"{split['vae_decode']} | {split['safety']} | {split['encode']} | "
+                f"{_gib(row['peak_gpu_bytes'])} |"
             )
         post = raw.get("post") or {}
         if post:
             lines += [
                 "",
-                f"PNG for a batch of {post['batch']}: level 6 serial {post['png_level6_serial_s']} s, level 1 "
-                f"serial {post['png_level1_serial_s']} s, level 1 in a pool of 4 {post['png_level1_pool4_s']} s. "
+                f"PNG for a batch of {post['batch']}: level 6 serial {post['png_level6_serial_s']} s, "
+                f"level 1 serial {post['png_level1_serial_s']} s, "
+                f"level 1 in a pool of 4 {post['png_level1_pool4_s']} s. "
                 f"Safety checker: diffusers' CPU preprocessing {post['safety_diffusers_s']} s, on the device "
                 f"{post['safety_on_device_s']} s.",
             ]
@@ -95,7 +98,8 @@ def section(path: Path, report: dict[str, Any]) -> str:
             )
         lines += [
             "",
-            f"Served / raw at batch {served.get('raw_batch')}: **{served.get('served_over_raw')}**; replica peak "
+            f"Served / raw at batch {served.get('raw_batch')}: **{served.get('served_over_raw')}**; "
+            "replica peak "
             f"memory {_gib(served.get('replica_peak_gpu_bytes'))}; a full batch's stages in the replica "
             f"(s): {served.get('full_batch_stage_split_s')}.",
         ]
@@ -105,7 +109,8 @@ def section(path: Path, report: dict[str, Any]) -> str:
         lines.append(f"- compiled replica: {_stage_error(compiled)}")
     else:
         lines.append(
-            f"- compiled replica: ready in {compiled.get('ready_s')} s (warm-up {compiled.get('warmup_s')} s); "
+            f"- compiled replica: ready in {compiled.get('ready_s')} s "
+            f"(warm-up {compiled.get('warmup_s')} s); "
             f"after a mixed burst {compiled.get('graphs_compiled_since_ready')} graphs compiled since ready, "
             f"{compiled.get('eager_fallbacks')} eager fallbacks"
         )

@@ -49,3 +49,21 @@ def test_a_stage_past_its_deadline_is_killed_and_the_report_goes_on(tmp_path: Pa
     assert report["stages"]["raw"]["error"] == "killed at the deadline"
     assert report["stages"]["raw"]["stage_s"] < 30
     assert "prices" in report["stages"]["cost"]  # the next stage ran
+
+
+def test_readme_names_the_gpu_from_a_cuda_report_and_says_unmeasured_without_one(tmp_path: Path) -> None:
+    from bench.gpu_report.readme import render
+
+    assert "unmeasured" in render(tmp_path)
+    # A CPU report is not a GPU figure: still unmeasured.
+    cpu = {"cuda": False, "stages": {}}
+    (tmp_path / "2026-01-01-gpu-report-x86-64-cpu.json").write_text(json.dumps(cpu))
+    assert "unmeasured" in render(tmp_path)
+    served = {"ready_s": 30.0, "raw_batch": 8, "served_over_raw": 0.97, "loops": [
+        {"concurrency": 16, "images_per_s": 9.5, "p50_s": 1.6, "p95_s": 1.9, "p99_s": 2.0, "gpu_busy_pct": 96.0}]}
+    report = {"cuda": True, "device": "Some GPU", "date": "2026-01-02T00:00:00+00:00",
+              "stages": {"served": served, "raw": {"error": "killed at the deadline"}}}
+    (tmp_path / "2026-01-02-gpu-report-some-gpu.json").write_text(json.dumps(report))
+    text = render(tmp_path)
+    assert "**Some GPU**" in text and "**0.97**" in text and "| 16 | 9.5 |" in text
+    assert "raw pipeline: failed: killed at the deadline" in text
