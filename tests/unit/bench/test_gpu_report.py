@@ -59,7 +59,8 @@ def test_readme_names_the_gpu_from_a_cuda_report_and_says_unmeasured_without_one
     cpu = {"cuda": False, "stages": {}}
     (tmp_path / "2026-01-01-gpu-report-x86-64-cpu.json").write_text(json.dumps(cpu))
     assert "unmeasured" in render(tmp_path)
-    loop = {"concurrency": 16, "images_per_s": 9.5, "p50_s": 1.6, "p95_s": 1.9, "p99_s": 2.0, "gpu_busy_pct": 96}
+    loop = {"concurrency": 16, "images_per_s": 9.5, "p50_s": 1.6, "p95_s": 1.9, "p99_s": 2.0}
+    loop["gpu_busy_pct"] = 96.0
     served = {"ready_s": 30.0, "raw_batch": 8, "served_over_raw": 0.97, "loops": [loop]}
     report = {"cuda": True, "device": "Some GPU", "date": "2026-01-02T00:00:00+00:00",
               "stages": {"served": served, "raw": {"error": "killed at the deadline"}}}
