@@ -397,6 +397,38 @@ def test_a_worker_may_terminate_the_clusters_workers_but_never_the_head(
     ec2.terminate_instances(InstanceIds=[ids["head"]])
 
 
+def test_the_head_takes_the_clusters_address_and_cannot_give_it_to_another_instance(
+    stack: dict[str, Any], as_role: Any
+) -> None:
+    from serve_app.provisioning.head_address import associate
+
+    as_role("testing")
+    ec2 = boto3.client("ec2")
+    ids = {}
+    for owner in ("rdfront", "someone-else"):
+        ids[owner] = ec2.run_instances(
+            ImageId=stack["resolved"].ami,
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="m5.xlarge",
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": "ray-cluster-name", "Value": owner}]}
+            ],
+        )["Instances"][0]["InstanceId"]
+    allocation = stack["resolved"].address_allocation_id
+    as_role(HEAD_KEY)  # what head_address does at boot, with the head's role
+    head_ec2 = boto3.client("ec2")
+    assert "associated with" in associate(head_ec2, allocation, ids["rdfront"])
+    assert "already on" in associate(head_ec2, allocation, ids["rdfront"])
+    with pytest.raises(ClientError, match="UnauthorizedOperation"):
+        associate(head_ec2, allocation, ids["someone-else"])
+    as_role("testing")
+    ec2.disassociate_address(
+        AssociationId=ec2.describe_addresses(AllocationIds=[allocation])["Addresses"][0]["AssociationId"]
+    )
+    ec2.terminate_instances(InstanceIds=list(ids.values()))
+
+
 def test_the_head_alarms_on_its_own_loss_and_nothing_else(stack: dict[str, Any], as_role: Any) -> None:
     from serve_app.provisioning.head_address import alarm_on_loss
 
