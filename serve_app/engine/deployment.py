@@ -108,6 +108,10 @@ def _gpu_peak_bytes(device: str) -> int | None:
     return int(torch.cuda.max_memory_allocated())
 
 
+class _NotRendered(RuntimeError):
+    """A result slot not filled yet: its image is still being finished, or was never rendered."""
+
+
 def _raise_if_failed(result: ImageResult | BaseException) -> ImageResult:
     if isinstance(result, BaseException):
         raise result
@@ -456,7 +460,12 @@ class DiffusionModel:
                     results = [error] * len(live)
                 # Denoised: the pipeline is free for the next batch while this one is finished. The
                 # replica's speed is the denoise stage's (the GPU's), which is what the queue waits on.
-                self._queue.batch_finished(not any(isinstance(r, BaseException) for r in results))
+                # Slots still being finished are not failures: without this the speed was never
+                # measured, and every place told to callers came without a wait.
+                failed = any(
+                    isinstance(r, BaseException) and not isinstance(r, _NotRendered) for r in results
+                )
+                self._queue.batch_finished(not failed)
                 delivery = asyncio.create_task(self._deliver(live, results, finishing))
                 self._deliveries.add(delivery)  # held: the loop keeps only weak references to tasks
                 delivery.add_done_callback(self._deliveries.discard)
@@ -532,7 +541,7 @@ class DiffusionModel:
         self._batch_log.append(entry)
         batch_started = time.perf_counter()
         results: list[ImageResult | BaseException] = []
-        results.extend(RuntimeError("not rendered") for _ in jobs)
+        results.extend(_NotRendered("not rendered") for _ in jobs)
         # Per group: the batch size of each pipeline call, padding included (compiled buckets,
         # pixel budget: serve_app/core/shapes.py).
         entry["calls"] = [[] for _ in groups]
