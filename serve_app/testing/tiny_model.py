@@ -153,11 +153,21 @@ EXTRA_KINDS = ("lora", "flux-lora", "safety-checker", "preview-vae")
 LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
-def save_tiny_lora(directory: str | Path, seed: int = 1) -> Path:
-    """A LoRA for the tiny UNet's attention, in diffusers' file format (what ``load_lora_weights`` reads).
+# How hard the LoRA's conv_out part pushes the predicted noise along one latent direction. At 30 the
+# example LoRA at its configured weight (0.8) turns the tiny model's fine noise into smooth blobs in a
+# frame (about 37/255 mean change per pixel at 64x64, 10 DDIM steps); random weights alone moved it
+# 2.4/255, which nobody could see. tests/unit/testing/test_tiny_model.py holds it above 25/255.
+LORA_SHIFT = 30.0
 
-    PEFT starts a LoRA's B matrix at zero (no effect until trained); random A and B here make the
-    adapter visibly change the image, as a trained one does.
+
+def save_tiny_lora(directory: str | Path, seed: int = 1) -> Path:
+    """A LoRA for the tiny UNet, in diffusers' file format (what ``load_lora_weights`` reads).
+
+    PEFT starts a LoRA's B matrix at zero (no effect until trained). Here the attention layers get
+    random A and B (so the effect depends on the prompt, as a trained one's does), and ``conv_out``
+    a fixed direction: A averages its input features and B adds that, scaled by ``LORA_SHIFT``, to
+    the predicted noise's channels with alternating signs. That steady push is what makes the
+    picture visibly change, so a newcomer trying ``tiny-ink`` sees that LoRAs work.
     """
     import torch
     from diffusers import StableDiffusionPipeline
@@ -169,11 +179,21 @@ def save_tiny_lora(directory: str | Path, seed: int = 1) -> Path:
         return target
     unet = _tiny_unet(in_channels=4)
     torch.manual_seed(seed)
+    rank = 4
     unet.add_adapter(
         LoraConfig(
-            r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
+            r=rank,
+            lora_alpha=rank,
+            target_modules=["to_q", "to_k", "to_v", "to_out.0", "conv_out"],
+            init_lora_weights=False,
         )
     )
+    with torch.no_grad():
+        down, up = unet.conv_out.lora_A["default"].weight, unet.conv_out.lora_B["default"].weight
+        down.fill_(1.0 / down[0].numel())  # each rank row: the mean of the input features
+        up.zero_()
+        direction = torch.tensor([1.0, -1.0, 1.0, -1.0])[: up.shape[0]]
+        up[:, :, 0, 0] = (LORA_SHIFT * direction / rank)[:, None]
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-lora-", dir=target.parent))
     StableDiffusionPipeline.save_lora_weights(staging, unet_lora_layers=get_peft_model_state_dict(unet))
