@@ -360,7 +360,7 @@ def test_discord_5xx_is_retried_with_backoff(bot: str, signer: DiscordSigner, fa
 def test_image_over_the_upload_limit_is_reencoded_to_fit(
     bot: str, signer: DiscordSigner, fake: FakeDiscord
 ) -> None:
-    interaction = command("detailed", seed=3, size="128x128")
+    interaction = command("detailed", seed=3, size="128x128", count=1)
     interaction["attachment_size_limit"] = 6000
     post(bot, signer, interaction)
     final = final_edit(fake, interaction["token"])
@@ -1065,7 +1065,7 @@ def test_a_job_that_cannot_finish_before_its_token_dies_is_stopped_and_says_so(
 
 
 def test_discord_job_survives_its_ingress_dying(bot: str, signer: DiscordSigner, fake: FakeDiscord) -> None:
-    interaction = command("outlives its ingress", user="adopted", steps=80, seed=31)
+    interaction = command("outlives its ingress", user="adopted", steps=80, seed=31, count=1)
     assert post(bot, signer, interaction).json() == {"type": 5}
     fake.wait_for(
         lambda calls: any(

@@ -246,3 +246,33 @@ def test_discord_progress_edits_carry_the_preview_and_the_final_edit_only_the_im
     assert decode_png(data).shape == (64, 64, 3)
     assert final.json["attachments"] == [{"id": 0, "filename": "imagine-11.png"}]
     assert final.json["embeds"][0]["image"]["url"] == "attachment://imagine-11.png"
+
+
+def test_a_discord_grid_previews_all_its_images_in_one_grid(
+    model: serve.handle.DeploymentHandle, serve_url: str, fake: FakeDiscord, signer: DiscordSigner
+) -> None:
+    """/imagine's default grid of four: each preview edit is one JPEG of the four images' latest
+    previews laid out 2x2 like the grid, and the final edit the grid of the images itself."""
+    # Half the single-image test's steps: four images batched take longer per step.
+    interaction = imagine_interaction(APP_ID, "a lighthouse", seed=21, steps=SLOW_STEPS // 2, size="64x64")
+    body = json.dumps(interaction).encode()
+    response = httpx.post(
+        f"{serve_url}{PREFIX}/discord/interactions", content=body, headers=signer.headers(body), timeout=30
+    )
+    assert response.json() == {"type": 5}, response.text
+    token = interaction["token"]
+    fake.wait_for(
+        lambda calls: any(token in c.path and "components" in (c.json or {}) for c in calls), 120, "the grid"
+    )
+    edits = [c for c in fake.calls_to(token) if c.status < 300]
+    final, with_preview = edits[-1], [c for c in edits[:-1] if c.files]
+    assert with_preview, [c.json for c in edits]
+    for edit in with_preview:
+        name, content_type, data = edit.files["files[0]"]
+        assert content_type == "image/jpeg" and name.startswith("preview-21-step")
+        assert Image.open(io.BytesIO(data)).size == (2 * PREVIEW_SIZE, 2 * PREVIEW_SIZE)
+        assert edit.json["attachments"] == [{"id": 0, "filename": name}]
+    name, content_type, data = final.files["files[0]"]
+    assert (name, content_type) == ("grid-21.png", "image/png")
+    assert decode_png(data).shape == (128, 128, 3)
+    assert final.json["attachments"] == [{"id": 0, "filename": "grid-21.png"}]
