@@ -65,7 +65,8 @@ def guild_id(value: str) -> str:
 
 def app_settings(config: Path | None, app: str | None = None) -> AppSettings:
     """The settings the service runs with: the ``args`` of ``app`` (or the only application) in a
-    Serve config file, validated as ``build_app`` validates them."""
+    Serve config file, validated as ``build_app`` validates them, except the image store (local
+    here: no bucket needed to register commands)."""
     if config is None:
         return AppSettings()
     try:
@@ -79,8 +80,11 @@ def app_settings(config: Path | None, app: str | None = None) -> AppSettings:
     if len(chosen) != 1:
         names = ", ".join(str(a.get("name")) for a in applications) or "none"
         raise RegisterError(f"{config}: pick one application with --app (applications: {names})")
+    # Registering needs the catalogue, not the store: validated with the local store, so the
+    # store's bucket (RAYDIFFUSION_S3_BUCKET on the cluster) is not needed on this machine.
+    args = {**(chosen[0].get("args") or {}), "image_store": "local"}
     try:
-        return AppSettings.model_validate(chosen[0].get("args") or {})
+        return AppSettings.model_validate(args)
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "args"

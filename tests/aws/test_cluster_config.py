@@ -161,7 +161,33 @@ def test_the_readmes_aws_commands_carry_the_key_fail_loudly_and_hide_no_environm
     (dashboard,) = [c for c in commands if c.startswith("ray dashboard")]
     assert not dashboard.endswith("&"), "an interactive shell stops a backgrounded ssh -tt"
     (register,) = [c for c in commands if "bot_gateway.register" in c]
-    assert "RAYDIFFUSION_S3_BUCKET=" in register and "--config deployments/aws.yaml" in register
-    # ... and with that variable the register step reads aws.yaml's catalogue.
-    monkeypatch.setenv("RAYDIFFUSION_S3_BUCKET", "my-sd-bucket")
+    assert "RAYDIFFUSION_S3_BUCKET" not in register and "--config deployments/aws.yaml" in register
+    # ... and without the bucket in the user's environment the register step reads aws.yaml's
+    # catalogue (image_store: s3 there needs the bucket only to serve, not to register).
+    monkeypatch.delenv("RAYDIFFUSION_S3_BUCKET", raising=False)
     assert "sd-1.5" in app_settings(ROOT / "deployments" / "aws.yaml", None).catalogue.entries
+
+
+def test_register_dry_run_reads_the_aws_catalogue_without_the_bucket(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 21 item 5: `register --config deployments/aws.yaml` with no RAYDIFFUSION_S3_BUCKET."""
+    import json
+
+    from bot_gateway.register import main
+    from serve_app.config.settings import AppSettings
+
+    for name in ("RAYDIFFUSION_S3_BUCKET", "RAYDIFFUSION_IMAGE_STORE", "SECRETS_MANAGER_SECRET_ID"):
+        monkeypatch.delenv(name, raising=False)
+    config = ROOT / "deployments" / "aws.yaml"
+    # The service itself still refuses s3 without a bucket (fail the deploy, not a request).
+    (args,) = [a["args"] for a in yaml.safe_load(config.read_text())["applications"]]
+    with pytest.raises(ValueError, match="needs s3_bucket"):
+        AppSettings.model_validate(args)
+    assert main(["--config", str(config), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    commands = json.loads(out[out.index("\n") + 1 :])
+    (imagine,) = [c for c in commands if c["name"] == "imagine"]
+    (model,) = [o for o in imagine["options"] if o["name"] == "model"]
+    names = {choice["value"] for choice in model["choices"]}
+    assert {"sd-1.5", "flux-schnell", "flux2-klein"} <= names, names
