@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +83,37 @@ def test_sync_mirrors_the_folder_and_skips_files_already_there(
     repaired = sync_s3_model(uploaded_model, tmp_path, s3_endpoint)
     assert repaired.downloaded == 1
     assert damaged.read_bytes() == (tiny_model_dir / "unet" / "config.json").read_bytes()
+
+
+def test_sync_and_load_log_their_cold_start_phase_with_durations(
+    uploaded_model: str, s3_endpoint: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 21 item 7: the weight sync and the pipeline load each log one line with their
+    duration, so the README's cold-start table can be filled from a cluster's logs."""
+    serve_logger = logging.getLogger("ray.serve")
+    if not serve_logger.propagate:  # Ray's logging setup may stop it reaching caplog's root handler
+        serve_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="ray.serve"):
+            report = sync_s3_model(uploaded_model, tmp_path, s3_endpoint)
+            again = sync_s3_model(uploaded_model, tmp_path, s3_endpoint)
+            settings = AppSettings(
+                model=uploaded_model, model_cache_dir=str(tmp_path), s3_endpoint_url=s3_endpoint
+            )
+            load_pipeline(settings, PLAN)
+    finally:
+        serve_logger.removeHandler(caplog.handler)
+    lines = [r.getMessage() for r in caplog.records if r.name == "ray.serve"]
+    pattern = re.compile(
+        rf"^synced {re.escape(uploaded_model)} from S3: (\d+) files, ([\d.]+) MB in ([\d.]+) s"
+    )
+    synced = [m for m in map(pattern.match, lines) if m]
+    assert len(synced) == 3, lines  # the two syncs here and the one inside the load
+    files, megabytes, _ = synced[0].groups()
+    assert int(files) == report.downloaded > 0
+    assert float(megabytes) == pytest.approx(report.bytes_downloaded / 1e6, abs=0.05)
+    assert synced[1].group(1) == "0" and again.skipped == report.downloaded  # all present
+    assert any(re.match(r"^loaded pipeline .+ on cpu in [\d.]+ s$", line) for line in lines), lines
 
 
 def model_files(folder: Path) -> list[Path]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,7 @@ def load_pipeline(settings: AppSettings, plan: RuntimePlan) -> Any:
     if quantization is not None:
         kwargs["quantization_config"] = quantization
     logger.info("loading %s with %s", source, plan)
+    started = time.perf_counter()
     pipe = from_pretrained(entry.family, source, kwargs)
     if plan.offload == "model":
         pipe.enable_model_cpu_offload()
@@ -221,6 +223,8 @@ def load_pipeline(settings: AppSettings, plan: RuntimePlan) -> Any:
     else:
         pipe = pipe.to(plan.device)
     pipe.set_progress_bar_config(disable=True)
+    # Cold start, pipeline load phase (the weight sync before it logs its own line).
+    logger.info("loaded pipeline %s on %s in %.1f s", source, plan.device, time.perf_counter() - started)
     # Attention, fused QKV, channels-last, slicing and compile: apply_recipes, once the warm-up
     # plan is known (the recompile limit must cover its shapes).
     return pipe

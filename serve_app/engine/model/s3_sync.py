@@ -178,7 +178,15 @@ def sync_s3_model(
             len(wanted),
             time.monotonic() - started,
         )
-    logger.info("synced %s: %d downloaded, %d already present", uri, downloaded, skipped)
+    # Cold start, weight sync phase: one line with its duration (README "Cold-start budget").
+    logger.info(
+        "synced %s from S3: %d files, %.1f MB in %.1f s (%d already present)",
+        uri,
+        downloaded,
+        done_bytes / 1e6,
+        time.monotonic() - started,
+        skipped,
+    )
     return SyncReport(
         target,
         downloaded,
