@@ -191,6 +191,21 @@ def test_burst_is_served_in_batches_larger_than_one(base: str) -> None:
     assert max(int(r.headers["x-batch-size"]) for r in responses) > 1
 
 
+def test_batch_log_splits_each_batch_into_its_stages(base: str) -> None:
+    """Denoise on the pipeline thread, then decode, safety and encode in the finish stage (issue 23)."""
+    started = time.time()
+    responses = asyncio.run(concurrent_gets(base, [{"prompt": f"split {i}", "seed": i} for i in range(4)]))
+    assert [r.status_code for r in responses] == [200] * 4
+    batches = [b for b in model_handle().batch_log.remote().result() if b["at"] >= started]
+    assert sum(b["size"] for b in batches) == 4
+    for batch in batches:
+        stages = batch["stages_s"]
+        assert set(stages) == {"denoise", "decode", "safety", "encode"}, batch
+        assert stages["denoise"] > 0 and stages["decode"] > 0 and stages["encode"] > 0, batch
+        # The batch's wall time covers its denoise and its finish stage.
+        assert batch["render_s"] >= batch["denoise_s"] > 0, batch
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 BAD_BODIES = [
@@ -441,11 +456,14 @@ def test_models_answers_while_the_model_queue_is_full(tight_app: str) -> None:
 
 
 def test_heun_progress_stays_within_the_requested_steps(base: str) -> None:
-    """Heun runs 2n-1 iterations for n steps; progress is reported in the n steps asked for."""
+    """Heun runs 2n-1 iterations for n steps; progress is reported in the n steps asked for.
+
+    Coalesced (issue 23): at most one event per iteration and a few per second, the last step always.
+    """
     job = ImageSpec(prompt="heun", width=64, height=64, steps=3, guidance_scale=7.5, scheduler="heun", seed=1)
     events = list(model_handle().options(stream=True).generate_stream.remote(job))
     rendering = [e for e in events if isinstance(e, ProgressEvent) and e.state == "rendering"]
-    assert len(rendering) == 5, rendering  # one event per iteration
+    assert 1 <= len(rendering) <= 5, rendering
     assert all(e.total == 3 and 1 <= e.step <= 3 for e in rendering), rendering
     assert [e.step for e in rendering] == sorted(e.step for e in rendering)
     assert rendering[-1].step == 3 and isinstance(events[-1], ImageResult)
