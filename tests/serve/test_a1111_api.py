@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import ray
 import webuiapi
+from fake_discord import FakeDiscord
 from PIL import Image
 from ray import serve
 from support import assert_error_shape, decode_png, max_pixel_difference, wait_for
@@ -403,7 +404,6 @@ def test_models_options_and_upscalers(client: httpx.Client, tiny_model_dir: Path
         ),
         ("img2img", {}, "init_images"),
         ("img2img", {"init_images": ["bm90IGFuIGltYWdl"]}, "init_images.0"),
-        ("img2img", {"init_images": ["https://example.com/cat.png"]}, "init_images.0"),
         ("img2img", {"init_images": [b64(noise(1)), b64(noise(2))]}, "init_images"),
         ("img2img", {"init_images": [b64(noise(1))], "denoising_strength": 0}, "denoising_strength"),
         ("img2img", {"init_images": [b64(noise(1))], "mask": b64(half_mask(32))}, "mask"),
@@ -428,6 +428,20 @@ def test_bad_inputs_are_400s_naming_the_a1111_field(
     response = client.post(f"/sdapi/v1/{path}", json=payload)
     assert response.status_code == 400, response.text
     assert_error_shape(response.json(), param=param)
+
+
+def test_an_init_image_url_is_refused_without_being_fetched(client: httpx.Client, fake: FakeDiscord) -> None:
+    """A1111 takes base64 only: a URL (here to a live server that would answer with a real PNG)
+    is a 400 naming the field, and the server got no request at all."""
+    buffer = io.BytesIO()
+    noise(3).save(buffer, format="PNG")
+    url = fake.host("/cat.png", buffer.getvalue())
+    response = client.post(
+        "/sdapi/v1/img2img", json={"width": 64, "height": 64, "steps": 4, "init_images": [url]}
+    )
+    assert response.status_code == 400, response.text
+    assert_error_shape(response.json(), param="init_images.0")
+    assert fake.calls_to("/cat.png") == []
 
 
 # --- a third-party A1111 client ---------------------------------------------------------------------

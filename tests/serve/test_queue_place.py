@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import ray
-from fake_discord import DiscordSigner, FakeDiscord, imagine_interaction, snowflake
+from fake_discord import DiscordSigner, FakeDiscord, ScriptedAnswer, imagine_interaction, snowflake
 from support import deploy_fixed_capacity_app, wait_for
 
 from serve_app.config.settings import AppSettings
@@ -262,6 +262,46 @@ def test_every_finished_job_writes_one_json_line_without_secrets(
     )
     assert token not in discord_line  # the interaction token is a secret: never logged
     assert '"outcome":"succeeded"' in discord_line
+    assert_never_logged(token)
+
+
+def session_log_files() -> list[Path]:
+    """Every file under this session's logs: Serve's, the workers' stdout/stderr, Ray's own."""
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    return [path for path in logs.rglob("*") if path.is_file()]
+
+
+def session_log_files_containing(secret: str) -> list[str]:
+    return [path.name for path in session_log_files() if secret.encode() in path.read_bytes()]
+
+
+def times_logged(phrase: str) -> int:
+    return sum(path.read_bytes().count(phrase.encode()) for path in session_log_files())
+
+
+def assert_never_logged(token: str) -> None:
+    assert session_log_files_containing(token) == []
+
+
+def test_an_interaction_token_is_in_no_log_file_even_when_every_edit_fails(
+    warm: str, fake: FakeDiscord, signer: DiscordSigner
+) -> None:
+    """The claim is "no line": every log file is scanned, after the error paths ran (progress
+    edits refused, the final edit refused, the failure edit refused: each logs the error)."""
+    token = f"tok-secret-{snowflake()}"
+    undelivered = "could not tell Discord that job"
+    before = times_logged(undelivered)
+    fake.fail_next(token, *[ScriptedAnswer(404, {"message": "Unknown Webhook", "code": 10015})] * 60)
+    interaction = imagine_interaction(APP_ID, "edits refused", user="u4", token=token, steps=2)
+    raw = json.dumps(interaction).encode()
+    with httpx.Client(base_url=warm, timeout=60) as http:
+        assert http.post("/discord/interactions", content=raw, headers=signer.headers(raw)).json() == {
+            "type": 5
+        }
+    # The final edit and then the failure edit were both refused: both error paths logged.
+    wait_for(lambda: times_logged(undelivered) > before, 120, "the delivery failure logged")
+    assert len([c for c in fake.calls_to(token) if c.method == "PATCH"]) >= 2
+    assert_never_logged(token)
 
 
 def test_a_third_a1111_caller_sees_its_queue_position_in_progress(warm: str, watcher: Watcher) -> None:
