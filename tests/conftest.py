@@ -40,6 +40,9 @@ SECOND_RAY_GROUP: frozenset[str] = frozenset(
 )
 
 
+# tryfirst: xdist's worker plugin, registered after this conftest, runs first otherwise and
+# turns the group marks into node ids before any mark is there.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``make test``: ``-n 3 --dist loadgroup``): the Ray Serve and browser
     modules run in two groups, each in order in one worker on that worker's one shared Ray; every
