@@ -290,6 +290,8 @@ def deploy_command(config_path: Path, sim_cluster: dict) -> subprocess.Completed
         [
             sys.executable, "-m", "serve_app.ops.deploy", str(config_path),
             "--address", sim_cluster["dashboard"],
+            # The simulated cluster runs on this machine on purpose (make deploy refuses that otherwise).
+            "--allow-local",
         ],
         env=sim_cluster["env"],
         cwd=ROOT,
