@@ -73,7 +73,7 @@ from bot_gateway.settings_command import (
     invalid,
     updated_defaults,
 )
-from bot_gateway.source_images import GONE, SourceImageError, start_image_specs, stored_image_id
+from bot_gateway.source_images import GONE, SourceImageError, start_image_specs
 from bot_gateway.user_settings import UnknownUserError, UserDefaults, UserSettingsStore, with_defaults
 from serve_app.config.credentials import CredentialSource
 from serve_app.config.settings import AppSettings
@@ -87,6 +87,7 @@ from serve_app.jobs.records import JobRecord, new_record
 from serve_app.jobs.runner import JobRunner
 from serve_app.jobs.usage import UsageBook
 from serve_app.ops import metrics as service_metrics
+from serve_app.storage import stored_image_id
 
 logger = logging.getLogger("ray.serve")
 

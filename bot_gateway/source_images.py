@@ -39,7 +39,7 @@ from serve_app.core.outbound_urls import (
     resolve_destination,
 )
 from serve_app.core.params import GenerationParams, build_image_specs
-from serve_app.storage import IMAGE_ID, ImageStore
+from serve_app.storage import ImageStore
 
 GONE = (
     "That image is no longer stored (it expired or was deleted), so it cannot be used; "
@@ -112,25 +112,6 @@ async def _get_pinned(destination: Destination, limit: int) -> bytes:
                 raise too_large
             chunks.append(chunk)
     return b"".join(chunks)
-
-
-def stored_image_id(url: str, store: ImageStore, base_url: str) -> str | None:
-    """The id of our stored image ``url`` names: exactly the URL the store makes for that id (the
-    query of a presigned one may differ), or its path alone; a look-alike elsewhere is not ours."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    name = parts.path.rsplit("/", 1)[-1]
-    image_id = name.removesuffix(".png")
-    if name == image_id or not IMAGE_ID.fullmatch(image_id):
-        return None
-    if not parts.scheme and not parts.netloc:
-        return image_id if parts.path == f"/images/{image_id}.png" else None
-    ours = urlsplit(store.image_url(image_id, base_url))
-    if (parts.scheme, parts.netloc.lower(), parts.path) != (ours.scheme, ours.netloc.lower(), ours.path):
-        return None
-    return image_id
 
 
 async def read_stored(image_id: str, store: ImageStore) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import urlsplit
 
 from serve_app.config.settings import AppSettings
 from serve_app.core.images import ImageResult, ImageSpec
@@ -10,7 +11,15 @@ from serve_app.storage.base import IMAGE_ID, ImageStore, new_image_id
 from serve_app.storage.local import LocalImageStore
 from serve_app.storage.s3 import S3ImageStore
 
-__all__ = ["IMAGE_ID", "ImageStore", "LocalImageStore", "S3ImageStore", "create_store", "save_results"]
+__all__ = [
+    "IMAGE_ID",
+    "ImageStore",
+    "LocalImageStore",
+    "S3ImageStore",
+    "create_store",
+    "save_results",
+    "stored_image_id",
+]
 
 
 def create_store(settings: AppSettings) -> ImageStore:
@@ -68,3 +77,25 @@ def save_results(
         store.put_image(image_id, result.png, record)
         image_ids.append(image_id)
     return image_ids
+
+
+def stored_image_id(url: str, store: ImageStore, base_url: str) -> str | None:
+    """The id of the stored image ``url`` points to, if it is a URL this service gives out.
+
+    The URL must be exactly what the store makes for that id (scheme, host and path; the query of a
+    presigned URL may differ), or the path alone: a look-alike on another host is not ours.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    name = parts.path.rsplit("/", 1)[-1]
+    image_id = name.removesuffix(".png")
+    if name == image_id or not IMAGE_ID.fullmatch(image_id):
+        return None
+    if not parts.scheme and not parts.netloc:
+        return image_id if parts.path == f"/images/{image_id}.png" else None
+    ours = urlsplit(store.image_url(image_id, base_url))
+    if (parts.scheme, parts.netloc.lower(), parts.path) != (ours.scheme, ours.netloc.lower(), ours.path):
+        return None
+    return image_id

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import urlsplit
 
 from PIL import Image
 from pydantic import BaseModel, Field
@@ -28,7 +27,7 @@ from serve_app.core.image_inputs import (
 )
 from serve_app.core.images import ImageKind, ImageSpec
 from serve_app.core.params import GenerationParams, build_image_specs
-from serve_app.storage import IMAGE_ID, ImageStore
+from serve_app.storage import ImageStore, stored_image_id
 
 
 class ImageInputFields(BaseModel):
@@ -50,28 +49,6 @@ class ImageInputFields(BaseModel):
     upscale: bool = Field(
         default=False, description="Upscale 2x: the picture resized, then a low-strength img2img pass."
     )
-
-
-def stored_image_id(url: str, store: ImageStore, base_url: str) -> str | None:
-    """The id of the stored image ``url`` points to, if it is a URL this service gives out.
-
-    The URL must be exactly what the store makes for that id (scheme, host and path; the query of a
-    presigned URL may differ), or the path alone: a look-alike on another host is not ours.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    name = parts.path.rsplit("/", 1)[-1]
-    image_id = name.removesuffix(".png")
-    if name == image_id or not IMAGE_ID.fullmatch(image_id):
-        return None
-    if not parts.scheme and not parts.netloc:
-        return image_id if parts.path == f"/images/{image_id}.png" else None
-    ours = urlsplit(store.image_url(image_id, base_url))
-    if (parts.scheme, parts.netloc.lower(), parts.path) != (ours.scheme, ours.netloc.lower(), ours.path):
-        return None
-    return image_id
 
 
 async def read_image_input(

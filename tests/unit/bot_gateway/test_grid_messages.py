@@ -27,10 +27,9 @@ from bot_gateway.messages import (
     spec_from_embed,
 )
 from bot_gateway.protocol import MANAGE_MESSAGES, CommandOption, Embed, InteractionData, Member
-from bot_gateway.source_images import stored_image_id
 from serve_app.config.settings import AppSettings
 from serve_app.core.images import MAX_SEED, ImageSpec
-from serve_app.storage import LocalImageStore, new_image_id
+from serve_app.storage import LocalImageStore, new_image_id, stored_image_id
 
 IDS = [new_image_id() for _ in range(4)]
 JOBS = [
