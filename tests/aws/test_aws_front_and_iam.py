@@ -30,7 +30,7 @@ from support import ROOT
 from serve_app.engine.model.s3_sync import sync_s3_model
 from serve_app.provisioning.cli import main as cli_main
 from serve_app.provisioning.stack import AwsStack, StackConfig
-from serve_app.provisioning.stack.base import ORIGIN_HEADER, ORIGIN_SECRET_KEY, SERVE_PORT
+from serve_app.provisioning.stack.base import ORIGIN_HEADER, ORIGIN_SECRET_KEY, SERVE_PORT, STACK_TAG
 from serve_app.provisioning.stack.cdn import ALL_VIEWER_EXCEPT_HOST_HEADER, CACHING_DISABLED
 from serve_app.storage.s3 import S3ImageStore
 
@@ -117,6 +117,12 @@ def stack(relay: AwsRelay, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     }
 
 
+def ours(distributions: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """This stack's distributions: moto's backends are process-wide, so other modules' stacks
+    (tests/aws/test_aws_provisioning.py bootstraps its own) may hold distributions too."""
+    return [d for d in distributions if d.get("Comment", "").startswith(f"{STACK_TAG}={name}:")]
+
+
 @pytest.fixture
 def as_role(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     def use(key: str) -> None:
@@ -142,7 +148,7 @@ def test_bootstrap_puts_cloudfront_over_the_heads_elastic_ip_with_the_secret_ori
     )
 
     cf = boto3.client("cloudfront")
-    (summary,) = cf.list_distributions()["DistributionList"]["Items"]
+    (summary,) = ours(cf.list_distributions()["DistributionList"].get("Items", []), config.name)
     distribution = cf.get_distribution_config(Id=summary["Id"])["DistributionConfig"]
     (origin,) = distribution["Origins"]["Items"]
     assert origin["DomainName"] == resolved.address_dns  # a name, never an IP: CloudFront's rule
@@ -487,7 +493,13 @@ def test_teardown_removes_the_distribution_and_the_address(stack: dict[str, Any]
     assert any(d.startswith("cloudfront distribution") for d in deleted), lines
     assert any(d.startswith("elastic ip") for d in deleted), lines
     assert f"cloudwatch alarm {stack['config'].name}-head-lost" in deleted, lines
-    assert boto3.client("cloudfront").list_distributions()["DistributionList"].get("Items", []) == []
-    assert ec2.describe_addresses(AllocationIds=[])["Addresses"] == []
+    left = boto3.client("cloudfront").list_distributions()["DistributionList"].get("Items", [])
+    assert ours(left, stack["config"].name) == []
+    assert (
+        ec2.describe_addresses(Filters=[{"Name": f"tag:{STACK_TAG}", "Values": [stack["config"].name]}])[
+            "Addresses"
+        ]
+        == []
+    )
     found = AwsStack(stack["config"], stack["cluster"], say=lambda _line: None).status()
     assert set(found.values()) == {"missing"}

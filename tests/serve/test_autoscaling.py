@@ -107,6 +107,10 @@ def simulated_config(model_dir: Path, port: int) -> dict:
     (app,) = config["applications"]
     assert app["args"]["device"] == "cuda" and app["args"]["image_store"] == "s3"
     app["args"].pop("models")  # the catalogue's hub checkpoints cannot be downloaded here
+    # ... and without them no model asks for the l40s class, so its deployment does not exist
+    # (serve_app/app.py makes one per gpu_class the catalogue names; Serve refuses options for
+    # a deployment the app did not build).
+    app["deployments"] = [d for d in app["deployments"] if d["name"] in (MODEL, "Ingress")]
     app["args"].update(
         model=str(model_dir),
         model_name="tiny-sd",
