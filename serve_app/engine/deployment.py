@@ -52,7 +52,7 @@ from serve_app.engine.fair_order import FairOrder, OrderKey, Share
 from serve_app.engine.model.loaded import AdapterLoadError, LoadedModel
 from serve_app.engine.model.loading import plan_runtime
 from serve_app.engine.render import Denoised as _Denoised
-from serve_app.engine.render import Finisher
+from serve_app.engine.render import Finisher, decode_latents
 from serve_app.engine.render_health import RenderHealth
 from serve_app.engine.render_queue import ReplicaQueue
 from serve_app.engine.speed_recipes import compile_cache_dir, use_compile_cache
@@ -361,7 +361,20 @@ class DiffusionModel:
                 scheduler = model.schedulers.use(job.scheduler)
                 model.adapters.activate(())
                 generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
-                model.tasks([job] * batch, generators, lambda *args: args[-1], scheduler)
+                # The same two stages a request runs: denoise to latents, then the finish stage's
+                # decode, so the compiled decoder is traced with the arguments serving passes it.
+                latent = model.tasks.stops_at_latents(job.kind)
+                output = model.tasks(
+                    [job] * batch,
+                    generators,
+                    lambda *args: args[-1],
+                    scheduler,
+                    output_type="latent" if latent else "pil",
+                )
+                if latent:
+                    tiling_above = settings.vae_tiling_pixels
+                    tiled = bool(tiling_above) and width * height > tiling_above
+                    decode_latents(model.finish_vae(), output.images, tiled)
                 model.warmed.add((width, height, batch))
                 took = time.perf_counter() - shape_started
                 logger.info("compiled %s %dx%d x%d in %.1fs", model.name, width, height, batch, took)
@@ -611,11 +624,17 @@ class DiffusionModel:
             await asyncio.wait({self._finishing[0]})
         entry["calls"][group_index].append(call.batch)
         render_started = time.perf_counter()
+        # One hold on the model from the denoise to the finish stage's last image: Serve's LRU
+        # evicts a model between the two (a later group loading another model into a full
+        # replica), and the finish stage decodes with its weights.
+        hold = contextlib.ExitStack()
         try:
+            hold.enter_context(model.in_use())
             denoised = await asyncio.get_running_loop().run_in_executor(
                 self._pipeline_thread, self._run_group, model, group_jobs, group_tickets, call
             )
         except Exception as error:
+            hold.close()
             self._call_failed(error, group, group_jobs, results)
             return None
         entry["steps_done"][group_index] = max(entry["steps_done"][group_index], denoised.steps_done)
@@ -627,6 +646,7 @@ class DiffusionModel:
         )
         self._finishing.append(task)
         task.add_done_callback(self._finishing.remove)
+        task.add_done_callback(lambda _task: hold.close())
         return task
 
     def _call_failed(
@@ -662,16 +682,15 @@ class DiffusionModel:
         tiled = bool(tiling_above) and first.width * first.height > tiling_above
         try:
 
-            def finish() -> Any:
-                with model.in_use():  # an eviction waits for the finish stage too
-                    return self._finisher.finish(
-                        denoised,
-                        model.finish_vae(),
-                        model.safety_checker,
-                        model.feature_extractor,
-                        tiled,
-                        self._torch_threads,
-                    )
+            def finish() -> Any:  # the model is held since the denoise (_render_call)
+                return self._finisher.finish(
+                    denoised,
+                    model.finish_vae(),
+                    model.safety_checker,
+                    model.feature_extractor,
+                    tiled,
+                    self._torch_threads,
+                )
 
             finished = await asyncio.get_running_loop().run_in_executor(self._finisher.thread, finish)
         except Exception as error:
@@ -796,7 +815,9 @@ class DiffusionModel:
                     ready.record(stream)
             denoise_s = time.perf_counter() - started
         if latent:
-            return _Denoised(real, denoise_s, done[0], preview_s[0], latents=output.images, ready=ready)
+            return _Denoised(
+                real, denoise_s, done[0], preview_s[0], latents=output.images, ready=ready, eager=eager
+            )
         # Pipelines with a safety checker black out flagged images and say which; others say None.
         flags = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
         images = list(output.images)

@@ -51,6 +51,7 @@ class Denoised:
     images: list[Any] | None = None  # PIL images, from pipelines that cannot stop at latents
     flags: list[bool] | None = None  # their safety flags, when the pipeline checked them
     ready: Any = None  # CUDA event recorded on the denoise stream after the call, or None on CPU
+    eager: bool = False  # a compiled replica's call outside its shapes: decode without the compiled graph
 
 
 @dataclass
@@ -123,11 +124,15 @@ def device_safety_check(checker: Any, feature_extractor: Any, pixels: Any) -> tu
     return pixels, flags
 
 
-def decode_latents(vae: Any, latents: Any, tiled: bool) -> Any:
+def decode_latents(vae: Any, latents: Any, tiled: bool, eager: bool = False) -> Any:
     """``vae.decode`` of the pipeline's final latents; tiled when this call's size asks for it.
 
     Tiling is chosen here from the call's own size (the denoise stage of the next batch may flip
-    ``enable_tiling`` on the same VAE object meanwhile).
+    ``enable_tiling`` on the same VAE object meanwhile). The replica's warm-up decodes through this
+    same call, so a compiled decoder meets here exactly the arguments its graphs were traced with
+    (dynamo guards on them: another ``return_dict`` is a recompile). ``eager`` bypasses the compiled
+    decoder (a size outside the compiled shapes) through the class's own method: dynamo's
+    ``set_stance`` is process-wide, so the denoise stage's "force_eager" cannot cover this thread.
     """
     import torch
 
@@ -138,8 +143,10 @@ def decode_latents(vae: Any, latents: Any, tiled: bool) -> Any:
         latents = latents + shift
     with torch.no_grad():
         if tiled:
-            return vae.tiled_decode(latents).sample
-        return vae.decode(latents).sample  # the compiled decoder, where compile_vae made one
+            return vae.tiled_decode(latents, return_dict=False)[0]
+        if eager:
+            return type(vae).decode(vae, latents, return_dict=False)[0]
+        return vae.decode(latents, return_dict=False)[0]  # the compiled decoder, where compile_vae made one
 
 
 class Finisher:
@@ -193,7 +200,7 @@ class Finisher:
                 denoised.latents.record_stream(stream)
             started = time.perf_counter()
             # Every row, padding included: a compiled VAE decoder was warmed up at the padded sizes.
-            pixels = decode_latents(vae, denoised.latents, tiled)[: denoised.real]
+            pixels = decode_latents(vae, denoised.latents, tiled, denoised.eager)[: denoised.real]
             if stream is not None:
                 # Only this stage's stream: the split between decode and safety stays true, and the
                 # denoising stream never waits for it.

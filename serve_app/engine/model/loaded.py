@@ -131,6 +131,9 @@ class LoadedModel:
         if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
             if self._fp32_vae is None:
                 self._fp32_vae = copy.deepcopy(vae).to(torch.float32)
+                # A compiled `decode` is an instance attribute bound to the fp16 original; the copy
+                # must decode with its own fp32 weights (eagerly: no warm-up traced it).
+                self._fp32_vae.__dict__.pop("decode", None)
             return self._fp32_vae
         return vae
 
