@@ -142,3 +142,21 @@ class HangingServer:
         self._socket.close()
         for client in self._clients:
             client.close()
+
+
+def serve_log_lines(app: str, marker: str) -> list[str]:
+    """Lines holding ``marker`` in the Serve replica logs of application ``app`` (this Ray session).
+
+    By application, because modules share one Ray per test group: its logs hold every app's lines
+    (another module's burst logs thousands of refusals). Serve names each replica's file
+    ``replica_<app>_<deployment>_<id>.log``.
+    """
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
+    return [
+        line
+        for path in logs.glob(f"replica_{app}_*.log")
+        for line in path.read_text(errors="replace").splitlines()
+        if marker in line
+    ]

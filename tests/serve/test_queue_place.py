@@ -21,7 +21,7 @@ import httpx
 import pytest
 import ray
 from fake_discord import DiscordSigner, FakeDiscord, ScriptedAnswer, imagine_interaction, snowflake
-from support import deploy_fixed_capacity_app, wait_for
+from support import deploy_fixed_capacity_app, serve_log_lines, wait_for
 
 from serve_app.config.settings import AppSettings
 from serve_app.core.images import ImageSpec, ProgressEvent
@@ -216,14 +216,8 @@ def test_a_third_discord_caller_is_told_two_ahead_then_one(
 
 
 def job_log_lines() -> list[str]:
-    """``job_finished`` lines in this session's Serve replica logs (Ray writes "ray.serve" there)."""
-    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
-    return [
-        line
-        for path in logs.glob("*.log")
-        for line in path.read_text(errors="replace").splitlines()
-        if '"event":"job_finished"' in line
-    ]
+    """``job_finished`` lines in this app's Serve replica logs (Ray writes "ray.serve" there)."""
+    return serve_log_lines("queue", '"event":"job_finished"')
 
 
 def one_step_discord(line: str) -> bool:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import ray
 from prometheus_client.parser import text_string_to_metric_families
-from support import deploy_fixed_capacity_app, wait_for
+from support import deploy_fixed_capacity_app, serve_log_lines, wait_for
 
 from serve_app.config.settings import AppSettings
 
@@ -72,13 +72,9 @@ def base(serve_url: str, tiny_model_dir: Path) -> str:
 
 
 def request_log_entries() -> list[dict]:
-    """``request_finished`` JSON lines in this session's Serve replica logs."""
-    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
+    """``request_finished`` JSON lines in this app's Serve replica logs."""
     return [
-        json.loads(line[line.index('{"') :])
-        for path in logs.glob("*.log")
-        for line in path.read_text(errors="replace").splitlines()
-        if '"event":"request_finished"' in line
+        json.loads(line[line.index('{"') :]) for line in serve_log_lines(APP, '"event":"request_finished"')
     ]
 
 
