@@ -10,6 +10,7 @@ GPU.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -171,11 +172,37 @@ def quantization_config(entry: ModelEntry) -> Any | None:
     )
 
 
-def from_pretrained(family: str, source: str, kwargs: dict[str, Any]) -> Any:
+# A class in model_index.json holding one of these is a task variant (an inpainting or img2img
+# checkpoint, say) that AutoPipelineForText2Image maps to its text-to-image class.
+TASK_VARIANT_MARKERS = (
+    "Img2Img", "Inpaint", "ControlNet", "Upscale", "Depth2Img", "Pix2Pix", "Fill", "Kontext",
+    "Redux", "Prior", "PAG",
+)
+
+
+def local_pipeline_class(source: str) -> str | None:
+    """The pipeline class a local folder's model_index.json names (None: not readable)."""
+    try:
+        return json.loads((Path(source) / "model_index.json").read_text()).get("_class_name")
+    except (OSError, ValueError):
+        return None
+
+
+def from_pretrained(family: str, source: str, kwargs: dict[str, Any], is_local: bool = False) -> Any:
     """AutoPipelineForText2Image picks the class model_index.json names (SD 1.5 to FLUX.2-klein);
     the generic family falls back to DiffusionPipeline for pipelines it has no mapping for
-    (HiDream, HunyuanImage, ...)."""
-    from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+    (HiDream, HunyuanImage, ...).
+
+    A local folder that names a text-to-image class loads through DiffusionPipeline, which imports
+    that one pipeline module: importing AutoPipelineForText2Image imports every pipeline family
+    diffusers has, about two CPU-seconds of every replica's cold start.
+    """
+    from diffusers import DiffusionPipeline
+
+    named = local_pipeline_class(source) if is_local else None
+    if named and named.endswith("Pipeline") and not any(m in named for m in TASK_VARIANT_MARKERS):
+        return DiffusionPipeline.from_pretrained(source, **kwargs)
+    from diffusers import AutoPipelineForText2Image
 
     try:
         return AutoPipelineForText2Image.from_pretrained(source, **kwargs)
@@ -215,7 +242,7 @@ def load_pipeline(settings: AppSettings, plan: RuntimePlan) -> Any:
         kwargs["quantization_config"] = quantization
     logger.info("loading %s with %s", source, plan)
     started = time.perf_counter()
-    pipe = from_pretrained(entry.family, source, kwargs)
+    pipe = from_pretrained(entry.family, source, kwargs, is_local)
     if plan.offload == "model":
         pipe.enable_model_cpu_offload()
     elif plan.offload == "sequential":
