@@ -15,12 +15,14 @@ export RAY_USAGE_STATS_ENABLED := 0
 
 install: $(STAMP)
 
+# --no-compile: a process writes bytecode for the modules it imports on first import; compiling
+# every file of torch, Ray and transformers at install time took most of the install.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	# The CPU build first: any other torch request would pull a multi-GB CUDA build.
-	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e '.[serve]'
+	$(PY) -m pip install --no-compile torch==2.13.0
+	$(PY) -m pip install --no-compile -e '.[serve]'
 	touch $(STAMP)
 
 $(TOOLS_STAMP): pyproject.toml
@@ -29,9 +31,13 @@ $(TOOLS_STAMP): pyproject.toml
 	$(PY) -m pip install -e .
 	touch $(TOOLS_STAMP)
 
-$(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install -e '.[serve,test,bench]'
-	touch $(TEST_STAMP)
+# On a fresh clone (CI) one resolver pass for serving and the extras together, not two.
+$(TEST_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install --no-compile torch==2.13.0
+	$(PY) -m pip install --no-compile -e '.[serve,test,bench]'
+	touch $(STAMP) $(TEST_STAMP)
 
 $(MODEL_DIR)/model_index.json: | $(STAMP)
 	$(PY) -m serve_app.testing.tiny_model $(MODEL_DIR)
