@@ -217,15 +217,18 @@ def test_api_key_is_never_logged(base: str) -> None:
 # --- overload ----------------------------------------------------------------------------------------
 
 
-def test_burst_of_three_times_capacity_for_a_minute(
+def test_burst_of_three_times_capacity_for_25_seconds(
     base: str, record_property: Callable[[str, object], None]
 ) -> None:
-    """12 fit (4 rendering + 8 queued); 36 closed-loop clients for 60 s: only 200 or 503."""
+    """12 fit (4 rendering + 8 queued); 36 closed-loop clients for 25 s: only 200 or 503.
+
+    25 s, not a minute: the suite's CI budget (20 minutes on 2 cores, every test included) cannot
+    hold a longer one; `make bench` measures sustained load instead."""
     rss_before = model_handle().describe.remote().result()["rss_bytes"]
     outcomes: list[tuple[int, float, str | None]] = []
 
     async def run() -> None:
-        stop_at = time.monotonic() + 60
+        stop_at = time.monotonic() + 25
         async with httpx.AsyncClient(
             base_url=base, headers=AUTH, timeout=TIMEOUT_S + 10, limits=httpx.Limits(max_connections=64)
         ) as http:
@@ -254,7 +257,9 @@ def test_burst_of_three_times_capacity_for_a_minute(
     assert max(latency for _, latency, _ in outcomes) < TIMEOUT_S
     assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
     served = sum(1 for status, _, _ in outcomes if status == 200)
-    assert len(outcomes) >= 500 and served >= 100, (len(outcomes), served)
+    # More served than fit at once (the queue drained and refilled), and every client was answered
+    # many times over (refusals are immediate): counts that do not depend on this machine's speed.
+    assert served > 12 and len(outcomes) >= 200, (len(outcomes), served)
     rss_after = model_handle().describe.remote().result()["rss_bytes"]
     assert rss_after - rss_before < 100 * 1024 * 1024, (rss_before, rss_after)
     rss_growth_mb = round((rss_after - rss_before) / 2**20, 1)

@@ -364,25 +364,6 @@ def test_slow_request_times_out_with_504_and_frees_the_replica(tight_app: str) -
         assert decode_png(quick.content).shape == (64, 64, 3)
 
 
-def test_reconfigure_changes_batch_size_live(base: str, tiny_model_dir: Path) -> None:
-    serve.run(build_app(app_args(tiny_model_dir, max_batch_size=2)), name=APP, route_prefix="/")
-    try:
-        wait_for(
-            lambda: model_handle().describe.remote().result()["max_batch_size"] == 2,
-            timeout_s=60,
-            what="max_batch_size 2",
-        )
-        started = time.time()
-        responses = asyncio.run(
-            concurrent_gets(base, [{"prompt": f"small {i}", "seed": i} for i in range(8)])
-        )
-        assert [r.status_code for r in responses] == [200] * 8
-        sizes = [b["size"] for b in model_handle().batch_log.remote().result() if b["at"] >= started]
-        assert sum(sizes) == 8 and max(sizes) == 2, sizes
-    finally:
-        serve.run(build_app(app_args(tiny_model_dir)), name=APP, route_prefix="/")
-
-
 def test_discord_route_without_configuration_is_503_saying_what_to_set(client: httpx.Client) -> None:
     response = client.post("/discord/interactions", content=b"{}")
     assert response.status_code == 503
@@ -638,10 +619,27 @@ def test_ingress_backpressure_sends_the_configured_retry_after(base: str, tiny_m
     )
     try:
         responses = asyncio.run(
-            concurrent_gets(f"{base}/narrow", [{"prompt": f"narrow {i}", "steps": 300} for i in range(6)])
+            concurrent_gets(f"{base}/narrow", [{"prompt": f"narrow {i}", "steps": 100} for i in range(6)])
         )
         refused = [r for r in responses if r.status_code == 503]
         assert refused, [r.status_code for r in responses]
         assert {r.headers.get("retry-after") for r in refused} == {"9"}
     finally:
         serve.delete("narrow")
+
+
+def test_reconfigure_changes_batch_size_live(base: str, tiny_model_dir: Path) -> None:
+    """Last in the module: it leaves the app at max_batch_size 2 (no restore, which would cost
+    another replica start: ``serve.run`` gives each run a new code version, so replicas restart;
+    ``serve deploy`` of a changed user_config alone is the in-place path)."""
+    serve.run(build_app(app_args(tiny_model_dir, max_batch_size=2)), name=APP, route_prefix="/")
+    wait_for(
+        lambda: model_handle().describe.remote().result()["max_batch_size"] == 2,
+        timeout_s=60,
+        what="max_batch_size 2",
+    )
+    started = time.time()
+    responses = asyncio.run(concurrent_gets(base, [{"prompt": f"small {i}", "seed": i} for i in range(8)]))
+    assert [r.status_code for r in responses] == [200] * 8
+    sizes = [b["size"] for b in model_handle().batch_log.remote().result() if b["at"] >= started]
+    assert sum(sizes) == 8 and max(sizes) == 2, sizes
