@@ -178,12 +178,21 @@ async def discord_ack_under_load(
 ) -> dict[str, Any]:
     """Saturate the served model, then time signed /imagine interactions until their type-5 ACK."""
     limits = httpx.Limits(max_connections=64)
-    async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as http:
+    # Probes open a connection each, as a caller arriving from outside does: a pooled keep-alive
+    # connection the proxy has just timed out fails the next POST with ReadError (it crashed a run).
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    async with (
+        httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as http,
+        httpx.AsyncClient(base_url=base, timeout=600, limits=fresh) as probe,
+    ):
         stop = asyncio.Event()
 
         async def load() -> None:
             while not stop.is_set():
-                await http.get("/served/imagine", params={"prompt": "saturate"})
+                try:
+                    await http.get("/served/imagine", params={"prompt": "saturate"})
+                except httpx.TransportError:  # a dropped keep-alive connection: keep saturating
+                    continue
 
         loaders = [asyncio.create_task(load()) for _ in range(16)]
         await asyncio.sleep(args.warmup)
@@ -201,7 +210,7 @@ async def discord_ack_under_load(
                 }
             ).encode()
             started = time.perf_counter()
-            response = await http.post("/served/discord/interactions", content=body, headers=signer(body))
+            response = await probe.post("/served/discord/interactions", content=body, headers=signer(body))
             latencies.append(time.perf_counter() - started)
             assert response.json().get("type") == 5, response.text
             await asyncio.sleep(0.1)
