@@ -230,8 +230,9 @@ def test_img2img_output_follows_the_init_image_at_low_denoising_strength(client:
 
 
 def test_img2img_answers_at_the_requested_size_with_denoising_strength_in_info(client: httpx.Client) -> None:
+    # Sizes and info only: 4 steps (3 at strength 0.75) instead of the helper's 10.
     response = img2img(
-        client, init_images=[b64(noise(3, size=96))], width=128, height=64, resize_mode=1, n_iter=2
+        client, init_images=[b64(noise(3, size=96))], width=128, height=64, resize_mode=1, n_iter=2, steps=4
     )
     assert [image.shape for image in images_of(response)] == [(64, 128, 3)] * 2
     body = response.json()
@@ -244,8 +245,14 @@ def test_inpainting_repaints_the_mask_and_returns_the_rest_exactly(client: httpx
     image = noise(4)
     source = np.asarray(image, dtype=np.int16)
     mask = b64(half_mask())
-    a = images_of(img2img(client, init_images=[b64(image)], mask=mask, denoising_strength=1.0, seed=1))[0]
-    b = images_of(img2img(client, init_images=[b64(image)], mask=mask, denoising_strength=1.0, seed=2))[0]
+    # At strength 1 the masked half is drawn from each seed's noise and the rest composited back:
+    # 4 steps show both as well as the helper's 10.
+    a = images_of(
+        img2img(client, init_images=[b64(image)], mask=mask, denoising_strength=1.0, seed=1, steps=4)
+    )[0]
+    b = images_of(
+        img2img(client, init_images=[b64(image)], mask=mask, denoising_strength=1.0, seed=2, steps=4)
+    )[0]
     # Right of the feathered edge (mask_blur 4), A1111 composites the original back: exact pixels.
     assert max_pixel_difference(a[:, 48:], source[:, 48:]) == 0
     assert np.abs(a - b)[:, :16].mean() > 10  # the repainted half depends on the seed
@@ -258,6 +265,7 @@ def test_inpainting_repaints_the_mask_and_returns_the_rest_exactly(client: httpx
             inpainting_mask_invert=1,
             denoising_strength=1.0,
             seed=1,
+            steps=4,
         )
     )[0]
     assert max_pixel_difference(inverted[:, :16], source[:, :16]) == 0
@@ -460,12 +468,12 @@ def test_webuiapi_client_txt2img_img2img_and_upscale(base: str) -> None:
         width=64,
         height=64,
         denoising_strength=0.5,
-        steps=10,
+        steps=4,  # sizes only: 2 steps at strength 0.5
     )
     assert [image.size for image in edited.images] == [(64, 64)]
     inpainted = api.img2img(
-        images=[noise(6)], mask_image=half_mask(), prompt="a door", width=64, height=64, steps=10
-    )
+        images=[noise(6)], mask_image=half_mask(), prompt="a door", width=64, height=64, steps=4
+    )  # the unmasked half is composited back exactly whatever the step count
     repainted = np.asarray(inpainted.image.convert("RGB"), dtype=np.int16)
     assert max_pixel_difference(repainted[:, 48:], np.asarray(noise(6), dtype=np.int16)[:, 48:]) == 0
     upscaled = api.extra_single_image(image=result.image, upscaler_1="Lanczos", upscaling_resize=2)

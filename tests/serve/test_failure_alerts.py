@@ -19,8 +19,10 @@ import boto3
 import httpx
 import pytest
 import ray
+from ray import serve
 from support import deploy_fixed_capacity_app, wait_for
 
+from serve_app.app import compose
 from serve_app.config.settings import AppSettings
 from serve_app.jobs.records import TERMINAL
 from serve_app.ops.alerts import AlertLimiter, FailureAlerts
@@ -179,43 +181,59 @@ def test_a_failed_prediction_alerts_sns_and_the_webhook(
     assert prediction in message["subject"]
     [hook] = wait_for(lambda: list(receiver.bodies), 30, "the webhook alert")
     assert hook["id"] == prediction and hook["kind"] == "job_failed"
+    # Done with it: its replicas shut down while the next test runs, not one after another at the
+    # module's end (each waits out Serve's graceful-shutdown loop).
+    serve.delete("alerting", _blocking=False)
 
 
-def test_a_model_replica_dying_under_a_job_is_alerted(
-    serve_url: str, tiny_model_dir: Path, receiver: Receiver
-) -> None:
-    topic = Topic("replicas")
+WATCHED = "watched"
+
+
+@pytest.fixture(scope="module")
+def watched_topic(aws: str) -> Topic:
+    return Topic("replicas")
+
+
+@pytest.fixture(scope="module")
+def watched_receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def watched(
+    serve_url: str, tiny_model_dir: Path, watched_topic: Topic, watched_receiver: Receiver
+) -> str:
+    """One app for both replica tests (one replica start fewer): the replacement test runs first,
+    on a fresh topic and receiver, so nothing it asserts can come from the other test; the dying
+    test then kills the replacement under a job."""
     settings = alert_settings(
-        topic,
-        receiver,
+        watched_topic,
+        watched_receiver,
         model=str(tiny_model_dir),
         default_size="64x64",
         default_steps=2,
         max_steps=500,
         request_timeout_s=120,  # room for Serve to start a replacement
+        replica_watch_interval_s=0.5,
     )
-    deploy_fixed_capacity_app(settings, "fragile", "/fragile", in_flight=1, queued=4)
-    with httpx.Client(base_url=f"{serve_url}/fragile", timeout=60) as http:
-        created = http.post("/v1/predictions", json={"input": {"prompt": "fragile", "steps": 300}})
-        prediction = created.json()["id"]
+    # Both tests' alerts come from this one ingress: a limit that neither of them can reach (each
+    # had an ingress, and so a limiter, of its own before).
+    settings = settings.model_copy(update={"alerts_max_per_window": 10 * LIMIT})
+    # Health-checked every second: the controller notices a dead replica within about that.
+    model_options = {"autoscaling_config": {"min_replicas": 1, "max_replicas": 1}, "health_check_period_s": 1}
+    serve.run(compose(settings, model_options), name=WATCHED, route_prefix=f"/{WATCHED}")
+    return f"{serve_url}/{WATCHED}"
 
-        def rendering() -> bool:
-            progress = http.get(f"/v1/predictions/{prediction}").json().get("progress") or {}
-            return (progress.get("step") or 0) > 0
 
-        wait_for(rendering, 60, "the render to start")
-        (replica,) = [
-            actor
-            for actor in ray.util.list_named_actors(all_namespaces=True)
-            if actor["namespace"] == "serve" and "fragile#DiffusionModel" in actor["name"]
-        ]
-        ray.kill(ray.get_actor(replica["name"], namespace="serve"), no_restart=True)
-        hooks = wait_for(
-            lambda: [b for b in receiver.bodies if b["kind"] == "replica_lost"], 60, "the replica alert"
-        )
-        assert hooks[0]["detail"]
-        assert any(m["kind"] == "replica_lost" for m in wait_for(lambda: topic.poll(), 30, "the SNS alert"))
-        http.post(f"/v1/predictions/{prediction}/cancel")
+def model_replica(app: str) -> dict[str, Any]:
+    (replica,) = [
+        actor
+        for actor in ray.util.list_named_actors(all_namespaces=True)
+        if actor["namespace"] == "serve" and f"{app}#DiffusionModel" in actor["name"]
+    ]
+    return replica
 
 
 def serve_log_lines(needle: str) -> list[str]:
@@ -230,29 +248,10 @@ def serve_log_lines(needle: str) -> list[str]:
 
 
 def test_a_model_replica_replaced_between_requests_is_alerted(
-    serve_url: str, tiny_model_dir: Path, receiver: Receiver
+    watched: str, watched_topic: Topic, watched_receiver: Receiver
 ) -> None:
-    topic = Topic("replaced")
-    settings = alert_settings(
-        topic,
-        receiver,
-        model=str(tiny_model_dir),
-        default_size="64x64",
-        default_steps=2,
-        replica_watch_interval_s=0.5,
-    )
-    from ray import serve
-
-    from serve_app.app import compose
-
-    # Health-checked every second: the controller notices the dead replica within about that.
-    model_options = {"autoscaling_config": {"min_replicas": 1, "max_replicas": 1}, "health_check_period_s": 1}
-    serve.run(compose(settings, model_options), name="idle", route_prefix="/idle")
-    (replica,) = [
-        actor
-        for actor in ray.util.list_named_actors(all_namespaces=True)
-        if actor["namespace"] == "serve" and "idle#DiffusionModel" in actor["name"]
-    ]
+    topic, receiver = watched_topic, watched_receiver
+    replica = model_replica(WATCHED)
     replica_id = replica["name"].rsplit("#", 1)[-1]
     # The ingress has seen the replica running (its watch logs each change of the running set).
     wait_for(
@@ -273,6 +272,33 @@ def test_a_model_replica_replaced_between_requests_is_alerted(
     assert sns[0]["replicas"] == [replica_id]
     assert not [b for b in receiver.bodies if b["kind"] == "replica_lost"]  # no request saw it die
     # The replacement serves: the deployment recovered, and said so in no further alert.
-    with httpx.Client(base_url=f"{serve_url}/idle", timeout=120) as http:
+    with httpx.Client(base_url=watched, timeout=120) as http:
         assert http.get("/imagine", params={"prompt": "after"}).status_code == 200
     assert len([b for b in receiver.bodies if b["kind"] == "replica_replaced"]) == 1
+
+
+def test_a_model_replica_dying_under_a_job_is_alerted(
+    watched: str, watched_topic: Topic, watched_receiver: Receiver
+) -> None:
+    topic, receiver = watched_topic, watched_receiver
+    # The replacement test above ran first and found no replica_lost alert: any now are this one's.
+    assert not [b for b in receiver.bodies if b["kind"] == "replica_lost"]
+    with httpx.Client(base_url=watched, timeout=60) as http:
+        created = http.post("/v1/predictions", json={"input": {"prompt": "fragile", "steps": 300}})
+        prediction = created.json()["id"]
+
+        def rendering() -> bool:
+            progress = http.get(f"/v1/predictions/{prediction}").json().get("progress") or {}
+            return (progress.get("step") or 0) > 0
+
+        wait_for(rendering, 60, "the render to start")
+        replica = model_replica(WATCHED)
+        ray.kill(ray.get_actor(replica["name"], namespace="serve"), no_restart=True)
+        hooks = wait_for(
+            lambda: [b for b in receiver.bodies if b["kind"] == "replica_lost"], 60, "the replica alert"
+        )
+        assert hooks[0]["detail"]
+        # Waited for by kind: the topic also holds the replacement test's message.
+        lost = wait_for(lambda: [m for m in topic.poll() if m["kind"] == "replica_lost"], 30, "the SNS alert")
+        assert any(m["kind"] == "replica_lost" for m in lost)
+        http.post(f"/v1/predictions/{prediction}/cancel")

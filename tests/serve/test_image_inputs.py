@@ -128,29 +128,35 @@ def test_transparent_pixels_of_the_image_are_the_mask_as_openai_defines_it(clien
 
 
 def test_requested_size_and_n(client: httpx.Client) -> None:
-    response = edit(client, noise_png(4, size=96), size="128x64", n=2)
+    # Sizes only: 4 steps (3 at the default strength) answer at the same size as the default 10.
+    response = edit(client, noise_png(4, size=96), size="128x64", n=2, steps=4)
     assert response.status_code == 200, response.text
     assert [decode_png(base64.b64decode(d["b64_json"])).shape for d in response.json()["data"]] == [
         (64, 128, 3),
         (64, 128, 3),
     ]
     # Without a size, the input's own (in multiples of 8).
-    assert image_of(edit(client, noise_png(4, size=96))).shape == (96, 96, 3)
+    assert image_of(edit(client, noise_png(4, size=96), steps=4)).shape == (96, 96, 3)
 
 
 def test_mixed_burst_is_batched_by_kind_and_equals_each_job_alone(base: str, client: httpx.Client) -> None:
     image = noise_png(5)
+    # Batching and equality do not depend on the render's length: 4 steps (2 at strength 0.5).
+    steps = 4
 
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=base, timeout=180) as http:
             txt = [
-                http.post("/v1/images/generations", json={"prompt": "a cat", "seed": 10 + i, "size": "64x64"})
+                http.post(
+                    "/v1/images/generations",
+                    json={"prompt": "a cat", "seed": 10 + i, "size": "64x64", "steps": steps},
+                )
                 for i in range(3)
             ]
             img = [
                 http.post(
                     "/v1/images/edits",
-                    data={"prompt": "a cat", "seed": str(20 + i), "strength": "0.5"},
+                    data={"prompt": "a cat", "seed": str(20 + i), "strength": "0.5", "steps": str(steps)},
                     files={"image": ("i.png", image, "image/png")},
                 )
                 for i in range(3)
@@ -170,8 +176,10 @@ def test_mixed_burst_is_batched_by_kind_and_equals_each_job_alone(base: str, cli
     assert all(len(b["kinds"]) == len(b["groups"]) for b in mixed)
 
     # Each image equals the same job rendered on its own.
-    alone_txt = client.post("/v1/images/generations", json={"prompt": "a cat", "seed": 11, "size": "64x64"})
-    alone_img = edit(client, image, seed=21, strength=0.5)
+    alone_txt = client.post(
+        "/v1/images/generations", json={"prompt": "a cat", "seed": 11, "size": "64x64", "steps": steps}
+    )
+    alone_img = edit(client, image, seed=21, strength=0.5, steps=steps)
     assert max_pixel_difference(image_of(responses[1]), image_of(alone_txt)) <= 1
     assert max_pixel_difference(image_of(responses[4]), image_of(alone_img)) <= 1
 

@@ -38,8 +38,10 @@ STEPS = 6
 EVERY = 2
 PREVIEW_SIZE = 32
 APP_ID = "app-previews"
-# Long enough that a poll (or a progress edit) lands while it renders, with previews every 2 steps.
-SLOW_STEPS = 40
+# Long enough that a poll (or a progress edit) lands while it renders, with previews every 2 steps:
+# a two-image step takes about 0.15 s on an idle 2-core machine, so a poll every 0.1 s (a progress
+# edit every 0.3 s) has about 3 s from the first preview (step 2) to the last step; longer under load.
+SLOW_STEPS = 20
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ checkpoints take. Two apps share the module's Serve: ``multi`` holds both models
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -57,13 +58,17 @@ def catalogue_args(folder: Path, model_a: Path, max_models: int) -> dict[str, An
 
 
 @pytest.fixture(scope="module")
-def base(serve_url: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+def base(serve_url: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("catalogue")
     save_tiny_model(folder / "b", seed=7)
     save_tiny_model(folder / "lora", "lora")
     serve.run(build_app(catalogue_args(folder, tiny_model_dir, 2)), name="multi", route_prefix="/multi")
     serve.run(build_app(catalogue_args(folder, tiny_model_dir, 1)), name="evict", route_prefix="/evict")
-    return serve_url
+    yield serve_url
+    # Both at once: each deletion waits out Serve's graceful-shutdown loop; the module's clean-up
+    # (tests/conftest.py) would wait them out one after the other.
+    for app in ("multi", "evict"):
+        serve.delete(app, _blocking=False)
 
 
 def render(http: httpx.Client, app: str, seed: int, **extra: Any) -> Any:
@@ -98,13 +103,19 @@ MIXED = [
 ]
 
 
-def test_two_models_and_a_lora_in_one_burst_each_equal_rendering_alone(base: str) -> None:
+@pytest.fixture(scope="module")
+def alone(base: str) -> list[Any]:
+    """Each MIXED request rendered on its own by ``multi`` (the replica holding both models): what
+    the burst test and the eviction test both compare with, rendered once for the two."""
+    with httpx.Client(base_url=base, timeout=300) as http:
+        return [render(http, "multi", **request) for request in MIXED]
+
+
+def test_two_models_and_a_lora_in_one_burst_each_equal_rendering_alone(base: str, alone: list[Any]) -> None:
     handle = model_handle("multi")
     before = len(handle.batch_log.remote().result())
     together = burst(base, "multi", MIXED)
     batches = handle.batch_log.remote().result()[before:]
-    with httpx.Client(base_url=base, timeout=300) as http:
-        alone = [render(http, "multi", **request) for request in MIXED]
     for request, mixed, single in zip(MIXED, together, alone, strict=True):
         assert max_pixel_difference(mixed, single) <= SAME, request
     # Same seed, other model / LoRA: other pictures.
@@ -145,15 +156,13 @@ def test_a_lora_at_weight_zero_is_the_base_model_and_at_one_is_not(base: str) ->
     assert max_pixel_difference(one, decode_png(png.content)) <= SAME
 
 
-def test_eviction_with_one_model_per_replica_reloads_and_loses_nothing(base: str) -> None:
+def test_eviction_with_one_model_per_replica_reloads_and_loses_nothing(base: str, alone: list[Any]) -> None:
     handle = model_handle("evict")
     loads_before = len(handle.load_log.remote().result())
     results = burst(base, "evict", MIXED)
     loads = handle.load_log.remote().result()[loads_before:]
     # Every request answered, each picture the same as the replica holding both models drew.
-    with httpx.Client(base_url=base, timeout=300) as http:
-        reference = [render(http, "multi", **request) for request in MIXED]
-    for request, evicted, kept in zip(MIXED, results, reference, strict=True):
+    for request, evicted, kept in zip(MIXED, results, alone, strict=True):
         assert max_pixel_difference(evicted, kept) <= SAME, request
     assert {load["model"] for load in loads} >= {"tiny-b"}, loads
     describe = handle.describe.remote().result()
