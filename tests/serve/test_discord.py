@@ -43,7 +43,7 @@ from bot_gateway.delivery import DELIVERY_MARGIN_S, DiscordTarget
 from bot_gateway.grids import tile
 from bot_gateway.messages import finished_message
 from bot_gateway.protocol import TOKEN_LIFETIME_S
-from serve_app.app import build_app
+from serve_app.app import build_app, compose
 from serve_app.config.settings import AppSettings
 from serve_app.core.images import ImageSpec
 from serve_app.jobs.records import JobRecord, JobStore
@@ -158,7 +158,7 @@ def assert_nothing_sent(
     A job started for ``token`` would have edited its message ("Queued") at once, long before a
     job started after it could render and deliver its image.
     """
-    sentinel = command("sentinel", user="sentinel", steps=1)
+    sentinel = command("sentinel", user="sentinel", steps=1, count=1)
     assert post(base, signer, sentinel, prefix).json() == {"type": 5}
     final_edit(fake, sentinel["token"])
     assert fake.calls_to(token) == []
@@ -376,7 +376,7 @@ def test_per_user_limit_counts_images_not_commands(
     bot: str, signer: DiscordSigner, fake: FakeDiscord
 ) -> None:
     # The limit is 8 images: two grids of four fill it, and even one more image is refused.
-    jobs = [command(f"job {i}", user="eager", steps=12) for i in range(2)]
+    jobs = [command(f"job {i}", user="eager", steps=6) for i in range(2)]
     jobs.append(command("one more", user="eager", steps=2, count=1))
     answers = [post(bot, signer, job).json() for job in jobs]
     assert answers[0] == {"type": 5} and answers[1] == {"type": 5}
@@ -440,7 +440,7 @@ def test_ack_stays_fast_while_the_model_is_saturated(
             threads = [
                 threading.Thread(
                     target=lambda i=i: statuses.append(
-                        http.get("/imagine", params={"prompt": f"load {i}", "steps": 20}).status_code
+                        http.get("/imagine", params={"prompt": f"load {i}", "steps": 10}).status_code
                     )
                 )
                 for i in range(16)
@@ -1141,20 +1141,25 @@ def test_adopted_discord_job_with_a_dead_token_is_not_rendered(
 def hanging_store_bot(
     serve_url: str, tiny_model_dir: Path, fake: FakeDiscord, signer: DiscordSigner
 ) -> Iterator[str]:
-    """A bot whose S3 store accepts connections and never answers."""
+    """A bot whose S3 store accepts connections and never answers.
+
+    Its model deployment is scaled to zero: nothing this bot is asked reaches the model (the
+    store's answer, or its estimate, comes first), so no model replica is started for it.
+    """
     hanging = HangingServer()
-    args = {
-        "model": str(tiny_model_dir),
-        "default_size": "64x64",
-        "image_store": "s3",
-        "s3_bucket": "never-answers",
-        "s3_endpoint_url": hanging.url,
+    settings = AppSettings(
+        model=str(tiny_model_dir),
+        default_size="64x64",
+        image_store="s3",
+        s3_bucket="never-answers",
+        s3_endpoint_url=hanging.url,
         **discord_args(fake, signer),
-    }
-    serve.run(build_app(args), name="hanging", route_prefix="/hanging")
+    )
+    model_options = {"autoscaling_config": {"min_replicas": 0, "max_replicas": 1}}
+    serve.run(compose(settings, model_options), name="hanging", route_prefix="/hanging")
     yield serve_url
+    hanging.close()  # first: calls still waiting on the store fail at once instead of holding the delete
     serve.delete("hanging")
-    hanging.close()
 
 
 def test_ack_is_fast_and_says_try_again_when_the_store_hangs(

@@ -451,23 +451,34 @@ def test_replica_killed_mid_job_is_retried_and_succeeds(
         assert decode_png(httpx.get(final["output"][0], timeout=30).content).shape == (64, 64, 3)
 
 
-def test_records_survive_an_ingress_restart_and_stale_jobs_are_adopted(
-    apps: dict, tiny_model_dir: Path
-) -> None:
+def test_records_survive_an_ingress_restart_and_stale_jobs_are_adopted(apps: dict) -> None:
     local = apps["local"]
     with client_for({"base": local["base"], "headers": {}}) as http:
         done = http.post("/v1/predictions", json={"input": {"prompt": "durable"}}).json()
         first = wait_terminal(http, done["id"])
         assert first["status"] == "succeeded"
-        # Restart the ingress (a new replica with new args): the finished job is still there.
-        serve.run(
-            build_app(args(tiny_model_dir, data_dir=str(local["dir"]), retry_after_s=6)),
-            name="local",
-            route_prefix="/local",
+        # Restart the ingress (its replica dies, Serve starts a new one): the finished job is still
+        # there. Only the ingress restarts: a redeploy would restart the model replica too.
+        (ingress,) = [
+            actor
+            for actor in ray.util.list_named_actors(all_namespaces=True)
+            if actor["namespace"] == "serve" and "local#Ingress" in actor["name"]
+        ]
+        ray.kill(ray.get_actor(ingress["name"], namespace="serve"), no_restart=True)
+        wait_for(
+            lambda: [
+                actor
+                for actor in ray.util.list_named_actors(all_namespaces=True)
+                if actor["namespace"] == "serve"
+                and "local#Ingress" in actor["name"]
+                and actor["name"] != ingress["name"]
+            ],
+            120,
+            "Serve to start a new ingress replica",
         )
         again = wait_for(
             lambda: (r := http.get(f"/v1/predictions/{done['id']}")).status_code == 200 and r.json(),
-            60,
+            120,
             "the restarted ingress",
         )
         assert again["status"] == "succeeded" and again["output"] == first["output"]
@@ -584,9 +595,13 @@ def test_failed_image_cancels_its_sibling_before_the_retry(twin_replicas_app: st
         body = http.post(
             "/v1/predictions", json={"input": {"prompt": "pair", "n": 2, "steps": 150, "seed": 40}}
         ).json()
+        # Each image's own steps, not their sum: both renders are under way, one on each replica.
         wait_for(
-            lambda: (b := http.get(f"/v1/predictions/{body['id']}").json())["progress"]
-            and b["progress"]["step"] >= 4,
+            lambda: (
+                (progress := http.get(f"/v1/predictions/{body['id']}").json()["progress"])
+                and len(progress["images"]) == 2
+                and all(image["step"] >= 2 for image in progress["images"])
+            ),
             60,
             "both renders to start",
         )
@@ -596,19 +611,26 @@ def test_failed_image_cancels_its_sibling_before_the_retry(twin_replicas_app: st
             if actor["namespace"] == "serve" and "twins#DiffusionModel" in actor["name"]
         ]
         assert len(replicas) == 2
-        ray.kill(ray.get_actor(replicas[0]["name"], namespace="serve"), no_restart=True)
+        killed, survivor = (ray.get_actor(replica["name"], namespace="serve") for replica in replicas)
+        ray.kill(killed, no_restart=True)
         killed_at = time.time()
-        # The surviving replica's log is the one with a render from before the kill: that render
-        # (the sibling of the image that died) must stop at once, not run its 150 steps out
-        # beside the retry.
-        handle = serve.get_deployment_handle("DiffusionModel", app_name="twins")
+
+        # The surviving replica's own log, read from its actor. Not through a handle: that call may
+        # land on the replica Serve starts in place of the killed one (nothing there from before
+        # the kill), and with max_ongoing_requests=1 it waits for a slot behind a whole retry render.
+        def survivor_log() -> list[dict]:
+            return ray.get(
+                survivor.__ray_call__.remote(
+                    lambda actor: actor._replica_impl._user_callable_wrapper.user_callable.batch_log()
+                ),
+                timeout=30,
+            )
+
+        # Its render from before the kill (the sibling of the image that died) must stop at once,
+        # not run its 150 steps out beside the retry.
         sibling = wait_for(
             lambda: next(
-                (
-                    e
-                    for e in handle.batch_log.remote().result()
-                    if e["at"] < killed_at and e["render_s"] is not None
-                ),
+                (e for e in survivor_log() if e["at"] < killed_at and e["render_s"] is not None),
                 None,
             ),
             60,
