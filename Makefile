@@ -15,14 +15,12 @@ export RAY_USAGE_STATS_ENABLED := 0
 
 install: $(STAMP)
 
-# --no-compile: a process writes bytecode for the modules it imports on first import; compiling
-# every file of torch, Ray and transformers at install time took most of the install.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	# The CPU build first: any other torch request would pull a multi-GB CUDA build.
-	$(PY) -m pip install --no-compile torch==2.13.0
-	$(PY) -m pip install --no-compile -e '.[serve]'
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e '.[serve]'
 	touch $(STAMP)
 
 $(TOOLS_STAMP): pyproject.toml
@@ -35,8 +33,8 @@ $(TOOLS_STAMP): pyproject.toml
 $(TEST_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install --no-compile torch==2.13.0
-	$(PY) -m pip install --no-compile -e '.[serve,test,bench]'
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e '.[serve,test,bench]'
 	touch $(STAMP) $(TEST_STAMP)
 
 $(MODEL_DIR)/model_index.json: | $(STAMP)
@@ -78,6 +76,9 @@ browser: $(BROWSER)
 # the third the pure-logic and moto modules meanwhile (tests/conftest.py groups them).
 test: $(TEST_STAMP) $(BROWSER)
 	$(VENV)/bin/ruff check .
+	# Bytecode for our own (editable) packages too: with PYTHONDONTWRITEBYTECODE set, as on this
+	# CI machine, every Ray worker would compile them from source again.
+	$(PY) -m compileall -q serve_app bot_gateway bench tests
 	$(PY) -m pytest -q -n 3 --dist loadgroup
 	$(PY) -m bench.reliability  # RELIABILITY.md's and README's measured sections, from this run
 

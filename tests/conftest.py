@@ -50,7 +50,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     split (module fixtures)."""
     for item in items:
         relative = Path(str(item.path)).resolve().relative_to(TESTS)
-        if relative.parts[0] in {"serve", "browser"}:
+        if "no_shared_ray" in getattr(item, "fixturenames", ()):
+            # A simulated cluster of its own (minutes): a group of its own, taken by whichever
+            # worker frees first (the one running unit modules), not queued behind a Ray group.
+            group = relative.as_posix()
+        elif relative.parts[0] in {"serve", "browser"}:
             group = "ray-2" if relative.name in SECOND_RAY_GROUP else "ray-1"
         else:
             group = relative.as_posix()
