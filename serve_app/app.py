@@ -41,7 +41,20 @@ def resolved_sources(settings: AppSettings) -> AppSettings:
         )
         for entry in settings.models
     ]
-    return settings.model_copy(update={"model": resolve(settings.model), "models": models})
+    # Every other weight source a config file may point at the bucket (the standalone safety
+    # checker, dedicated pipelines, VAEs): each is read by replicas as given.
+    extra = {
+        name: resolve(value)
+        for name in ("safety_checker_model", "inpainting_model", "upscaler_model")
+        if (value := getattr(settings, name))
+    }
+    vaes = ("fp16_vae", "preview_vae")
+    speed = settings.speed.model_copy(
+        update={name: resolve(value) for name in vaes if (value := getattr(settings.speed, name))}
+    )
+    return settings.model_copy(
+        update={"model": resolve(settings.model), "models": models, "speed": speed, **extra}
+    )
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

@@ -10,6 +10,7 @@ delays changed. Timings are written to a JSON file as a by-product (bench/ reads
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -93,11 +94,44 @@ def sim_cluster(tmp_path_factory: pytest.TempPathFactory, no_shared_ray: None) -
     try:
         yield {"address": f"{ip}:{gcs_port}", "dashboard": f"http://127.0.0.1:{dashboard_port}", "env": env}
     finally:
-        subprocess.run([ray_bin("ray"), "stop", "--force"], env=env, capture_output=True, check=False)
+        stop_simulated_cluster()
         if previous_auth is None:
             os.environ.pop("RAY_AUTH_MODE", None)
         else:
             os.environ["RAY_AUTH_MODE"] = previous_auth
+
+
+def stop_simulated_cluster(timeout_s: float = 30.0) -> None:
+    """Stop this module's cluster only: every process that carries its RAY_FAKE_CLUSTER marker
+    (the head's, the simulated nodes' and their workers all inherit it).
+
+    Not ``ray stop --force``: that kills every Ray process on the machine, and under pytest-xdist
+    the other workers' shared Rays run beside this one (it crashed two workers once).
+    """
+    import psutil
+
+    def marked() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter():
+            try:
+                if process.pid != os.getpid() and process.environ().get("RAY_FAKE_CLUSTER") == "1":
+                    found.append(process)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return found
+
+    # Again until none is left: a simulated node's agents may start while the first pass runs.
+    for _ in range(3):
+        ours = marked()
+        if not ours:
+            return
+        for process in ours:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.terminate()
+        _, alive = psutil.wait_procs(ours, timeout=timeout_s)
+        for process in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
 
 
 def simulated_config(model_dir: Path, port: int) -> dict:

@@ -53,3 +53,24 @@ def test_each_gpu_class_is_its_own_model_deployment_and_the_ingress_gets_its_han
     assert deployments["DiffusionModel-l40s"].init_args[1] == "l40s"
     class_handles = deployments["Ingress"].init_args[3]
     assert set(class_handles) == {"l40s"} and type(class_handles["l40s"]).__name__ == "DeploymentHandle"
+
+
+def test_every_bucket_placeholder_in_aws_yaml_reaches_the_replicas_resolved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each ``{s3_bucket}`` of aws.yaml (models, LoRAs, the standalone safety checker) is the
+    cluster's bucket in what the model deployments are built with: a placeholder left in any
+    source makes every replica fail its load ("Invalid bucket name"), as the simulated cluster
+    showed for the safety checker."""
+    from ray.serve._private.build_app import build_app as serve_build
+
+    monkeypatch.setenv("RAYDIFFUSION_S3_BUCKET", "bucket-from-cluster-yaml")
+    (app,) = yaml.safe_load((ROOT / "deployments" / "aws.yaml").read_text())["applications"]
+    assert "{s3_bucket}" in (ROOT / "deployments" / "aws.yaml").read_text()
+    built = serve_build(build_app(dict(app["args"])), name="aws")
+    for deployment in built.deployments:
+        if deployment.name.startswith("DiffusionModel"):
+            settings = deployment.init_args[0]
+            dumped = settings.model_dump_json()
+            assert "{s3_bucket}" not in dumped, deployment.name
+            assert settings.safety_checker_model == "s3://bucket-from-cluster-yaml/weights/safety-checker"
