@@ -141,6 +141,8 @@ def simulated_config(model_dir: Path, port: int) -> dict:
     (app,) = config["applications"]
     assert app["args"]["device"] == "cuda" and app["args"]["image_store"] == "s3"
     app["args"].pop("models")  # the catalogue's hub checkpoints cannot be downloaded here
+    # ... nor the standalone safety checker from the bucket (no S3 in this simulated cluster).
+    assert app["args"].pop("safety_checker_model").startswith("s3://{s3_bucket}/")
     # ... and without them no model asks for the l40s class, so its deployment does not exist
     # (serve_app/app.py makes one per gpu_class the catalogue names; Serve refuses options for
     # a deployment the app did not build).
