@@ -758,6 +758,14 @@ class DiffusionModel:
         preview_s = [0.0]
         reported = [0.0]  # when progress was last sent (coalesced: at most one per interval)
 
+        def deliver_previews(previewer: Any, pending: Any) -> None:
+            # Runs in the encode pool. The step reported is the render's current one, never less
+            # than an event already sent: a caller's progress does not step back for a preview.
+            for index, jpeg in previewer.encode(pending).items():
+                tickets[index].report(
+                    ProgressEvent(state="rendering", step=done[0], total=first.steps, preview=jpeg)
+                )
+
         def on_step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict:
             # No host sync in here (no .item(), no .cpu()): the next step's kernels are already queued.
             if all(ticket.cancelled for ticket in tickets):
@@ -765,27 +773,25 @@ class DiffusionModel:
             # Iterations, not steps: second-order schedulers run about two per requested step.
             iterations = getattr(pipe, "_num_timesteps", None) or len(pipe.scheduler.timesteps)
             done[0] = requested_step(step + 1, iterations, first.steps)
-            previews: dict[int, bytes] = {}
             # Only the rows of callers watching progress (never the padding rows).
             watching = [i for i, t in enumerate(tickets) if t.wants_progress and not t.cancelled]
             due = previewer and previewed[0] != done[0] and previewer.due(done[0], first.steps)
             if due and watching:
                 previewed[0] = done[0]
                 started = time.perf_counter()
-                # The size lets packed (FLUX) latents be unpacked (serve_app/engine/previews.py).
-                previews = previewer.decode(  # type: ignore[union-attr]
+                # Device work only; the size lets packed (FLUX) latents be unpacked. The JPEGs are
+                # made in the encode pool and reported from there (serve_app/engine/previews.py).
+                pending = previewer.pixels(  # type: ignore[union-attr]
                     kwargs["latents"], watching, first.width, first.height
                 )
                 preview_s[0] += time.perf_counter() - started
+                if pending is not None:
+                    self._finisher.encode_soon(deliver_previews, previewer, pending)
             now = time.perf_counter()
-            if previews or done[0] >= first.steps or now - reported[0] >= PROGRESS_INTERVAL_S:
+            if done[0] >= first.steps or now - reported[0] >= PROGRESS_INTERVAL_S:
                 reported[0] = now
-                for index, ticket in enumerate(tickets):
-                    ticket.report(
-                        ProgressEvent(
-                            state="rendering", step=done[0], total=first.steps, preview=previews.get(index)
-                        )
-                    )
+                for ticket in tickets:
+                    ticket.report(ProgressEvent(state="rendering", step=done[0], total=first.steps))
             return kwargs
 
         latent = model.tasks.stops_at_latents(first.kind)

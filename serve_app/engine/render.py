@@ -170,6 +170,17 @@ class Finisher:
     def thread(self) -> Executor:
         return self._thread
 
+    def encode_soon(self, work: Any, *args: Any) -> None:
+        """Run ``work(*args)`` in the encode pool (previews: the step callback must not wait for it)."""
+
+        def logged() -> None:
+            try:
+                work(*args)
+            except Exception:  # a lost preview must not pass silently, nor stop the render
+                logger.exception("preview encoding failed")
+
+        self._encoders.submit(logged)
+
     def finish(
         self,
         denoised: Denoised,

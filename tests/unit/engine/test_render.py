@@ -107,3 +107,46 @@ def test_safety_on_the_device_flags_and_blacks_out_as_diffusers_does() -> None:
     features = processor([Image.fromarray(a) for a in to_uint8(pixels)], return_tensors="pt").pixel_values
     _, diffusers_flags = checker(clip_input=features, images=np.zeros((2, 64, 48, 3)))
     assert diffusers_flags == [True, True]
+
+
+def test_previews_are_queued_on_the_step_thread_and_encoded_in_the_pool(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The step callback only queues device work; JPEGs are made in the encode pool (issue 23)."""
+    import threading
+
+    from diffusers import AutoencoderTiny
+
+    from serve_app.engine.previews import PreviewDecoder
+
+    torch.manual_seed(0)
+    previews = PreviewDecoder(AutoencoderTiny().eval(), every_steps=1, size=32)
+    saved_on: list[str] = []
+    real_save = Image.Image.save
+
+    def recording_save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        saved_on.append(threading.current_thread().name)
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", recording_save)
+    latents = torch.randn(3, 4, 8, 8)
+    pending = previews.pixels(latents, [0, 2])
+    assert pending is not None and saved_on == []  # nothing encoded on the denoising thread
+    # Resized on the device to the preview size (64 px decoded -> 32), uint8, ready for Pillow.
+    assert tuple(pending.pixels.shape) == (2, 32, 32, 3) and pending.pixels.dtype == torch.uint8
+
+    finisher = Finisher("cpu")
+    got: dict[int, bytes] = {}
+    encoded = threading.Event()
+
+    def deliver(pending) -> None:  # type: ignore[no-untyped-def]
+        got.update(PreviewDecoder.encode(pending))
+        encoded.set()
+
+    try:
+        finisher.encode_soon(deliver, pending)
+        assert encoded.wait(30)
+    finally:
+        finisher.shutdown()
+    assert set(got) == {0, 2} and all(jpeg[:2] == b"\xff\xd8" for jpeg in got.values())
+    assert saved_on and all(name.startswith("encode") for name in saved_on)
+    assert Image.open(io.BytesIO(got[2])).size == (32, 32)
+    assert previews.decode(latents, [0, 2]) == got  # the one-call form gives the same bytes
