@@ -90,6 +90,7 @@ lint: $(TEST_STAMP)
 bench: $(TEST_STAMP) $(MODEL_DIR)/model_index.json
 	test -f .cache/autoscaling-sim.json || $(PY) -m pytest -q tests/serve/test_autoscaling.py
 	$(PY) -m bench
+	$(PY) -m bench.credentials
 
 # Speed recipes on this machine's GPU with the real SD 1.5 / SDXL architectures and random weights (no
 # download, no network): bench/results/<date>-gpu-<device>.json, a plot and a table. Without CUDA it

@@ -316,7 +316,10 @@ def main() -> int:
 
     public_key, signer = make_signer()
     discord_api, stub = start_discord_stub()
-    ray.init(num_cpus=max(4, 2 * args.threads + 1), include_dashboard=False, log_to_driver=False)
+    # A Ray of its own, whatever `ray start` left recorded on this machine.
+    ray.init(
+        address="local", num_cpus=max(4, 2 * args.threads + 1), include_dashboard=False, log_to_driver=False
+    )
     port = 8500
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     base = f"http://127.0.0.1:{port}"

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -95,6 +96,12 @@ def sim_cluster(tmp_path_factory: pytest.TempPathFactory, no_shared_ray: None) -
         yield {"address": f"{ip}:{gcs_port}", "dashboard": f"http://127.0.0.1:{dashboard_port}", "env": env}
     finally:
         stop_simulated_cluster()
+        # `ray start` recorded the head as this machine's current cluster; a later plain
+        # `ray.init()` (make bench's) would try to join the stopped one.
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        with contextlib.suppress(OSError):
+            if current.read_text().strip() == f"{ip}:{gcs_port}":
+                current.unlink()
         if previous_auth is None:
             os.environ.pop("RAY_AUTH_MODE", None)
         else:
