@@ -160,3 +160,26 @@ def serve_log_lines(app: str, marker: str) -> list[str]:
         for line in path.read_text(errors="replace").splitlines()
         if marker in line
     ]
+
+
+def serve_replicas(app: str, deployment: str = "DiffusionModel") -> list[dict]:
+    """The named actors of one deployment's live replicas, as Ray lists them.
+
+    Serve names a replica ``SERVE_REPLICA::<app>#<deployment>#<id>`` in the "serve" namespace; the
+    full prefix keeps app "rel" from matching "xrel". Tests kill these to play a crash.
+    """
+    import ray
+
+    prefix = f"SERVE_REPLICA::{app}#{deployment}#"
+    return [
+        actor
+        for actor in ray.util.list_named_actors(all_namespaces=True)
+        if actor["namespace"] == "serve" and actor["name"].startswith(prefix)
+    ]
+
+
+def kill_serve_replica(replica: dict) -> None:
+    """Kill a replica's actor as a crash would (no restart by Ray: Serve has to replace it)."""
+    import ray
+
+    ray.kill(ray.get_actor(replica["name"], namespace="serve"), no_restart=True)

@@ -24,7 +24,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import ray
 from fake_discord import (
     DiscordSigner,
     FakeDiscord,
@@ -37,7 +36,15 @@ from fake_discord import (
 from PIL import Image
 from playwright.sync_api import sync_playwright
 from ray import serve
-from support import HangingServer, decode_png, deploy_fixed_capacity_app, max_pixel_difference, wait_for
+from support import (
+    HangingServer,
+    decode_png,
+    deploy_fixed_capacity_app,
+    kill_serve_replica,
+    max_pixel_difference,
+    serve_replicas,
+    wait_for,
+)
 
 from bot_gateway.delivery import DELIVERY_MARGIN_S, DiscordTarget
 from bot_gateway.grids import tile
@@ -1077,12 +1084,8 @@ def test_discord_job_survives_its_ingress_dying(bot: str, signer: DiscordSigner,
         60,
         "the render to start",
     )
-    (ingress,) = [
-        actor
-        for actor in ray.util.list_named_actors(all_namespaces=True)
-        if actor["namespace"] == "serve" and "bot#Ingress" in actor["name"]
-    ]
-    ray.kill(ray.get_actor(ingress["name"], namespace="serve"), no_restart=True)
+    (ingress,) = serve_replicas("bot", "Ingress")
+    kill_serve_replica(ingress)
     # Serve starts a new ingress; its sweep adopts the silent job and must still edit the message.
     final = final_edit(fake, interaction["token"], timeout_s=180)
     assert final.files, final.json

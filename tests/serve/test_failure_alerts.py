@@ -20,7 +20,7 @@ import httpx
 import pytest
 import ray
 from ray import serve
-from support import deploy_fixed_capacity_app, wait_for
+from support import deploy_fixed_capacity_app, kill_serve_replica, serve_replicas, wait_for
 
 from serve_app.app import compose
 from serve_app.config.settings import AppSettings
@@ -228,11 +228,7 @@ def watched(
 
 
 def model_replica(app: str) -> dict[str, Any]:
-    (replica,) = [
-        actor
-        for actor in ray.util.list_named_actors(all_namespaces=True)
-        if actor["namespace"] == "serve" and f"{app}#DiffusionModel" in actor["name"]
-    ]
+    (replica,) = serve_replicas(app)
     return replica
 
 
@@ -260,7 +256,7 @@ def test_a_model_replica_replaced_between_requests_is_alerted(
         "the ingress's replica watch to see the model replica",
     )
     # A crash with no request on it: only Serve's controller notices, and replaces the replica.
-    ray.kill(ray.get_actor(replica["name"], namespace="serve"), no_restart=True)
+    kill_serve_replica(replica)
     hooks = wait_for(
         lambda: [b for b in receiver.bodies if b["kind"] == "replica_replaced"], 90, "the replacement alert"
     )
@@ -293,7 +289,7 @@ def test_a_model_replica_dying_under_a_job_is_alerted(
 
         wait_for(rendering, 60, "the render to start")
         replica = model_replica(WATCHED)
-        ray.kill(ray.get_actor(replica["name"], namespace="serve"), no_restart=True)
+        kill_serve_replica(replica)
         hooks = wait_for(
             lambda: [b for b in receiver.bodies if b["kind"] == "replica_lost"], 60, "the replica alert"
         )

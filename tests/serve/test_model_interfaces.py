@@ -21,7 +21,15 @@ import ray
 import webuiapi
 from fake_discord import DiscordSigner, FakeDiscord, RecordedCall, snowflake
 from ray import serve
-from support import ROOT, assert_error_shape, decode_png, max_pixel_difference, wait_for
+from support import (
+    ROOT,
+    assert_error_shape,
+    decode_png,
+    kill_serve_replica,
+    max_pixel_difference,
+    serve_replicas,
+    wait_for,
+)
 
 from bot_gateway.model_choices import MAX_CHOICES, autocomplete_choices
 from bot_gateway.protocol import CommandOption
@@ -389,13 +397,8 @@ def test_settings_and_the_a1111_checkpoint_survive_an_ingress_restart(
     api = a1111(base)
     api.util_set_model("tiny-b")
     try:
-        (ingress,) = [
-            actor
-            for actor in ray.util.list_named_actors(all_namespaces=True)
-            if actor["namespace"] == "serve" and f"{APP}#Ingress" in actor["name"]
-        ]
-        old = ray.get_actor(ingress["name"], namespace="serve")
-        ray.kill(old, no_restart=True)
+        (ingress,) = serve_replicas(APP, "Ingress")
+        kill_serve_replica(ingress)
         # Serve starts a new ingress replica; it knows nothing but what the store holds.
         wait_for(
             lambda: _answers(f"{base}/healthz") and _new_ingress(ingress["name"]),
@@ -418,11 +421,7 @@ def _answers(url: str) -> bool:
 
 
 def _new_ingress(old_name: str) -> bool:
-    names = [
-        actor["name"]
-        for actor in ray.util.list_named_actors(all_namespaces=True)
-        if actor["namespace"] == "serve" and f"{APP}#Ingress" in actor["name"]
-    ]
+    names = [actor["name"] for actor in serve_replicas(APP, "Ingress")]
     return bool(names) and old_name not in names
 
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from moto.server import ThreadedMotoServer
 from ray import serve
 from schemathesis.checks import not_a_server_error
-from support import decode_png, deploy_fixed_capacity_app, wait_for
+from support import decode_png, deploy_fixed_capacity_app, kill_serve_replica, serve_replicas, wait_for
 
 from serve_app.app import compose
 from serve_app.config.settings import AppSettings
@@ -311,13 +311,9 @@ def test_killed_replica_under_load_costs_no_request(
     for thread in threads:
         thread.start()
     wait_for(lambda: len(statuses) >= 10, 60, "load to be flowing")
-    (replica,) = [
-        actor
-        for actor in ray.util.list_named_actors(all_namespaces=True)
-        if actor["namespace"] == "serve" and "rel#DiffusionModel" in actor["name"]
-    ]
+    (replica,) = serve_replicas("rel")
     killed_at = len(statuses)
-    ray.kill(ray.get_actor(replica["name"], namespace="serve"), no_restart=True)
+    kill_serve_replica(replica)
     # Serve replaces the replica; then ten requests in a row succeed.
     wait_for(
         lambda: len(statuses) >= killed_at + 10 and set(statuses[-10:]) == {200},

@@ -12,10 +12,16 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import ray
 from fake_discord import DiscordSigner, FakeDiscord, snowflake
 from ray import serve
-from support import assert_error_shape, decode_png, deploy_fixed_capacity_app, max_pixel_difference, wait_for
+from support import (
+    assert_error_shape,
+    decode_png,
+    deploy_fixed_capacity_app,
+    max_pixel_difference,
+    serve_replicas,
+    wait_for,
+)
 
 from serve_app.app import build_app, compose
 from serve_app.config.settings import AppSettings
@@ -375,11 +381,7 @@ def test_discord_route_without_configuration_is_503_saying_what_to_set(client: h
 
 
 def replicas_of(app_name: str) -> set[str]:
-    return {
-        actor["name"]
-        for actor in ray.util.list_named_actors(all_namespaces=True)
-        if actor["namespace"] == "serve" and f"{app_name}#DiffusionModel" in actor["name"]
-    }
+    return {actor["name"] for actor in serve_replicas(app_name)}
 
 
 def deploy(settings: AppSettings, name: str, model_options: dict, ingress_options: dict | None = None) -> str:

@@ -28,7 +28,9 @@ from support import (
     assert_error_shape,
     decode_png,
     deploy_fixed_capacity_app,
+    kill_serve_replica,
     max_pixel_difference,
+    serve_replicas,
     wait_for,
 )
 
@@ -435,12 +437,8 @@ def test_replica_killed_mid_job_is_retried_and_succeeds(
             60,
             "the render to start",
         )
-        (replica,) = [
-            actor
-            for actor in ray.util.list_named_actors(all_namespaces=True)
-            if actor["namespace"] == "serve" and "local#DiffusionModel" in actor["name"]
-        ]
-        ray.kill(ray.get_actor(replica["name"], namespace="serve"), no_restart=True)
+        (replica,) = serve_replicas("local")
+        kill_serve_replica(replica)
         final = wait_terminal(http, body["id"], 180)
         record_property(
             "figure:replica_killed_mid_job",
@@ -459,20 +457,10 @@ def test_records_survive_an_ingress_restart_and_stale_jobs_are_adopted(apps: dic
         assert first["status"] == "succeeded"
         # Restart the ingress (its replica dies, Serve starts a new one): the finished job is still
         # there. Only the ingress restarts: a redeploy would restart the model replica too.
-        (ingress,) = [
-            actor
-            for actor in ray.util.list_named_actors(all_namespaces=True)
-            if actor["namespace"] == "serve" and "local#Ingress" in actor["name"]
-        ]
-        ray.kill(ray.get_actor(ingress["name"], namespace="serve"), no_restart=True)
+        (ingress,) = serve_replicas("local", "Ingress")
+        kill_serve_replica(ingress)
         wait_for(
-            lambda: [
-                actor
-                for actor in ray.util.list_named_actors(all_namespaces=True)
-                if actor["namespace"] == "serve"
-                and "local#Ingress" in actor["name"]
-                and actor["name"] != ingress["name"]
-            ],
+            lambda: [r for r in serve_replicas("local", "Ingress") if r["name"] != ingress["name"]],
             120,
             "Serve to start a new ingress replica",
         )
@@ -605,11 +593,7 @@ def test_failed_image_cancels_its_sibling_before_the_retry(twin_replicas_app: st
             60,
             "both renders to start",
         )
-        replicas = [
-            actor
-            for actor in ray.util.list_named_actors(all_namespaces=True)
-            if actor["namespace"] == "serve" and "twins#DiffusionModel" in actor["name"]
-        ]
+        replicas = serve_replicas("twins")
         assert len(replicas) == 2
         killed, survivor = (ray.get_actor(replica["name"], namespace="serve") for replica in replicas)
         ray.kill(killed, no_restart=True)
