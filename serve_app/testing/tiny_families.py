@@ -333,6 +333,47 @@ def save_tiny_flux_lora(directory: str | Path, seed: int = 1) -> Path:
     )
 
 
+def save_tiny_sd3_lora(directory: str | Path, seed: int = 1) -> Path:
+    """A LoRA for the tiny SD 3.5 transformer's joint attention, in diffusers' SD3 LoRA format.
+
+    The modules diffusers' SD3 DreamBooth LoRA script trains: both streams' projections (the image
+    stream's ``to_*``, the text stream's ``add_*`` and ``to_add_out``), which also covers the
+    dual-attention layer's second attention. Random A and B (PEFT starts B at zero: no effect).
+    """
+    import torch
+    from diffusers import StableDiffusion3Pipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    target = Path(directory)
+    if (target / LORA_FILE).exists():
+        return target
+    transformer = build_tiny_sd3().transformer
+    torch.manual_seed(seed)
+    transformer.add_adapter(
+        LoraConfig(
+            r=4,
+            lora_alpha=4,
+            target_modules=[
+                "to_q",
+                "to_k",
+                "to_v",
+                "to_out.0",
+                "add_q_proj",
+                "add_k_proj",
+                "add_v_proj",
+                "to_add_out",
+            ],
+            init_lora_weights=False,
+        )
+    )
+    layers = get_peft_model_state_dict(transformer)
+    return _staged(
+        target,
+        lambda staging: StableDiffusion3Pipeline.save_lora_weights(staging, transformer_lora_layers=layers),
+    )
+
+
 def save_tiny_safety_checker(directory: str | Path, seed: int = 0, flag_everything: bool = False) -> Path:
     """A standalone safety checker's folder: ``StableDiffusionSafetyChecker`` (tiny CLIP vision
     tower, random concept embeddings) and its ``CLIPImageProcessor``, as

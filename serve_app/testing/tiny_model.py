@@ -25,6 +25,7 @@ from serve_app.testing.tiny_families import (
     save_tiny_flux_lora,
     save_tiny_preview_decoder,
     save_tiny_safety_checker,
+    save_tiny_sd3_lora,
 )
 from serve_app.testing.tiny_tokenizers import TINY_MODEL_SEED, byte_level_vocab
 
@@ -147,7 +148,7 @@ BUILDERS = {
 }
 
 # Not pipelines: a LoRA per architecture, the standalone safety checker, a preview decoder.
-EXTRA_KINDS = ("lora", "flux-lora", "safety-checker", "preview-vae")
+EXTRA_KINDS = ("lora", "flux-lora", "sd3-lora", "safety-checker", "preview-vae")
 
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -211,6 +212,8 @@ def save_tiny_model(directory: str | Path, kind: str = "text2img", seed: int = T
         return save_tiny_lora(target, seed)
     if kind == "flux-lora":
         return save_tiny_flux_lora(target, seed)
+    if kind == "sd3-lora":
+        return save_tiny_sd3_lora(target, seed)
     if kind == "safety-checker":
         return save_tiny_safety_checker(target, seed)
     if kind == "preview-vae":
@@ -232,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=[*sorted(BUILDERS), *EXTRA_KINDS],
         default="text2img",
         help="text2img (default), a dedicated inpainting / 2x latent upscaler checkpoint, a tiny "
-        "FLUX.1-dev (flux), FLUX.1-schnell or SD 3.5 (sd3) pipeline, a LoRA for the tiny SD (lora) or "
-        "FLUX (flux-lora) model, a standalone safety checker, or a preview decoder",
+        "FLUX.1-dev (flux), FLUX.1-schnell or SD 3.5 (sd3) pipeline, a LoRA for the tiny SD (lora), "
+        "FLUX (flux-lora) or SD 3.5 (sd3-lora) model, a standalone safety checker, or a preview decoder",
     )
     parser.add_argument(
         "--seed", type=int, default=None, help="random-weights seed (default: 0 for models, 1 for a LoRA)"

@@ -82,6 +82,8 @@ class LoraAdapters:
     def _fill_slot(self, name: str, hotswap: bool) -> None:
         location, kwargs = lora_location(self._specs[name], self._cache_dir, self._endpoint_url)
         self._pipe.load_lora_weights(location, adapter_name=HOTSWAP_SLOT, hotswap=hotswap, **kwargs)
+        if not hotswap:  # a swap reuses the slot, which exists whatever the file held
+            self._check_fits(name, HOTSWAP_SLOT)
         self._slot = name
         if name not in self.loaded:
             self.loaded.append(name)
@@ -160,5 +162,19 @@ class LoraAdapters:
         spec = self._specs[name]
         location, kwargs = lora_location(spec, self._cache_dir, self._endpoint_url)
         self._pipe.load_lora_weights(location, adapter_name=name, **kwargs)
+        self._check_fits(name, name)
         self.loaded.append(name)
         logger.info("loaded LoRA %s from %s", name, spec.source)
+
+    def _check_fits(self, name: str, adapter: str) -> None:
+        """A LoRA made for another architecture (an SD 1.5 file listed under an SD 3.5 entry) has
+        no key diffusers' loader of this pipeline reads: it only logs a warning and registers
+        nothing, and ``set_adapters`` later fails with "not in the list of present adapters".
+        Say what happened instead (the catalogue can only check the family it is listed under)."""
+        present = getattr(self._pipe, "get_list_adapters", None)
+        if present is None or any(adapter in names for names in present().values()):
+            return
+        raise ValueError(
+            f"LoRA {name!r} ({self._specs[name].source}) holds no weights {type(self._pipe).__name__} "
+            f"can load: it was made for another architecture than this model's"
+        )
