@@ -1,8 +1,9 @@
 """The browser playground at ``/``, driven in Debian's headless Chromium against the real app.
 
 One Serve and one browser for the module; tiny models at small sizes keep each render short.
-The app serves a two-model catalogue (tiny-sd, the default, and tiny-sd-b with other weights and
-defaults) and one tiny LoRA usable with both. The model batches one image at a time here, so a
+The app serves a three-model catalogue (tiny-sd, the default; tiny-sd-b with other weights and
+defaults; tiny-sd-text, tiny-sd's weights narrowed to text-to-image) and tiny LoRAs usable with
+all three. The model batches one image at a time here, so a
 long "blocker" job makes the next one wait in a queue the page can show.
 """
 
@@ -76,7 +77,16 @@ def base(serve_url: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPath
                 # A second LoRA: with max_loras_per_request 1, picking one disables the other.
                 "loras": [{"name": "tiny-wash", "source": str(models / "ink"), "weight": -0.5}],
             },
+            # Lacks every picture task (as FLUX.2-klein does): the page must not offer them.
+            {
+                "name": "tiny-sd-text",
+                "model": str(tiny_model_dir),
+                "description": "text only",
+                "tasks": ["txt2img"],
+            },
         ],
+        # All three stay loaded: the text-only one never evicts another test's model.
+        "max_models_per_replica": 3,
         "max_loras_per_request": 1,
         "max_lora_weight": 1.5,
         "default_size": "64x64",
@@ -365,10 +375,92 @@ def test_docs_screenshots_show_what_make_run_serves(
         expect(page.locator("#job-status")).to_contain_text("Done")
         expect(page.locator("#model-info")).to_contain_text("no safety checker")
         save_screenshots(page, "make-run", docs=True)
+        expect(page.locator("#true_cfg_scale-field")).to_be_hidden()  # SD 1.5 has no true CFG
+        render_tiny_flux_from_the_form(page, base + "/make-run")
         no_script_errors(page)
     finally:
         page.context.close()
         serve.delete("make-run")
+
+
+def render_tiny_flux_from_the_form(page: Page, app_url: str) -> None:
+    """local.yaml's tiny FLUX.1-dev: the form follows its /v1/models capabilities (family name,
+    flow-matching samplers, true CFG), and a render with its LoRA, a negative prompt and true CFG
+    2, then a variation of it, goes through."""
+    with httpx.Client(base_url=app_url, timeout=30) as http:
+        (listed,) = [model for model in http.get("/v1/models").json()["data"] if model["id"] == "tiny-flux"]
+    caps = listed["capabilities"]
+    assert caps["family_name"] == "FLUX.1-dev" and caps["true_cfg_scale"] is True
+    # Every task: its picture inputs and Vary stay offered (the module's tiny-sd-text lacks them).
+    assert caps["tasks"] == ["txt2img", "img2img", "inpaint", "upscale"]
+
+    page.set_viewport_size(DESKTOP)  # save_screenshots left it at phone width: lazy images below
+    page.get_by_label("Model", exact=True).select_option("tiny-flux")
+    expect(page.locator("#model-hint")).to_contain_text("FLUX.1")
+    expect(page.locator("#model-caps")).to_contain_text("guidance distilled into the model")
+    scheduler = page.locator("#scheduler")
+    expect(scheduler.locator("option")).to_have_count(1 + len(caps["schedulers"]))
+    values = scheduler.locator("option").evaluate_all("options => options.map((option) => option.value)")
+    assert values == ["", *caps["schedulers"]] == ["", "flow_euler"]
+    expect(scheduler).not_to_contain_text("DPM++ 2M Karras")
+    expect(scheduler.locator("option").first).to_have_text("flow_euler (default)")
+    true_cfg = page.get_by_label("True CFG scale")
+    expect(true_cfg).to_be_visible()
+    expect(page.locator("#true_cfg_scale-hint")).to_contain_text("Above 1 the negative prompt applies")
+    expect(page.locator("#negative_prompt-hint")).to_contain_text("only with True CFG scale above 1")
+    for name in ("image", "mask", "strength", "upscale"):
+        expect(page.locator(f"#{name}")).to_be_enabled()
+    expect(page.locator("#picture-hint")).to_be_hidden()  # empty: nothing is missing
+    # FLUX.1 LoRAs only: the SD one is not offered.
+    expect(page.get_by_label("tiny-ink", exact=True)).to_have_count(0)
+    page.get_by_label("tiny-flux-ink", exact=True).check()
+    true_cfg.fill("2")
+    page.get_by_label("Negative prompt").fill("blurry")
+    page.locator("#n").fill("1")
+    sent, prediction = created_by(page, lambda: generate_from_form(page, "an ink lighthouse"))
+    assert sent["model"] == "tiny-flux" and sent["loras"] == [{"name": "tiny-flux-ink", "weight": 0.8}]
+    assert sent["true_cfg_scale"] == 2 and sent["negative_prompt"] == "blurry"
+    assert "scheduler" not in sent  # the model's default, flow_euler
+    card = page.locator("#results .card").first
+    expect(card).to_contain_text("tiny-flux + tiny-flux-ink 0.8", timeout=TIMEOUT_MS)
+    expect(card).to_contain_text("true CFG 2")
+    wait_for_image(page, 64, 64)  # tiny-flux's default_size in local.yaml
+    expect(page.locator("#job-status")).to_contain_text("Done")
+    with httpx.Client(base_url=app_url, timeout=30) as http:
+        done = http.get(f"/v1/predictions/{prediction['id']}").json()
+    assert done["status"] == "succeeded" and done["model"] == "tiny-flux", done
+    save_screenshots(page, "make-run-flux")
+    page.set_viewport_size(DESKTOP)
+
+    # Vary keeps what drew it, true CFG included (the negative prompt needs it).
+    vary = card.get_by_role("button", name=f"Vary the image with seed {prediction['seeds'][0]}")
+    expect(vary).to_be_visible()
+    expect(card.get_by_role("button", name=re.compile("^Upscale"))).to_be_visible()
+    sent, varied = created_by(page, vary.click)
+    assert sent["model"] == "tiny-flux" and sent["loras"] == [{"name": "tiny-flux-ink", "weight": 0.8}]
+    assert sent["true_cfg_scale"] == 2 and sent["negative_prompt"] == "blurry"
+    assert varied["input"]["kind"] == "img2img"
+    expect(page.locator("#results .card").first).to_contain_text(
+        f"seed {varied['seeds'][0]}", timeout=TIMEOUT_MS
+    )
+    expect(page.locator("#results .card img")).to_have_count(2)
+    expect(page.locator("#job-status")).to_contain_text("Done")
+
+    # Its stored settings load back from the gallery: the model first, then its own sampler.
+    page.get_by_label("Model", exact=True).select_option("tiny-sd")
+    expect(page.locator("#true_cfg_scale-field")).to_be_hidden()
+    (url,) = done["output"]
+    page.locator("#gallery li").filter(has=page.locator(f"img[src='{url}']")).locator("button.thumb").click()
+    dialog = page.locator("#image-dialog")
+    expect(dialog.locator("dd[data-param='Scheduler']")).to_have_text("flow_euler")
+    expect(dialog.locator("#dialog-vary")).to_be_visible()
+    expect(dialog.locator("#dialog-upscale")).to_be_visible()
+    page.get_by_role("button", name="Use these settings").click()
+    expect(page.get_by_label("Model", exact=True)).to_have_value("tiny-flux")
+    expect(scheduler).to_have_value("flow_euler")
+    expect(page.get_by_label("Negative prompt")).to_have_value("blurry")
+    expect(page.get_by_label("tiny-flux-ink", exact=True)).to_be_checked()
+    expect(true_cfg).to_be_visible()
 
 
 def placeholders_that_overflow(page: Page) -> list[dict]:
@@ -831,4 +923,66 @@ def test_bad_picture_inputs_are_shown_next_to_their_fields(page: Page, tmp_path:
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#strength-error")).to_contain_text("needs 'input.image'")
     expect(page.locator("#job")).to_be_hidden()
+    no_script_errors(page)
+
+
+def test_a_model_without_picture_tasks_offers_no_picture_inputs_and_no_vary_or_upscale(
+    page: Page, base: str, tmp_path: Path
+) -> None:
+    """/v1/models' capabilities.tasks decide what the form and the results offer: tiny-sd-text
+    runs text-to-image only, so its picture inputs are disabled (a picture picked for another
+    model is not sent) and its images have no Vary or Upscale, on their card or in the gallery."""
+    with httpx.Client(base_url=base, headers=AUTH, timeout=30) as http:
+        listed = {model["id"]: model for model in http.get("/v1/models").json()["data"]}
+    assert listed["tiny-sd-text"]["capabilities"]["tasks"] == ["txt2img"]
+    assert "img2img" in listed["tiny-sd"]["capabilities"]["tasks"]
+    model = page.get_by_label("Model", exact=True)
+    expect(model).to_have_value("tiny-sd")
+    picture = ("image", "mask", "strength", "upscale")
+    for name in picture:
+        expect(page.locator(f"#{name}")).to_be_enabled()
+    # SD 1.5: its own samplers, a negative prompt as usual, no true CFG.
+    expect(page.locator("#scheduler option[value='dpmpp_2m_karras']")).to_have_text("DPM++ 2M Karras")
+    expect(page.locator("#scheduler option[value='flow_euler']")).to_have_count(0)
+    expect(page.get_by_label("Negative prompt")).to_be_visible()
+    expect(page.locator("#true_cfg_scale-field")).to_be_hidden()
+    page.get_by_label("Init image").set_input_files(png_file(tmp_path / "picture.png", 64, 64, seed=4))
+
+    model.select_option("tiny-sd-text")
+    expect(page.locator("#model-hint")).to_have_text("SD 1.5 · text only")
+    expect(page.locator("#model-caps")).to_have_text("Tasks: text to image.")
+    expect(page.locator("#picture-hint")).to_have_text("This model draws from text only: no picture inputs.")
+    for name in picture:
+        expect(page.locator(f"#{name}")).to_be_disabled()
+    expect(page.get_by_role("button", name="Clear picture")).to_be_disabled()
+    page.get_by_label("Random seed").uncheck()
+    sent, prediction = created_by(page, lambda: generate_from_form(page, "text only", seed="1357", steps="4"))
+    assert sent["model"] == "tiny-sd-text" and "image" not in sent, sent
+    assert prediction["input"].get("kind", "txt2img") == "txt2img"
+    card = page.locator("#results .card").first
+    expect(card).to_contain_text("tiny-sd-text", timeout=TIMEOUT_MS)
+    wait_for_image(page, 64, 64)
+    expect(card.get_by_role("button", name="Reuse seed 1357")).to_be_visible()
+    for action in ("Vary", "Upscale"):  # made, but hidden
+        button = card.locator("button", has_text=action)
+        expect(button).to_have_count(1)
+        expect(button).to_be_hidden()
+    (url,) = wait_for(lambda: finished(base, prediction["id"])["output"], 60, "the prediction's output")
+
+    # Its gallery dialog offers no Vary or Upscale either.
+    entry = page.locator("#gallery li").filter(has=page.locator(f"img[src='{url}']"))
+    entry.locator("button.thumb").click()
+    dialog = page.locator("#image-dialog")
+    expect(dialog.locator("dd[data-param='Model']")).to_have_text("tiny-sd-text")
+    expect(dialog.get_by_role("button", name="Use these settings")).to_be_visible()
+    expect(dialog.locator("#dialog-vary")).to_be_hidden()
+    expect(dialog.locator("#dialog-upscale")).to_be_hidden()
+    page.get_by_role("button", name="Close").click()
+
+    # Back on a model with every task: offered again, the picked picture still there.
+    model.select_option("tiny-sd")
+    expect(page.locator("#picture-hint")).to_be_hidden()
+    for name in picture:
+        expect(page.locator(f"#{name}")).to_be_enabled()
+    assert page.locator("#image").evaluate("input => input.files.length") == 1
     no_script_errors(page)

@@ -2,13 +2,15 @@
 // the field they name.
 import { $, numberOrText } from "./dom.js";
 import { NetworkError, FieldError } from "./api.js";
-import { selectModel, readLoras, writeLoras } from "./models.js";
+import { selectModel, readLoras, writeLoras, writeScheduler } from "./models.js";
 import { activeJob } from "./job.js";
 
 // Every form input that becomes a field of the prediction's "input". A capability the API gains
 // is one element in index.html plus one entry here: read() gives the value to send (undefined:
 // leave it to the server; a promise for a file), write() loads a stored one. The model comes
-// before the LoRAs: loading settings picks the model, whose LoRAs are then the ones on offer.
+// before the LoRAs and the scheduler: loading settings picks the model, whose LoRAs and samplers
+// are then the ones on offer. An input the selected model cannot take (models.js hides or
+// disables it) is never read, so what is sent is what that model can honour.
 export const FIELDS = [
   {
     name: "model",
@@ -21,7 +23,8 @@ export const FIELDS = [
   textField("size"),
   numberField("steps"),
   numberField("guidance_scale"),
-  textField("scheduler"),
+  numberField("true_cfg_scale"), // FLUX.1 only: above 1 the negative prompt applies
+  { ...textField("scheduler"), write: writeScheduler },
   {
     name: "seed",
     read: () => ($("seed-random").checked ? undefined : numberOrText($("seed").value)),
@@ -37,7 +40,7 @@ export const FIELDS = [
   numberField("strength"),
   {
     name: "upscale",
-    read: () => ($("upscale").checked ? true : undefined),
+    read: () => ($("upscale").checked && offered("upscale") ? true : undefined),
     write: (value) => { $("upscale").checked = Boolean(value); },
   },
 ];
@@ -47,10 +50,17 @@ export const PICTURE_FIELDS = ["image", "mask", "strength", "upscale"];
 // What the API calls a field that is shown under another name here.
 export const FIELD_ALIASES = { init_image: "image" };
 
+// Shown and enabled: an input in a hidden field (the negative prompt of a model that takes none) or
+// a disabled one (a picture input of a model without that task) is not sent.
+export function offered(name) {
+  const input = $(name);
+  return !input.disabled && !input.closest("[hidden]");
+}
+
 export function textField(name) {
   return {
     name,
-    read: () => $(name).value.trim() || undefined,
+    read: () => (offered(name) ? $(name).value.trim() || undefined : undefined),
     write: (value) => { $(name).value = value ?? ""; },
   };
 }
@@ -58,7 +68,7 @@ export function textField(name) {
 export function numberField(name) {
   return {
     name,
-    read: () => numberOrText($(name).value),
+    read: () => (offered(name) ? numberOrText($(name).value) : undefined),
     write: (value) => { $(name).value = value ?? ""; },
   };
 }
@@ -69,7 +79,7 @@ export function fileField(name) {
   return {
     name,
     read: () => {
-      const file = $(name).files[0];
+      const file = offered(name) ? $(name).files[0] : undefined;
       return file ? dataUrl(file, name) : undefined;
     },
     write: (value) => { if (!value) $(name).value = ""; },

@@ -1,7 +1,7 @@
 // The gallery of stored images (/v1/images) and the parameter dialog of one of them.
 import { $ } from "./dom.js";
 import { API, api } from "./api.js";
-import { modelText, loraTexts } from "./models.js";
+import { modelText, loraTexts, modelCan } from "./models.js";
 import { startFromPicture } from "./job.js";
 import { lazyImage } from "./results.js";
 
@@ -106,6 +106,9 @@ export function openRecord(record) {
     list.append(term, detail);
   }
   $("dialog-error").textContent = "";
+  // As on a result's card: only the actions the image's model can run.
+  $("dialog-vary").hidden = !modelCan(record.model, "img2img");
+  $("dialog-upscale").hidden = !modelCan(record.model, "upscale");
   $("image-dialog").showModal();
   $("dialog-use").focus();
 }

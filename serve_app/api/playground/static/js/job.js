@@ -50,7 +50,7 @@ export async function submit(input, { keepResults = false } = {}) {
 // predates the catalogue): a variation of a picture is drawn by what drew it.
 export async function pictureInput(action, url, params) {
   const input = { prompt: params.prompt, image: url };
-  for (const name of ["negative_prompt", "steps", "guidance_scale", "scheduler"]) {
+  for (const name of ["negative_prompt", "steps", "guidance_scale", "true_cfg_scale", "scheduler"]) {
     if (params[name] !== undefined && params[name] !== null && params[name] !== "") input[name] = params[name];
   }
   const model = params.model || $("model").value;

@@ -1,9 +1,27 @@
-// The catalogue from /v1/models: the model picker, its defaults as placeholders, the LoRA picker
-// and the header line that says what the selected model is.
+// The catalogue from /v1/models: the model picker, its defaults as placeholders, the LoRA picker,
+// the header line that says what the selected model is, and the form following what the model can
+// do (its `capabilities`: family, tasks, samplers, negative prompt, true CFG).
 import { $, numberOrText } from "./dom.js";
 import { API, api } from "./api.js";
 
-export const FAMILY_NAMES = { sd15: "SD 1.5", sd2: "SD 2.x", sdxl: "SDXL", "sd-turbo": "SD-Turbo", "sdxl-turbo": "SDXL-Turbo" };
+// Samplers as A1111 users know them; a name missing here is shown as the API spells it.
+export const SCHEDULER_LABELS = {
+  ddim: "DDIM",
+  pndm: "PNDM",
+  euler: "Euler",
+  euler_a: "Euler a",
+  dpmpp_2m: "DPM++ 2M",
+  dpmpp_2m_karras: "DPM++ 2M Karras",
+  dpmpp_sde: "DPM++ SDE",
+  dpmpp_sde_karras: "DPM++ SDE Karras",
+  heun: "Heun",
+  lms: "LMS",
+  unipc: "UniPC",
+  flow_euler: "Flow Euler",
+};
+
+// What the page calls each task a picture input can start (capabilities.tasks' names).
+export const TASK_NAMES = { img2img: "image to image", inpaint: "inpainting", upscale: "upscale" };
 
 export let catalogue = null; // /v1/models: {models, limits}
 
@@ -37,7 +55,7 @@ export function fillModelSelect() {
   const options = catalogue.models.map((model) => {
     const option = document.createElement("option");
     option.value = model.id;
-    const family = FAMILY_NAMES[model.family] || model.family || "";
+    const family = familyName(model);
     option.textContent = `${model.id}${family ? ` (${family})` : ""}${model.default ? ", default" : ""}`;
     return option;
   });
@@ -67,8 +85,8 @@ export function applyModel() {
   const model = selectedModel();
   showModel(model);
   if (!model) return;
-  const family = FAMILY_NAMES[model.family] || model.family || "";
-  $("model-hint").textContent = [family, model.description].filter(Boolean).join(" · ");
+  $("model-hint").textContent = [familyName(model), model.description].filter(Boolean).join(" · ");
+  $("model-caps").textContent = capabilityText(model);
   const defaults = model.defaults || {};
   // Short enough to fit its field at phone width (the browser test measures them); the hint under
   // Model says they are that model's.
@@ -76,8 +94,104 @@ export function applyModel() {
   $("size").placeholder = placeholder(defaults.size);
   $("steps").placeholder = placeholder(defaults.steps);
   $("guidance_scale").placeholder = placeholder(defaults.guidance_scale);
-  $("scheduler").options[0].textContent = placeholder(defaults.scheduler);
+  fillSchedulers(model, placeholder(defaults.scheduler));
+  applyCapabilities(model);
   buildLoraList(model);
+}
+
+// The family's display name as /v1/models reports it (the raw family key from an older server).
+export function familyName(model) {
+  return (model.capabilities && model.capabilities.family_name) || model.family || "";
+}
+
+// Absent capabilities (a server before them) allow everything: the API stays the judge.
+export function capabilitiesOf(model) {
+  const caps = (model && model.capabilities) || {};
+  return {
+    tasks: caps.tasks || ["txt2img", ...Object.keys(TASK_NAMES)],
+    schedulers: caps.schedulers || Object.keys(SCHEDULER_LABELS),
+    negativePrompt: caps.negative_prompt || "cfg",
+    trueCfg: Boolean(caps.true_cfg_scale),
+    guidance: caps.guidance || "cfg",
+  };
+}
+
+// Whether the model with this id can run a task; a model the catalogue does not list (or a page
+// without the catalogue yet) may, and the server's 400 says otherwise.
+export function modelCan(id, task) {
+  const model = catalogue && catalogue.models.find((entry) => entry.id === id);
+  return !model || capabilitiesOf(model).tasks.includes(task);
+}
+
+// One line under the model's hint: the jobs it runs and what its guidance and negative prompt mean.
+export function capabilityText(model) {
+  const caps = capabilitiesOf(model);
+  const tasks = ["text to image", ...Object.keys(TASK_NAMES).filter((task) => caps.tasks.includes(task))
+    .map((task) => TASK_NAMES[task])];
+  const parts = [`Tasks: ${tasks.join(", ")}`];
+  if (caps.negativePrompt === "none") parts.push("no negative prompt");
+  if (caps.guidance === "distilled") parts.push("guidance distilled into the model");
+  if (caps.guidance === "ignored") parts.push("ignores guidance");
+  return `${parts.join("; ")}.`;
+}
+
+// The model's own samplers after the "default" option; a choice the new model also offers stays.
+export function fillSchedulers(model, defaultText) {
+  const select = $("scheduler");
+  const chosen = select.value;
+  const names = capabilitiesOf(model).schedulers.filter((name) => name !== "default");
+  const first = document.createElement("option");
+  first.value = "";
+  first.textContent = defaultText;
+  const options = names.map((name) => {
+    const option = document.createElement("option");
+    option.value = name;
+    option.textContent = SCHEDULER_LABELS[name] || name;
+    return option;
+  });
+  select.replaceChildren(first, ...options);
+  select.value = names.includes(chosen) ? chosen : "";
+}
+
+// A stored scheduler the selected model does not list is kept, as sent before, so the server's
+// 400 names it rather than the page dropping it silently.
+export function writeScheduler(value) {
+  const select = $("scheduler");
+  if (value && ![...select.options].some((option) => option.value === value)) {
+    const option = document.createElement("option");
+    option.value = value;
+    option.textContent = `${SCHEDULER_LABELS[value] || value} (not listed)`;
+    select.append(option);
+  }
+  select.value = value || "";
+}
+
+// Inputs the model cannot take are hidden (negative prompt, true CFG) or disabled with a hint (the
+// picture inputs); a hidden or disabled input is never sent (form.js), its value stays for a
+// model that takes it.
+export function applyCapabilities(model) {
+  const caps = capabilitiesOf(model);
+  $("negative_prompt-field").hidden = caps.negativePrompt === "none";
+  $("negative_prompt-hint").textContent = caps.negativePrompt === "true_cfg"
+    ? "Applied only with True CFG scale above 1 (twice the time)."
+    : "";
+  $("true_cfg_scale-field").hidden = !caps.trueCfg;
+  const can = (task) => caps.tasks.includes(task);
+  const picture = can("img2img") || can("inpaint") || can("upscale");
+  const enabled = {
+    image: picture,
+    mask: can("inpaint"),
+    strength: picture,
+    upscale: can("upscale"),
+  };
+  for (const [name, on] of Object.entries(enabled)) $(name).disabled = !on;
+  $("clear-picture").disabled = !picture;
+  const missing = Object.keys(TASK_NAMES).filter((task) => !can(task)).map((task) => TASK_NAMES[task]);
+  $("picture-hint").textContent = !picture
+    ? "This model draws from text only: no picture inputs."
+    : missing.length
+      ? `Not with this model: ${missing.join(", ")}.`
+      : "";
 }
 
 // One row per LoRA usable with the model: a checkbox, then its weight as a slider and a number

@@ -1,6 +1,6 @@
 // The finished images of a job: a card each, with its parameters and actions.
 import { $ } from "./dom.js";
-import { modelText } from "./models.js";
+import { modelText, modelCan } from "./models.js";
 import { FIELDS } from "./form.js";
 import { startFromPicture } from "./job.js";
 
@@ -72,6 +72,9 @@ export function imageCard(url, params) {
   const upscale = actionButton("Upscale", `Upscale the image with seed ${params.seed}`, async () => {
     await startFromPicture("upscale", url, params, errorLine);
   });
+  // Only what the image's model can do: Vary is an image-to-image job, Upscale an upscale one.
+  vary.hidden = !modelCan(params.model, "img2img");
+  upscale.hidden = !modelCan(params.model, "upscale");
   actions.append(reuse, vary, upscale, download);
   caption.append(summary, actions, errorLine);
   figure.append(image, caption);
@@ -118,6 +121,7 @@ export function describe(params) {
   if (params.size) parts.push(params.size);
   if (params.steps !== undefined) parts.push(`${params.steps} steps`);
   if (params.guidance_scale !== undefined) parts.push(`guidance ${params.guidance_scale}`);
+  if (params.true_cfg_scale !== undefined) parts.push(`true CFG ${params.true_cfg_scale}`);
   if (params.scheduler) parts.push(params.scheduler);
   if (params.negative_prompt) parts.push(`not: ${params.negative_prompt}`);
   return parts.join(" · ");
