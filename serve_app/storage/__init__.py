@@ -58,6 +58,9 @@ def save_results(
             "height": job.height,
             "steps": job.steps,
             "guidance_scale": job.guidance_scale,
+            # FLUX.1's negative prompt applies only with it above 1: without it a stored FLUX image
+            # with a negative prompt could not be varied or re-made from its record.
+            "true_cfg_scale": job.true_cfg_scale,
             "scheduler": job.scheduler,
             "kind": job.kind,
             "strength": None if job.kind == "txt2img" else job.strength,

@@ -446,13 +446,16 @@ def render_tiny_flux_from_the_form(page: Page, app_url: str) -> None:
     expect(page.locator("#results .card img")).to_have_count(2)
     expect(page.locator("#job-status")).to_contain_text("Done")
 
-    # Its stored settings load back from the gallery: the model first, then its own sampler.
+    # Its stored settings load back from the gallery: the model first, then its own sampler, and
+    # the true CFG scale its negative prompt needs (cleared here, so only the record can fill it).
+    true_cfg.fill("")
     page.get_by_label("Model", exact=True).select_option("tiny-sd")
     expect(page.locator("#true_cfg_scale-field")).to_be_hidden()
     (url,) = done["output"]
     page.locator("#gallery li").filter(has=page.locator(f"img[src='{url}']")).locator("button.thumb").click()
     dialog = page.locator("#image-dialog")
     expect(dialog.locator("dd[data-param='Scheduler']")).to_have_text("flow_euler")
+    expect(dialog.locator("dd[data-param='True CFG scale']")).to_have_text("2")
     expect(dialog.locator("#dialog-vary")).to_be_visible()
     expect(dialog.locator("#dialog-upscale")).to_be_visible()
     page.get_by_role("button", name="Use these settings").click()
@@ -461,6 +464,7 @@ def render_tiny_flux_from_the_form(page: Page, app_url: str) -> None:
     expect(page.get_by_label("Negative prompt")).to_have_value("blurry")
     expect(page.get_by_label("tiny-flux-ink", exact=True)).to_be_checked()
     expect(true_cfg).to_be_visible()
+    expect(true_cfg).to_have_value("2")
 
 
 def placeholders_that_overflow(page: Page) -> list[dict]:

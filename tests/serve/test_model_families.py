@@ -49,6 +49,10 @@ def base(
                 "name": "tiny-flux",
                 "model": str(folder / "flux"),
                 "family": "flux-dev",
+                # Its own GPU class, as aws.yaml puts FLUX on L40S nodes: a deployment of its own
+                # (DiffusionModel-l40s) beside the default class's, so every test here goes through
+                # the per-class routing.
+                "gpu_class": "l40s",
                 "default_size": "64x64",
                 "default_steps": STEPS,
                 "preview_vae": str(folder / "preview-vae"),
@@ -91,6 +95,30 @@ def test_models_advertise_what_each_family_can_do(base: str) -> None:
     assert flux["capabilities"]["standalone_safety_checker"] is True
     assert [lora["name"] for lora in flux["loras"]] == ["flux-ink"]  # never the SD LoRAs
     assert "ddim" in sd["capabilities"]["schedulers"] and sd["capabilities"]["negative_prompt"] == "cfg"
+
+
+def test_each_gpu_class_is_its_own_deployment_and_renders_only_its_models(base: str) -> None:
+    """The FLUX entry's class runs in DiffusionModel-l40s, the SD model in DiffusionModel: each
+    deployment's batch log holds only its own class's renders (issue 24 item 8)."""
+    deployments = serve.status().applications[APP].deployments
+    assert {"DiffusionModel", "DiffusionModel-l40s", "Ingress"} <= set(deployments)
+    models = {m["id"]: m for m in httpx.get(f"{base}/v1/models", timeout=30).json()["data"]}
+    assert models["tiny-flux"]["capabilities"]["gpu_class"] == "l40s"
+    default_class = models["tiny-sd"]["capabilities"]["gpu_class"]
+    assert default_class != "l40s"
+    sd_handle = serve.get_deployment_handle("DiffusionModel", app_name=APP)
+    flux_handle = serve.get_deployment_handle("DiffusionModel-l40s", app_name=APP)
+
+    def models_run(handle: object, since: int) -> set[str]:
+        batches = handle.batch_log.remote().result()[since:]  # type: ignore[attr-defined]
+        return {name for batch in batches for group in batch["models"] for name in group}
+
+    sd_before = len(sd_handle.batch_log.remote().result())
+    flux_before = len(flux_handle.batch_log.remote().result())
+    image_of(generate(base, seed=41))
+    image_of(generate(base, model="tiny-sd", seed=41))
+    assert models_run(flux_handle, flux_before) == {"tiny-flux"}
+    assert models_run(sd_handle, sd_before) == {"tiny-sd"}
 
 
 def test_openai_renders_flux_with_true_cfg_and_a_lora_and_refuses_what_it_cannot_take(base: str) -> None:

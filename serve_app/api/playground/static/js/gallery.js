@@ -48,6 +48,8 @@ export function recordParams(record) {
     size: `${record.width}x${record.height}`,
     steps: record.steps,
     guidance_scale: record.guidance_scale,
+    // Only where it was in use (above 1): other families refuse the field (a 400 naming it).
+    true_cfg_scale: record.true_cfg_scale > 1 ? record.true_cfg_scale : undefined,
     scheduler: record.scheduler,
     seed: record.seed,
     model: record.model,
@@ -86,6 +88,7 @@ export function openRecord(record) {
     ["Size", params.size],
     ["Steps", params.steps],
     ["Guidance", params.guidance_scale],
+    ...(params.true_cfg_scale ? [["True CFG scale", params.true_cfg_scale]] : []),
     ["Scheduler", params.scheduler],
     ["Seed", params.seed],
     ["Kind", record.kind || "txt2img"],
