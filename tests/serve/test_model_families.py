@@ -26,6 +26,8 @@ from serve_app.app import build_app
 from serve_app.testing.tiny_model import save_tiny_model
 
 APP = "families"
+# Catalogue name -> family (and tiny_model kind) of the other families served beside FLUX.1-dev.
+OTHER_FAMILIES = {"tiny-schnell": "flux-schnell", "tiny-sd35": "sd3", "tiny-klein": "flux2-klein"}
 APP_ID = "app-families"
 STEPS = 2
 PROMPT = "a lighthouse at dusk"
@@ -40,7 +42,7 @@ def base(
     signer: DiscordSigner,
 ) -> str:
     folder = tmp_path_factory.mktemp("family-models")
-    for kind in ("flux", "flux-lora", "safety-checker", "preview-vae"):
+    for kind in ("flux", "flux-lora", "safety-checker", "preview-vae", *OTHER_FAMILIES.values()):
         save_tiny_model(folder / kind, kind)
     args = {
         "models": [
@@ -58,7 +60,21 @@ def base(
                 "preview_vae": str(folder / "preview-vae"),
                 "loras": [{"name": "flux-ink", "source": str(folder / "flux-lora"), "weight": 1.0}],
             },
+            # The other transformer families, each through every interface (test below).
+            *(
+                {
+                    "name": name,
+                    "model": str(folder / family),
+                    "family": family,
+                    "gpu_class": "l40s",
+                    "default_size": "64x64",
+                    "default_steps": STEPS,
+                }
+                for name, family in OTHER_FAMILIES.items()
+            ),
         ],
+        # Every model of the l40s class held at once: no reload between this module's tests.
+        "max_models_per_replica": 1 + len(OTHER_FAMILIES),
         "safety_checker_model": str(folder / "safety-checker"),
         "default_size": "64x64",
         "default_steps": STEPS,
@@ -206,3 +222,59 @@ def test_discord_imagine_renders_with_flux(base: str, fake: FakeDiscord, signer:
     final = [c for c in fake.calls_to(token) if c.files][-1]
     fields = {f["name"]: f["value"] for f in final.json["embeds"][0]["fields"]}
     assert fields.get("Model") == "tiny-flux"
+
+
+@pytest.mark.parametrize("model", sorted(OTHER_FAMILIES))
+def test_every_family_renders_through_every_interface(
+    base: str, fake: FakeDiscord, signer: DiscordSigner, model: str
+) -> None:
+    """FLUX.1-schnell, SD 3.5 and FLUX.2-klein through OpenAI, A1111 (with the empty negative
+    prompt its clients always send), predictions and Discord, each batched on its own class's
+    deployment (issue 24: every interface renders with each family)."""
+    listed = {m["id"]: m for m in httpx.get(f"{base}/v1/models", timeout=30).json()["data"]}[model]
+    assert listed["family"] == OTHER_FAMILIES[model]
+    flux_handle = serve.get_deployment_handle("DiffusionModel-l40s", app_name=APP)
+    before = len(flux_handle.batch_log.remote().result())
+
+    openai_image = image_of(generate(base, model=model))
+    assert openai_image.shape == (64, 64, 3)
+
+    host, port = base.removeprefix("http://").split(":")
+    api = webuiapi.WebUIApi(host=host, port=int(port), sampler="Euler", steps=STEPS)
+    result = api.txt2img(
+        prompt=PROMPT, seed=3, width=64, height=64, override_settings={"sd_model_checkpoint": model}
+    )
+    assert result.image.size == (64, 64)
+    assert f"Model: {model}" in result.info["infotexts"][0]
+
+    created = httpx.post(
+        f"{base}/v1/predictions", json={"input": {"prompt": PROMPT, "model": model, "seed": 1}}, timeout=30
+    )
+    assert created.status_code == 201, created.text
+    done = wait_for(
+        lambda: (
+            (body := httpx.get(f"{base}/v1/predictions/{created.json()['id']}", timeout=30).json())["status"]
+            in ("succeeded", "failed", "canceled")
+            and body
+        ),
+        240,
+        f"the {model} prediction",
+    )
+    assert done["status"] == "succeeded", done
+
+    interaction = imagine_interaction(APP_ID, PROMPT, model=model, steps=STEPS, seed=5, count=1)
+    body = json.dumps(interaction).encode()
+    answer = httpx.post(
+        f"{base}/discord/interactions", content=body, headers=signer.headers(body), timeout=30
+    )
+    assert answer.status_code == 200 and answer.json()["type"] == 5
+    token = interaction["token"]
+    wait_for(lambda: any(c.files for c in fake.calls_to(token)), 240, f"the {model} image on Discord")
+    final = [c for c in fake.calls_to(token) if c.files][-1]
+    fields = {f["name"]: f["value"] for f in final.json["embeds"][0]["fields"]}
+    assert fields.get("Model") == model
+
+    # Every one of those renders ran on the l40s class's deployment, as a batch of this model alone.
+    batches = flux_handle.batch_log.remote().result()[before:]
+    assert {name for batch in batches for group in batch["models"] for name in group} == {model}
+    assert sum(batch["size"] for batch in batches) >= 4
