@@ -137,7 +137,17 @@ def decode_latents(vae: Any, latents: Any, tiled: bool, eager: bool = False) -> 
     import torch
 
     config = vae.config
-    latents = latents.to(vae.dtype) / config.scaling_factor
+    latents = latents.to(vae.dtype)
+    mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+    if mean is not None and std is not None:
+        # Per-channel normalised latents (Playground v2.5's SDXL VAE), undone as diffusers' SDXL
+        # pipelines do before their own decode.
+        def channels(values: Any) -> Any:
+            return torch.tensor(values, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+
+        latents = latents * channels(std) / config.scaling_factor + channels(mean)
+    else:
+        latents = latents / config.scaling_factor
     shift = getattr(config, "shift_factor", None)
     if shift:
         latents = latents + shift

@@ -1,8 +1,9 @@
-"""Tiny random-weight pipelines of the transformer families (FLUX.1, SD 3.5, FLUX.2-klein), offline.
+"""Tiny random-weight pipelines of the other families (SDXL, FLUX.1, SD 3.5, FLUX.2-klein), offline.
 
 The same idea as ``tiny_model.py`` for Stable Diffusion: a complete diffusers folder that
 ``from_pretrained`` loads exactly like the real checkpoint (same pipeline class, same component
-classes, packed latents, flow-matching scheduler, T5 and Qwen tokenizers), small enough to render
+classes: SDXL's two CLIP encoders and micro-conditioned UNet, packed latents, flow-matching
+scheduler, T5 and Qwen tokenizers), small enough to render
 64x64 in a fraction of a second on two CPU cores. Component sizes follow diffusers' own pipeline
 tests; the one thing those tests download, the tokenizers, is built here: CLIP's byte-level BPE
 without merges (tiny_model), a T5 Unigram vocabulary of single characters, and a Qwen2 byte-level
@@ -31,7 +32,7 @@ def tiny_clip_tokenizer() -> Any:
     return CLIPTokenizer(vocab=_byte_level_vocab(), merges=[], model_max_length=77)
 
 
-def _clip_config(projection: bool = False, **extra: Any) -> Any:
+def _clip_config(projection: bool = False, hidden_size: int = 32, **extra: Any) -> Any:
     from transformers import CLIPTextConfig
 
     vocab = _byte_level_vocab()
@@ -39,7 +40,7 @@ def _clip_config(projection: bool = False, **extra: Any) -> Any:
         bos_token_id=vocab["<|startoftext|>"],
         eos_token_id=vocab["<|endoftext|>"],
         pad_token_id=vocab["<|endoftext|>"],
-        hidden_size=32,
+        hidden_size=hidden_size,
         intermediate_size=37,
         layer_norm_eps=1e-05,
         num_attention_heads=4,
@@ -47,7 +48,7 @@ def _clip_config(projection: bool = False, **extra: Any) -> Any:
         vocab_size=len(vocab),
         max_position_embeddings=77,
         hidden_act="gelu",
-        **({"projection_dim": 32} if projection else {}),
+        **({"projection_dim": hidden_size} if projection else {}),
         **extra,
     )
 
@@ -99,6 +100,66 @@ def _tiny_vae(latent_channels: int, seed: int, **extra: Any) -> Any:
         latent_channels=latent_channels,
         norm_num_groups=8,
         **extra,
+    )
+
+
+# SDXL's micro-conditioning: original size, crop corner and target size, two numbers each, every
+# number embedded in ADD_TIME_DIM channels and concatenated with text_encoder_2's pooled output.
+SDXL_TIME_IDS = 6
+ADD_TIME_DIM = 8
+
+
+def build_tiny_sdxl(seed: int = TINY_MODEL_SEED) -> Any:
+    """SDXL's shape: a UNet with ``addition_embed_type="text_time"`` (time ids + pooled text embeds),
+    CLIPTextModel + CLIPTextModelWithProjection whose penultimate hidden states are concatenated
+    (so the UNet's cross-attention width is the sum of both encoders' widths: 32 + 64 here, 768 +
+    1280 for the real one), an 8x VAE marked ``force_upcast`` with SDXL's scaling factor (its fp16
+    decode overflows: the replica decodes through an fp32 copy), and the Euler scheduler the real
+    checkpoint ships. Sizes after diffusers' own SDXL pipeline tests (``get_dummy_components``).
+    """
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    hidden, hidden_2 = 32, 64  # text_encoder (CLIP-L's place), text_encoder_2 (OpenCLIP bigG's)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        transformer_layers_per_block=(1, 2),
+        addition_embed_type="text_time",
+        addition_time_embed_dim=ADD_TIME_DIM,
+        projection_class_embeddings_input_dim=SDXL_TIME_IDS * ADD_TIME_DIM + hidden_2,
+        cross_attention_dim=hidden + hidden_2,
+        norm_num_groups=8,
+    )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(_clip_config(hidden_size=hidden))
+    torch.manual_seed(seed + 1)
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_config(projection=True, hidden_size=hidden_2))
+    return StableDiffusionXLPipeline(
+        vae=_tiny_vae(4, seed, scaling_factor=0.13025, force_upcast=True),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tiny_clip_tokenizer(),
+        tokenizer_2=tiny_clip_tokenizer(),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            steps_offset=1,
+            timestep_spacing="leading",
+        ),
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
     )
 
 
@@ -292,6 +353,7 @@ def build_tiny_flux_schnell(seed: int = TINY_MODEL_SEED) -> Any:
 
 
 FAMILY_BUILDERS = {
+    "sdxl": build_tiny_sdxl,
     "flux": build_tiny_flux,
     "flux-schnell": build_tiny_flux_schnell,
     "sd3": build_tiny_sd3,

@@ -143,7 +143,7 @@ BUILDERS = {
     "text2img": build_tiny_pipeline,
     "inpainting": build_tiny_inpainting,
     "upscaler": build_tiny_upscaler,
-    # The transformer families (serve_app/testing/tiny_families.py).
+    # SDXL and the transformer families (serve_app/testing/tiny_families.py).
     **FAMILY_BUILDERS,
 }
 
@@ -234,9 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         "--kind",
         choices=[*sorted(BUILDERS), *EXTRA_KINDS],
         default="text2img",
-        help="text2img (default), a dedicated inpainting / 2x latent upscaler checkpoint, a tiny "
-        "FLUX.1-dev (flux), FLUX.1-schnell or SD 3.5 (sd3) pipeline, a LoRA for the tiny SD (lora), "
-        "FLUX (flux-lora) or SD 3.5 (sd3-lora) model, a standalone safety checker, or a preview decoder",
+        help="text2img (default: SD 1.5), a dedicated inpainting / 2x latent upscaler checkpoint, a tiny "
+        "SDXL (sdxl), FLUX.1-dev (flux), FLUX.1-schnell, SD 3.5 (sd3) or FLUX.2-klein pipeline, a LoRA "
+        "for the tiny SD (lora), FLUX (flux-lora) or SD 3.5 (sd3-lora) model, a standalone safety "
+        "checker, or a preview decoder",
     )
     parser.add_argument(
         "--seed", type=int, default=None, help="random-weights seed (default: 0 for models, 1 for a LoRA)"

@@ -1,10 +1,12 @@
-"""A flow-matching transformer model beside the tiny SD one, through every interface (issue 24).
+"""Every family beside the tiny SD model, through every interface (issue 24).
 
 One real local Serve app serves the tiny SD model and a tiny random-weight FLUX.1-dev (the real
 FluxPipeline classes: transformer, CLIP + T5 with locally built tokenizers, packed latents,
 FlowMatchEulerDiscreteScheduler) with a FLUX LoRA, a preview decoder and a standalone safety
 checker, all built offline. Each interface renders with it; what it cannot take is a 400 naming
-the field.
+the field. Tiny FLUX.1-schnell, SD 3.5 and FLUX.2-klein share FLUX.1-dev's l40s class; a tiny SDXL
+(two CLIP encoders, micro-conditioned UNet, force_upcast VAE) shares the SD model's default class,
+as aws.yaml places them; each renders through every interface on its own class's deployment.
 """
 
 from __future__ import annotations
@@ -27,10 +29,26 @@ from serve_app.testing.tiny_model import save_tiny_model
 
 APP = "families"
 # Catalogue name -> family (and tiny_model kind) of the other families served beside FLUX.1-dev.
-OTHER_FAMILIES = {"tiny-schnell": "flux-schnell", "tiny-sd35": "sd3", "tiny-klein": "flux2-klein"}
+OTHER_FAMILIES = {
+    "tiny-sdxl": "sdxl",
+    "tiny-schnell": "flux-schnell",
+    "tiny-sd35": "sd3",
+    "tiny-klein": "flux2-klein",
+}
+# The UNet families stay in the default class with tiny-sd (aws.yaml's SDXL-Turbo runs there, on
+# g5 nodes); the transformer families run in FLUX.1-dev's l40s class.
+DEFAULT_CLASS_FAMILIES = {"sdxl"}
+L40S_MODELS = 1 + sum(family not in DEFAULT_CLASS_FAMILIES for family in OTHER_FAMILIES.values())
+DEFAULT_MODELS = 1 + sum(family in DEFAULT_CLASS_FAMILIES for family in OTHER_FAMILIES.values())
+
 APP_ID = "app-families"
 STEPS = 2
 PROMPT = "a lighthouse at dusk"
+
+
+def deployment_of(family: str) -> str:
+    """The model deployment a family's entry runs on here: DiffusionModel serves the default class."""
+    return "DiffusionModel" if family in DEFAULT_CLASS_FAMILIES else "DiffusionModel-l40s"
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +78,22 @@ def base(
                 "preview_vae": str(folder / "preview-vae"),
                 "loras": [{"name": "flux-ink", "source": str(folder / "flux-lora"), "weight": 1.0}],
             },
-            # The other transformer families, each through every interface (test below).
+            # The other families, each through every interface (test below).
             *(
                 {
                     "name": name,
                     "model": str(folder / family),
                     "family": family,
-                    "gpu_class": "l40s",
+                    **({} if family in DEFAULT_CLASS_FAMILIES else {"gpu_class": "l40s"}),
                     "default_size": "64x64",
                     "default_steps": STEPS,
                 }
                 for name, family in OTHER_FAMILIES.items()
             ),
         ],
-        # Every model of the l40s class held at once: no reload between this module's tests.
-        "max_models_per_replica": 1 + len(OTHER_FAMILIES),
+        # Every model of each class held at once (one limit for every class's replicas): no reload
+        # between this module's tests.
+        "max_models_per_replica": max(L40S_MODELS, DEFAULT_MODELS),
         "safety_checker_model": str(folder / "safety-checker"),
         "default_size": "64x64",
         "default_steps": STEPS,
@@ -228,13 +247,16 @@ def test_discord_imagine_renders_with_flux(base: str, fake: FakeDiscord, signer:
 def test_every_family_renders_through_every_interface(
     base: str, fake: FakeDiscord, signer: DiscordSigner, model: str
 ) -> None:
-    """FLUX.1-schnell, SD 3.5 and FLUX.2-klein through OpenAI, A1111 (with the empty negative
-    prompt its clients always send), predictions and Discord, each batched on its own class's
-    deployment (issue 24: every interface renders with each family)."""
+    """SDXL, FLUX.1-schnell, SD 3.5 and FLUX.2-klein through OpenAI, A1111 (with the empty
+    negative prompt its clients always send), predictions and Discord, each batched on its own
+    class's deployment (issue 24: every interface renders with each family)."""
+    family = OTHER_FAMILIES[model]
     listed = {m["id"]: m for m in httpx.get(f"{base}/v1/models", timeout=30).json()["data"]}[model]
-    assert listed["family"] == OTHER_FAMILIES[model]
-    flux_handle = serve.get_deployment_handle("DiffusionModel-l40s", app_name=APP)
-    before = len(flux_handle.batch_log.remote().result())
+    assert listed["family"] == family
+    default_class = family in DEFAULT_CLASS_FAMILIES
+    assert (listed["capabilities"]["gpu_class"] == "l40s") is not default_class
+    handle = serve.get_deployment_handle(deployment_of(family), app_name=APP)
+    before = len(handle.batch_log.remote().result())
 
     openai_image = image_of(generate(base, model=model))
     assert openai_image.shape == (64, 64, 3)
@@ -274,7 +296,7 @@ def test_every_family_renders_through_every_interface(
     fields = {f["name"]: f["value"] for f in final.json["embeds"][0]["fields"]}
     assert fields.get("Model") == model
 
-    # Every one of those renders ran on the l40s class's deployment, as a batch of this model alone.
-    batches = flux_handle.batch_log.remote().result()[before:]
+    # Every one of those renders ran on its class's deployment, as a batch of this model alone.
+    batches = handle.batch_log.remote().result()[before:]
     assert {name for batch in batches for group in batch["models"] for name in group} == {model}
     assert sum(batch["size"] for batch in batches) >= 4
