@@ -97,7 +97,10 @@ class FamilySpec:
 FAMILIES: dict[str, FamilySpec] = {
     "sd15": FamilySpec("SD 1.5", "unet", "float16", "sd15", weights_gb=2.0),
     "sd2": FamilySpec("SD 2.x", "unet", "float16", "sd2", weights_gb=2.6),
-    "sdxl": FamilySpec("SDXL", "unet", "float16", "sdxl", weights_gb=6.9),
+    # SDXL was trained at 1024x1024; at the app's usual 512 it composes badly.
+    "sdxl": FamilySpec(
+        "SDXL", "unet", "float16", "sdxl", defaults={"default_size": "1024x1024"}, weights_gb=6.9
+    ),
     # Diffusers' documented fast settings for the distilled Turbo models: 1-4 steps, no guidance
     # (they were trained without classifier-free guidance; 7.5 burns the image). SD-Turbo is a
     # distilled SD 2.1, SDXL-Turbo a distilled SDXL: their LoRAs are interchangeable with the base's.
