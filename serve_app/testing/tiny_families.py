@@ -372,27 +372,36 @@ def _staged(target: Path, write: Any) -> Path:
     return target
 
 
-def save_tiny_flux_lora(directory: str | Path, seed: int = 1) -> Path:
-    """A LoRA for the tiny FLUX.1 transformer's attention, in diffusers' FLUX LoRA format."""
+def _save_transformer_lora(
+    directory: str | Path, seed: int, transformer: Any, pipeline_class: Any, target_modules: list[str]
+) -> Path:
+    """A random-weight PEFT LoRA on ``transformer``'s ``target_modules``, saved by ``pipeline_class``
+    in its family's LoRA format. Random A and B (PEFT starts B at zero: no effect)."""
     import torch
-    from diffusers import FluxPipeline
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
     target = Path(directory)
     if (target / LORA_FILE).exists():
         return target
-    transformer = build_tiny_flux().transformer
     torch.manual_seed(seed)
     transformer.add_adapter(
-        LoraConfig(
-            r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
-        )
+        LoraConfig(r=4, lora_alpha=4, target_modules=target_modules, init_lora_weights=False)
     )
     layers = get_peft_model_state_dict(transformer)
     return _staged(
-        target, lambda staging: FluxPipeline.save_lora_weights(staging, transformer_lora_layers=layers)
+        target, lambda staging: pipeline_class.save_lora_weights(staging, transformer_lora_layers=layers)
     )
+
+
+def save_tiny_flux_lora(directory: str | Path, seed: int = 1) -> Path:
+    """A LoRA for the tiny FLUX.1 transformer's attention, in diffusers' FLUX LoRA format."""
+    from diffusers import FluxPipeline
+
+    if (Path(directory) / LORA_FILE).exists():
+        return Path(directory)
+    modules = ["to_q", "to_k", "to_v", "to_out.0"]
+    return _save_transformer_lora(directory, seed, build_tiny_flux().transformer, FluxPipeline, modules)
 
 
 def save_tiny_sd3_lora(directory: str | Path, seed: int = 1) -> Path:
@@ -400,40 +409,15 @@ def save_tiny_sd3_lora(directory: str | Path, seed: int = 1) -> Path:
 
     The modules diffusers' SD3 DreamBooth LoRA script trains: both streams' projections (the image
     stream's ``to_*``, the text stream's ``add_*`` and ``to_add_out``), which also covers the
-    dual-attention layer's second attention. Random A and B (PEFT starts B at zero: no effect).
+    dual-attention layer's second attention.
     """
-    import torch
     from diffusers import StableDiffusion3Pipeline
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
 
-    target = Path(directory)
-    if (target / LORA_FILE).exists():
-        return target
+    if (Path(directory) / LORA_FILE).exists():
+        return Path(directory)
+    modules = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
     transformer = build_tiny_sd3().transformer
-    torch.manual_seed(seed)
-    transformer.add_adapter(
-        LoraConfig(
-            r=4,
-            lora_alpha=4,
-            target_modules=[
-                "to_q",
-                "to_k",
-                "to_v",
-                "to_out.0",
-                "add_q_proj",
-                "add_k_proj",
-                "add_v_proj",
-                "to_add_out",
-            ],
-            init_lora_weights=False,
-        )
-    )
-    layers = get_peft_model_state_dict(transformer)
-    return _staged(
-        target,
-        lambda staging: StableDiffusion3Pipeline.save_lora_weights(staging, transformer_lora_layers=layers),
-    )
+    return _save_transformer_lora(directory, seed, transformer, StableDiffusion3Pipeline, modules)
 
 
 def save_tiny_safety_checker(directory: str | Path, seed: int = 0, flag_everything: bool = False) -> Path:
