@@ -173,7 +173,9 @@ class InteractionHandler:
                     f"Your default model {defaults.model!r} is no longer served; pick another with "
                     f"/settings (models: {', '.join(self._settings.catalogue.names)})."
                 )
-        params = with_defaults(params, defaults or UserDefaults(), attachment is not None)
+        params = with_defaults(
+            params, defaults or UserDefaults(), attachment is not None, self._takes_negative_prompt
+        )
         if ratio is not None:
             try:
                 params = params.model_copy(update={"size": self._ratio_size(ratio, params)})
@@ -200,6 +202,13 @@ class InteractionHandler:
             spent_s=spent_s,
             store_answered=defaults is not None,
         )
+
+    def _takes_negative_prompt(self, model: str | None) -> bool:
+        """Whether ``model`` (None: the catalogue's default) takes a negative prompt as SD does; an
+        unknown name is left to the edge, whose 400 names it."""
+        catalogue = self._settings.catalogue
+        entry = catalogue.entries.get(model) if model else catalogue.default
+        return entry is None or entry.spec.negative_prompt == "cfg"
 
     def _ratio_size(self, ratio: str, params: GenerationParams) -> str:
         """``ar``'s size for the model that will draw it, at about that model's native area."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,11 +38,19 @@ class UserDefaults(BaseModel):
         return not any(getattr(self, name) for name in ("model", "size", "steps", "negative_prompt"))
 
 
-def with_defaults(params: GenerationParams, defaults: UserDefaults, has_image: bool) -> GenerationParams:
+def with_defaults(
+    params: GenerationParams,
+    defaults: UserDefaults,
+    has_image: bool,
+    takes_negative_prompt: Callable[[str | None], bool] = lambda model: True,
+) -> GenerationParams:
     """``params`` with the user's defaults where the command left values out (given options win).
 
     A picture to start from keeps its own shape unless the command names a size, so a default
-    size applies to text-to-image only.
+    size applies to text-to-image only. A saved negative prompt applies only to a model that takes
+    one as usual (``takes_negative_prompt(model)``): FLUX.2 takes none and FLUX.1 only with true CFG,
+    so a default the user set for SD would otherwise refuse every FLUX command for a field the
+    command never named. One the command names is still checked, and refused, as typed.
     """
     update: dict[str, object] = {}
     if params.model is None and defaults.model:
@@ -50,7 +59,8 @@ def with_defaults(params: GenerationParams, defaults: UserDefaults, has_image: b
         update["size"] = defaults.size
     if params.steps is None and defaults.steps:
         update["steps"] = defaults.steps
-    if not params.negative_prompt and defaults.negative_prompt:
+    model = defaults.model if params.model is None and defaults.model else params.model
+    if not params.negative_prompt and defaults.negative_prompt and takes_negative_prompt(model):
         update["negative_prompt"] = defaults.negative_prompt
     return params.model_copy(update=update)
 

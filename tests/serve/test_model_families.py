@@ -300,3 +300,54 @@ def test_every_family_renders_through_every_interface(
     batches = handle.batch_log.remote().result()[before:]
     assert {name for batch in batches for group in batch["models"] for name in group} == {model}
     assert sum(batch["size"] for batch in batches) >= 4
+
+
+def _discord(base: str, signer: DiscordSigner, body: dict) -> dict:
+    raw = json.dumps(body).encode()
+    answer = httpx.post(f"{base}/discord/interactions", content=raw, headers=signer.headers(raw), timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def _settings(base: str, signer: DiscordSigner, user: str, **options: object) -> dict:
+    body = imagine_interaction(APP_ID, user=user)
+    types = {"reset": 5}
+    body["data"].update(
+        id="cmd-settings",
+        name="settings",
+        options=[{"name": k, "type": types.get(k, 3), "value": v} for k, v in options.items()],
+    )
+    return _discord(base, signer, body)
+
+
+def test_a_saved_negative_prompt_applies_only_to_models_that_take_one(
+    base: str, fake: FakeDiscord, signer: DiscordSigner
+) -> None:
+    """A /settings negative prompt made for SD must not refuse every FLUX command: FLUX.2 takes
+    none, FLUX.1 only with true CFG (which Discord does not set). SD still gets it."""
+    user = "424242424242"
+    saved = _settings(base, signer, user, negative_prompt="blurry")
+    assert saved["type"] == 4, saved
+    try:
+        for model, expected in (("tiny-flux", None), ("tiny-klein", None), ("tiny-sd", "blurry")):
+            command = imagine_interaction(
+                APP_ID, PROMPT, user=user, model=model, steps=STEPS, seed=5, count=1
+            )
+            answer = _discord(base, signer, command)
+            assert answer == {"type": 5}, (model, answer)  # deferred, not an ephemeral refusal
+            token = command["token"]
+            fake.wait_for(
+                lambda calls, token=token: any(token in c.path and c.files for c in calls),
+                240,
+                f"{model}'s image",
+            )
+            final = [c for c in fake.calls_to(token) if c.files][-1]
+            fields = {f["name"]: f["value"] for f in final.json["embeds"][0]["fields"]}
+            assert fields.get("Model") == model
+            assert fields.get("Negative prompt") == expected, (model, fields)
+        # Named in the command, it is still the user's request, and refused as typed.
+        command = imagine_interaction(APP_ID, PROMPT, user=user, model="tiny-klein", negative_prompt="fog")
+        refused = _discord(base, signer, command)
+        assert refused["type"] == 4 and "negative prompt" in refused["data"]["content"], refused
+    finally:
+        _settings(base, signer, user, reset=True)

@@ -339,3 +339,19 @@ def test_client_retries_when_discord_is_unreachable() -> None:
         await client.aclose()
 
     asyncio.run(edit())
+
+
+def test_a_default_negative_prompt_is_left_out_for_a_model_that_takes_none() -> None:
+    from bot_gateway.user_settings import UserDefaults, with_defaults
+    from serve_app.core.params import GenerationParams
+
+    defaults = UserDefaults(model="flux", negative_prompt="blurry")
+    takes = {"flux": False, "sd": True}.__getitem__
+    chosen_by_default = with_defaults(GenerationParams(prompt="x"), defaults, False, takes)
+    assert chosen_by_default.model == "flux" and not chosen_by_default.negative_prompt
+    named = with_defaults(GenerationParams(prompt="x", model="sd"), defaults, False, takes)
+    assert named.negative_prompt == "blurry"
+    typed = with_defaults(
+        GenerationParams(prompt="x", model="flux", negative_prompt="fog"), defaults, False, takes
+    )
+    assert typed.negative_prompt == "fog"  # what the command names is the edge's to judge
