@@ -33,6 +33,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.gpu_report.readme import update
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 START, END = "<!-- bench-credentials:start -->", "<!-- bench-credentials:end -->"
@@ -97,12 +99,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     relay = HangingRelay(port)
-    saved = {name: os.environ.get(name) for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                                     "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")}
-    os.environ.update({
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{relay.port}",
-    })
+    saved = {
+        name: os.environ.get(name)
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+    }
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{relay.port}",
+        }
+    )
     secret_id = f"raydiffusion/bench-{uuid.uuid4().hex[:8]}"
     try:
         direct = boto3.client("secretsmanager", endpoint_url=f"http://127.0.0.1:{port}")
@@ -156,10 +164,7 @@ def section(report: dict[str, Any], stem: str) -> str:
 
 
 def update_readme(readme: Path, text: str) -> None:
-    content = readme.read_text()
-    before, rest = content.split(START, 1)
-    _, after = rest.split(END, 1)
-    readme.write_text(f"{before}{START}\n{text}\n{END}{after}")
+    update(readme, text, START, END)  # the GPU report's section writer, with this section's markers
 
 
 def main(argv: list[str] | None = None) -> int:

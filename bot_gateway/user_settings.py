@@ -42,7 +42,7 @@ def with_defaults(
     params: GenerationParams,
     defaults: UserDefaults,
     has_image: bool,
-    takes_negative_prompt: Callable[[str | None], bool] = lambda model: True,
+    takes_negative_prompt: Callable[[str | None], bool],
 ) -> GenerationParams:
     """``params`` with the user's defaults where the command left values out (given options win).
 

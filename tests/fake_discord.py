@@ -20,6 +20,7 @@ from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 from nacl.signing import SigningKey
 
 
@@ -255,6 +256,12 @@ class DiscordSigner:
             "X-Signature-Timestamp": timestamp,
             "Content-Type": "application/json",
         }
+
+
+def post_interaction(base: str, signer: DiscordSigner, interaction: dict[str, Any]) -> httpx.Response:
+    """Send an interaction to the service's Discord endpoint, signed as Discord signs it."""
+    body = json.dumps(interaction).encode()
+    return httpx.post(f"{base}/discord/interactions", content=body, headers=signer.headers(body), timeout=30)
 
 
 # Option types of /imagine (bot_gateway/commands.py): STRING 3, INTEGER 4, NUMBER 10.

@@ -152,11 +152,12 @@ def render(folder: Path = RESULTS) -> str:
     return unmeasured(attempts)
 
 
-def update(readme: Path, text: str) -> None:
+def update(readme: Path, text: str, start: str = START, end: str = END) -> None:
+    """Replace what stands between the ``start`` and ``end`` markers of ``readme`` with ``text``."""
     content = readme.read_text()
-    before, rest = content.split(START, 1)
-    _, after = rest.split(END, 1)
-    readme.write_text(f"{before}{START}\n{text}\n{END}{after}")
+    before, rest = content.split(start, 1)
+    _, after = rest.split(end, 1)
+    readme.write_text(f"{before}{start}\n{text}\n{end}{after}")
 
 
 def main(argv: list[str] | None = None) -> int:

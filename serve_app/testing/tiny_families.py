@@ -381,16 +381,14 @@ def _save_transformer_lora(
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    target = Path(directory)
-    if (target / LORA_FILE).exists():
-        return target
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # callers return an existing file before building the transformer
     transformer.add_adapter(
         LoraConfig(r=4, lora_alpha=4, target_modules=target_modules, init_lora_weights=False)
     )
     layers = get_peft_model_state_dict(transformer)
     return _staged(
-        target, lambda staging: pipeline_class.save_lora_weights(staging, transformer_lora_layers=layers)
+        Path(directory),
+        lambda staging: pipeline_class.save_lora_weights(staging, transformer_lora_layers=layers),
     )
 
 

@@ -12,7 +12,6 @@ as aws.yaml places them; each renders through every interface on its own class's
 from __future__ import annotations
 
 import base64
-import json
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 import webuiapi
-from fake_discord import DiscordSigner, FakeDiscord, imagine_interaction
+from fake_discord import DiscordSigner, FakeDiscord, imagine_interaction, post_interaction
 from ray import serve
 from support import assert_error_shape, decode_png, wait_for
 
@@ -226,10 +225,7 @@ def test_predictions_render_flux(base: str) -> None:
 
 def test_discord_imagine_renders_with_flux(base: str, fake: FakeDiscord, signer: DiscordSigner) -> None:
     interaction = imagine_interaction(APP_ID, PROMPT, model="tiny-flux", steps=STEPS, seed=5)
-    body = json.dumps(interaction).encode()
-    answer = httpx.post(
-        f"{base}/discord/interactions", content=body, headers=signer.headers(body), timeout=30
-    )
+    answer = post_interaction(base, signer, interaction)
     assert answer.status_code == 200 and answer.json()["type"] == 5
     token = interaction["token"]
     deadline = time.monotonic() + 240
@@ -285,10 +281,7 @@ def test_every_family_renders_through_every_interface(
     assert done["status"] == "succeeded", done
 
     interaction = imagine_interaction(APP_ID, PROMPT, model=model, steps=STEPS, seed=5, count=1)
-    body = json.dumps(interaction).encode()
-    answer = httpx.post(
-        f"{base}/discord/interactions", content=body, headers=signer.headers(body), timeout=30
-    )
+    answer = post_interaction(base, signer, interaction)
     assert answer.status_code == 200 and answer.json()["type"] == 5
     token = interaction["token"]
     wait_for(lambda: any(c.files for c in fake.calls_to(token)), 240, f"the {model} image on Discord")
@@ -303,8 +296,7 @@ def test_every_family_renders_through_every_interface(
 
 
 def _discord(base: str, signer: DiscordSigner, body: dict) -> dict:
-    raw = json.dumps(body).encode()
-    answer = httpx.post(f"{base}/discord/interactions", content=raw, headers=signer.headers(raw), timeout=30)
+    answer = post_interaction(base, signer, body)
     assert answer.status_code == 200, answer.text
     return answer.json()
 

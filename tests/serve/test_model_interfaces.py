@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import ray
 import webuiapi
-from fake_discord import DiscordSigner, FakeDiscord, RecordedCall, snowflake
+from fake_discord import DiscordSigner, FakeDiscord, RecordedCall, post_interaction, snowflake
 from ray import serve
 from support import (
     ROOT,
@@ -295,10 +295,7 @@ def interaction(command: str, user: str, **options: object) -> dict[str, Any]:
 
 
 def post(base: str, signer: DiscordSigner, body: dict[str, Any]) -> dict[str, Any]:
-    raw = json.dumps(body).encode()
-    response = httpx.post(
-        f"{base}/discord/interactions", content=raw, headers=signer.headers(raw), timeout=30
-    )
+    response = post_interaction(base, signer, body)
     assert response.status_code == 200, response.text
     return response.json()
 
